@@ -1,0 +1,106 @@
+//! Permission to make one call, returned by `try_acquire`.
+
+use palisade_core::{Classifier, DefaultClassifier, Outcome};
+
+use crate::State;
+use crate::breaker::{CircuitBreaker, Ticket};
+
+/// Permission to make one call. Record the call's outcome on it; dropping it
+/// unrecorded counts nothing and gives a half-open probe place back.
+///
+/// ```
+/// use palisade_circuit_breaker::CircuitBreaker;
+///
+/// let breaker = CircuitBreaker::builder().build()?;
+/// if let Ok(permit) = breaker.try_acquire() {
+///     let result: Result<u32, std::io::Error> = Ok(7); // the call itself
+///     permit.record_result(&result);
+/// }
+/// # Ok::<(), palisade_circuit_breaker::ConfigError>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "a permit records nothing unless its outcome is recorded"]
+pub struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
+    ticket: Option<Ticket>,
+}
+
+impl<'a> Permit<'a> {
+    pub(crate) fn new(breaker: &'a CircuitBreaker, ticket: Ticket) -> Self {
+        Self {
+            breaker,
+            ticket: Some(ticket),
+        }
+    }
+
+    /// The state that admitted this call (closed, half-open for a probe, or a manual state).
+    pub fn state(&self) -> State {
+        self.ticket.map_or(State::Closed, |t| t.state)
+    }
+
+    /// Records the call's outcome.
+    #[inline]
+    pub fn record(mut self, outcome: Outcome) {
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.complete(ticket, outcome);
+        }
+    }
+
+    /// Records a success.
+    #[inline]
+    pub fn success(self) {
+        self.record(Outcome::Success);
+    }
+
+    /// Records a failure.
+    #[inline]
+    pub fn failure(self) {
+        self.record(Outcome::Failure);
+    }
+
+    /// Records the outcome of `result` with the default classifier (`Err` is a failure).
+    #[inline]
+    pub fn record_result<T, E>(self, result: &Result<T, E>) {
+        self.record(DefaultClassifier.classify(result));
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.release(ticket);
+        }
+    }
+}
+
+/// A permit that owns a handle to its breaker, for futures that must be `'static`.
+#[derive(Debug)]
+pub(crate) struct OwnedPermit {
+    breaker: CircuitBreaker,
+    ticket: Option<Ticket>,
+}
+
+impl OwnedPermit {
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn new(breaker: CircuitBreaker, ticket: Ticket) -> Self {
+        Self {
+            breaker,
+            ticket: Some(ticket),
+        }
+    }
+
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn record(mut self, outcome: Outcome) {
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.complete(ticket, outcome);
+        }
+    }
+}
+
+impl Drop for OwnedPermit {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.release(ticket);
+        }
+    }
+}

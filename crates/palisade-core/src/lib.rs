@@ -1,0 +1,54 @@
+//! Shared foundations of [Palisade](https://docs.rs/palisade): the pieces every
+//! pattern crate uses the same way.
+//!
+//! - [`Clock`]: monotonic nanoseconds. [`SystemClock`] by default, [`ManualClock`]
+//!   for tests, `TokioClock` (feature `tokio`) to follow `tokio::time::pause`.
+//! - [`Sleeper`]: waiting without tying a pattern to one runtime.
+//! - [`Outcome`] and [`Classifier`]: the three-way verdict on a `Result`.
+//! - [`Backoff`]: fixed or exponential delays with [`Jitter`].
+//! - [`Listener`] and [`Listeners`]: typed events that the `otel` and `tracing`
+//!   features of each pattern build on.
+//! - [`ConfigError`]: what every `build()` returns for a bad value, naming the field.
+//!
+//! You rarely depend on this crate directly; the pattern crates re-export what
+//! their APIs take.
+//!
+//! ```
+//! use palisade_core::{Backoff, Classifier, Clock, DefaultClassifier, ManualClock, Outcome};
+//! use std::time::Duration;
+//!
+//! let clock = ManualClock::new();
+//! let started = clock.now_nanos();
+//! clock.advance(Duration::from_millis(20));
+//! assert_eq!(clock.now_nanos() - started, 20_000_000);
+//!
+//! let result: Result<(), &str> = Err("timeout");
+//! assert_eq!(DefaultClassifier.classify(&result), Outcome::Failure);
+//!
+//! let backoff = Backoff::exponential(Duration::from_secs(1)).max(Duration::from_secs(8));
+//! assert_eq!(backoff.delay(5), Duration::from_secs(8));
+//! ```
+//!
+//! | feature | turns on | default |
+//! |---|---|---|
+//! | `tokio` | `TokioClock`, `TokioSleeper` | no |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod backoff;
+mod clock;
+pub mod config;
+mod listener;
+mod outcome;
+mod sleep;
+pub mod telemetry;
+
+pub use backoff::{Backoff, Jitter};
+#[cfg(feature = "tokio")]
+pub use clock::TokioClock;
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock, duration_to_nanos};
+pub use config::ConfigError;
+pub use listener::{Listener, Listeners};
+pub use outcome::{Classifier, DefaultClassifier, Outcome};
+pub use sleep::Sleeper;
+#[cfg(feature = "tokio")]
+pub use sleep::TokioSleeper;
