@@ -334,12 +334,7 @@ impl CircuitBreaker {
     pub(crate) fn release(&self, ticket: Ticket) {
         if ticket.state == State::HalfOpen {
             let mut t = self.shared.transitions.lock();
-            if self.load()
-                == (Word {
-                    generation: ticket.generation,
-                    state: State::HalfOpen,
-                })
-            {
+            if self.is_at(ticket.generation, State::HalfOpen) {
                 t.probes.admitted -= 1;
             }
         }
@@ -366,7 +361,7 @@ impl CircuitBreaker {
             None => false,
         };
         if ticket.state == State::Closed && (streak_tripped || self.rates_trip(tally)) {
-            self.trip(ticket.generation, now);
+            self.trip(ticket.generation);
         }
     }
 
@@ -392,51 +387,48 @@ impl CircuitBreaker {
     }
 
     #[cold]
-    fn trip(&self, generation: u64, now: u64) {
+    fn trip(&self, generation: u64) {
+        // The hot path may not have read the clock; the open duration starts now.
+        let now = self.shared.clock.now_nanos();
         let mut t = self.shared.transitions.lock();
-        if self.load()
-            == (Word {
-                generation,
-                state: State::Closed,
-            })
-        {
+        if self.is_at(generation, State::Closed) {
             self.transition(&mut t, State::Open, now);
         }
     }
 
     fn record_probe(&self, ticket: Ticket, outcome: Outcome, slow: bool, now: u64) {
-        let s = &*self.shared;
-        let c = &s.config;
-        let mut t = s.transitions.lock();
-        if self.load()
-            != (Word {
-                generation: ticket.generation,
-                state: State::HalfOpen,
-            })
-        {
+        let config = &self.shared.config;
+        let mut t = self.shared.transitions.lock();
+        if !self.is_at(ticket.generation, State::HalfOpen) {
             return;
         }
         if self.half_open_expired(&t, now) {
             self.transition(&mut t, State::Open, now);
             return;
         }
+        let probes = &mut t.probes;
         match outcome {
-            Outcome::Ignored => t.probes.admitted -= 1,
+            Outcome::Ignored => probes.admitted -= 1,
             Outcome::Success | Outcome::Failure => {
-                let p = &mut t.probes;
-                p.finished += 1;
-                p.failures += u32::from(outcome == Outcome::Failure);
-                p.slow += u32::from(slow);
-                if p.finished == c.half_open_probes {
-                    let n = f64::from(c.half_open_probes);
-                    let reopen = f64::from(p.failures) / n >= c.failure_rate_threshold
-                        || (c.slow_call_duration.is_some()
-                            && f64::from(p.slow) / n >= c.slow_call_rate_threshold);
+                probes.finished += 1;
+                probes.failures += u32::from(outcome == Outcome::Failure);
+                probes.slow += u32::from(slow);
+                if probes.finished == config.half_open_probes {
+                    let judged = f64::from(config.half_open_probes);
+                    let reopen = f64::from(probes.failures) / judged
+                        >= config.failure_rate_threshold
+                        || (config.slow_call_duration.is_some()
+                            && f64::from(probes.slow) / judged >= config.slow_call_rate_threshold);
                     let to = if reopen { State::Open } else { State::Closed };
                     self.transition(&mut t, to, now);
                 }
             }
         }
+    }
+
+    /// Whether the breaker is still in `state` at `generation`.
+    fn is_at(&self, generation: u64, state: State) -> bool {
+        self.load() == (Word { generation, state })
     }
 
     fn half_open_expired(&self, t: &Transitions, now: u64) -> bool {
