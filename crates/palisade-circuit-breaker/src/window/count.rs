@@ -4,6 +4,9 @@
 //! and adjusts the failure and slow counts by the difference to the outcome it
 //! replaced. A success replacing a success touches no shared counter at all.
 
+#[cfg(palisade_loom)]
+use loom::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+#[cfg(not(palisade_loom))]
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 
 use super::Tally;
@@ -82,7 +85,7 @@ fn decode(calls: u64, counts: i64) -> Tally {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
 
@@ -183,5 +186,47 @@ mod tests {
         let tally = w.tally();
         assert_eq!(tally.calls, 1000);
         assert_eq!((tally.failures, tally.slow), (failures, slow));
+    }
+}
+
+/// Every interleaving of two writers (loom): the running counts always decode
+/// within bounds, and once both are done they match a recount of the slots.
+/// Run with `RUSTFLAGS="--cfg palisade_loom" cargo test -p palisade-circuit-breaker --lib --release loom`.
+#[cfg(all(test, palisade_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    #[test]
+    fn loom_two_writers_keep_exact_counts() {
+        loom::model(|| {
+            let window = Arc::new(CountWindow::new(2));
+            // One call already in the window, so the writers also replace outcomes.
+            window.record(true, true);
+            let writers: Vec<_> = [(false, true), (true, false)]
+                .into_iter()
+                .map(|(failure, slow)| {
+                    let window = Arc::clone(&window);
+                    thread::spawn(move || {
+                        let tally = window.record(failure, slow);
+                        assert!(tally.failures <= tally.calls && tally.slow <= tally.calls);
+                        window.record(!failure, false);
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap();
+            }
+            let (mut failures, mut slow) = (0, 0);
+            for slot in &*window.slots {
+                let s = slot.load(Ordering::SeqCst);
+                failures += u64::from(s & FAILED != 0);
+                slow += u64::from(s & SLOW != 0);
+            }
+            let tally = window.tally();
+            assert_eq!(tally.calls, 2);
+            assert_eq!((tally.failures, tally.slow), (failures, slow));
+        });
     }
 }
