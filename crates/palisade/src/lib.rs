@@ -7,16 +7,16 @@
 //!
 //! | feature | turns on | default |
 //! |---|---|---|
-//! | `circuit-breaker` | [`circuit_breaker`]: count and time windows, failure and slow-call rates, half-open probes | yes |
+//! | `circuit-breaker` | `circuit_breaker`: count and time windows, failure and slow-call rates, half-open probes | no |
 //! | `tower` | a tower `Layer` for every enabled pattern | no |
 //! | `otel` | OpenTelemetry metrics and span events for every enabled pattern | no |
 //! | `tracing` | `tracing` events for every enabled pattern | no |
-//! | `tokio` | [`core::TokioClock`] and [`core::TokioSleeper`], which follow `tokio::time::pause` | no |
+//! | `tokio` | `core::TokioClock` and `core::TokioSleeper`, which follow `tokio::time::pause` | no |
 //! | `full` | all of the above | no |
 //!
 //! ```
 //! # #[cfg(feature = "circuit-breaker")] {
-//! use palisade::circuit_breaker::{CircuitBreaker, CallError, SlidingWindow};
+//! use palisade::circuit_breaker::{CircuitBreaker, SlidingWindow, State};
 //! use std::time::Duration;
 //!
 //! let breaker = CircuitBreaker::builder()
@@ -28,17 +28,19 @@
 //!     .build()
 //!     .expect("valid configuration");
 //!
-//! let answer: Result<u32, CallError<std::io::Error>> =
-//!     futures_lite_block_on(breaker.call(|| async { Ok(42) }));
-//! assert_eq!(answer.unwrap(), 42);
-//! # fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
-//! #     let waker = std::task::Waker::noop();
-//! #     let mut cx = std::task::Context::from_waker(&waker);
-//! #     let mut f = std::pin::pin!(f);
-//! #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
-//! # }
+//! // Ten failed calls in a row: the breaker opens and rejects the next one.
+//! for _ in 0..10 {
+//!     let permit = breaker.try_acquire().expect("closed");
+//!     permit.failure();
+//! }
+//! assert_eq!(breaker.state(), State::Open);
+//! let rejected = breaker.try_acquire().unwrap_err();
+//! assert!(rejected.retry_after().is_some());
 //! # }
 //! ```
+//!
+//! Async code uses `breaker.call(|| async { … }).await`, and tower users
+//! `CircuitBreakerLayer` (feature `tower`).
 //!
 //! The guides live in the repository's `docs/` folder: one per pattern, plus
 //! `telemetry.md`, `composition.md` and `benchmarks.md`.
