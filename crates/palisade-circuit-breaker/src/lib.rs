@@ -37,7 +37,7 @@
 //!
 //! // After the open duration one probe is admitted; its success closes the breaker.
 //! clock.advance(Duration::from_secs(30));
-//! breaker.call(|| async { Ok::<_, &str>(()) }).await?;
+//! breaker.call(|| async { Ok::<_, std::io::Error>(()) }).await?;
 //! assert_eq!(breaker.state(), State::Closed);
 //! # Ok(())
 //! # }
@@ -53,7 +53,7 @@
 //! - **Half-open**: exactly [`Builder::half_open_probes`] probes are admitted;
 //!   a probe dropped without an outcome gives its place back, and an outcome
 //!   from before a state change is ignored.
-//! - **Open duration**: fixed, or from a [`Backoff`](palisade_core::Backoff) over
+//! - **Open duration**: fixed, or from a [`Backoff`] over
 //!   consecutive openings; an optional maximum wait in half-open.
 //! - **Manual states**: [`State::ForcedOpen`], [`State::Disabled`],
 //!   [`State::MetricsOnly`] through [`CircuitBreaker::transition_to`], and [`CircuitBreaker::reset`].

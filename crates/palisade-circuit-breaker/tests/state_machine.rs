@@ -468,7 +468,11 @@ async fn call_runs_the_closure_only_when_permitted() {
         .await
         .unwrap_err();
     assert!(!ran);
-    assert_eq!(err.rejected().map(|r| r.state()), Some(State::ForcedOpen));
+    assert_eq!(
+        err.rejected()
+            .map(palisade_circuit_breaker::Rejected::state),
+        Some(State::ForcedOpen)
+    );
 }
 
 #[tokio::test]
@@ -501,7 +505,7 @@ async fn a_cancelled_call_releases_its_probe() {
     let breaker = builder(&clock).half_open_probes(1).build().unwrap();
     breaker.transition_to(State::HalfOpen);
     {
-        let pending = breaker.call(|| std::future::pending::<Result<(), ()>>());
+        let pending = breaker.call(std::future::pending::<Result<(), ()>>);
         let mut pending = std::pin::pin!(pending);
         // poll once so the call takes the probe, then drop it
         let waker = std::task::Waker::noop();

@@ -16,7 +16,8 @@ struct Fields(String);
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!("{}={:?} ", field.name(), value));
+        use std::fmt::Write;
+        let _ = write!(self.0, "{}={:?} ", field.name(), value);
     }
 }
 

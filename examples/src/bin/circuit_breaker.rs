@@ -90,12 +90,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // One request every 100 ms for 45 s.
     for sku in 0..450u32 {
-        match breaker.call(|| inventory.stock(sku)).await {
-            Ok(_) => {}
-            Err(e) if sku % 25 == 0 => {
-                println!("t={:>5.1}s  {e}", started.elapsed().as_secs_f64());
-            }
-            Err(_) => {}
+        let result = breaker.call(|| inventory.stock(sku)).await;
+        if let Err(e) = result
+            && sku % 25 == 0
+        {
+            println!("t={:>5.1}s  {e}", started.elapsed().as_secs_f64());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
