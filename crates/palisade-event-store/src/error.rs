@@ -1,0 +1,111 @@
+//! What can go wrong, with enough detail to act on.
+
+use uuid::Uuid;
+
+use crate::types::{ExpectedVersion, StreamName, StreamState};
+
+/// A result of the event store.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error from the event store. Nothing of a failed append was written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stream was not at the expected version; `actual` says where it is.
+    #[error("stream `{stream}`: expected {expected}, but it is {actual:?}")]
+    Conflict {
+        /// The stream.
+        stream: StreamName,
+        /// What the writer expected.
+        expected: ExpectedVersion,
+        /// What the stream is.
+        actual: StreamState,
+    },
+    /// The stream was deleted: reading it, or appending without `ExpectedVersion::Recreate`.
+    #[error("stream `{stream}` was deleted")]
+    StreamDeleted {
+        /// The stream.
+        stream: StreamName,
+    },
+    /// An event id is already stored with other content or at another place.
+    #[error("event id {id} is already used by another event")]
+    DuplicateEventId {
+        /// The id.
+        id: Uuid,
+    },
+    /// An append with no events.
+    #[error("an append needs at least one event")]
+    EmptyBatch,
+    /// More events in one append than the configured maximum.
+    #[error("an append of {len} events; the maximum is {max}")]
+    BatchTooLarge {
+        /// Events in the batch.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// An event (payload plus metadata) over the configured maximum.
+    #[error("event {id} is {size} bytes; the maximum is {max}")]
+    EventTooLarge {
+        /// The event id.
+        id: Uuid,
+        /// Its size in bytes.
+        size: usize,
+        /// The configured maximum in bytes.
+        max: usize,
+    },
+    /// An event type or an event type name that is empty or too long.
+    #[error("event {id}: invalid event type: {reason}")]
+    InvalidEventType {
+        /// The event id.
+        id: Uuid,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A stream name that is empty, too long, or has a character that is not allowed.
+    #[error("invalid stream name {name:?}: {reason}")]
+    InvalidStreamName {
+        /// The name given.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An upcaster chain had no step for a (type, schema version) it should handle.
+    #[error("no upcaster from `{event_type}` schema {schema_version} (the newest is {latest})")]
+    UnknownSchema {
+        /// The event type.
+        event_type: String,
+        /// The schema version found.
+        schema_version: u32,
+        /// The schema version the chain leads to.
+        latest: u32,
+    },
+    /// An upcaster failed on an event.
+    #[error("upcasting `{event_type}` schema {schema_version}: {reason}")]
+    Upcast {
+        /// The event type.
+        event_type: String,
+        /// The schema version it had.
+        schema_version: u32,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A payload or metadata could not be encoded or decoded.
+    #[error("codec: {0}")]
+    Codec(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The database failed or could not be reached; the operation may be retried.
+    #[error("backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    /// Wraps a database error.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(e))
+    }
+
+    /// Whether this is an optimistic-concurrency conflict (reload and retry the command).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
+    }
+}

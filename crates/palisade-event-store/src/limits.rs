@@ -1,0 +1,72 @@
+//! The checks every backend runs on a batch before writing anything.
+
+use crate::error::{Error, Result};
+use crate::types::NewEvent;
+
+/// Bounds on what an append may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest event, payload plus encoded metadata, in bytes (default 1 MiB).
+    pub max_event_bytes: usize,
+    /// The most events in one append (default 10,000).
+    pub max_batch: usize,
+}
+
+/// The longest event type name, in bytes.
+pub const MAX_EVENT_TYPE_BYTES: usize = 255;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 1024 * 1024,
+            max_batch: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks a batch; returns each event's metadata encoded as JSON, which the
+    /// backends store as it is.
+    ///
+    /// # Errors
+    /// [`Error::EmptyBatch`], [`Error::BatchTooLarge`], [`Error::EventTooLarge`], [`Error::InvalidEventType`],
+    /// [`Error::DuplicateEventId`] for an id used twice in the batch.
+    pub fn check(&self, events: &[NewEvent]) -> Result<Vec<Vec<u8>>> {
+        if events.is_empty() {
+            return Err(Error::EmptyBatch);
+        }
+        if events.len() > self.max_batch {
+            return Err(Error::BatchTooLarge {
+                len: events.len(),
+                max: self.max_batch,
+            });
+        }
+        let mut metadata = Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            if e.event_type.is_empty() || e.event_type.len() > MAX_EVENT_TYPE_BYTES {
+                return Err(Error::InvalidEventType {
+                    id: e.id,
+                    reason: format!(
+                        "must be 1 to {MAX_EVENT_TYPE_BYTES} bytes, is {}",
+                        e.event_type.len()
+                    ),
+                });
+            }
+            if events[..i].iter().any(|earlier| earlier.id == e.id) {
+                return Err(Error::DuplicateEventId { id: e.id });
+            }
+            let meta =
+                serde_json::to_vec(&e.metadata).map_err(|err| Error::Codec(Box::new(err)))?;
+            let size = e.payload.len() + meta.len();
+            if size > self.max_event_bytes {
+                return Err(Error::EventTooLarge {
+                    id: e.id,
+                    size,
+                    max: self.max_event_bytes,
+                });
+            }
+            metadata.push(meta);
+        }
+        Ok(metadata)
+    }
+}
