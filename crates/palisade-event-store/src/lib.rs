@@ -40,6 +40,10 @@ mod error;
 mod idempotency;
 mod limits;
 mod memory;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod paging;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod store;
 mod subscription;
 mod types;
@@ -49,6 +53,9 @@ pub use codec::{Codec, JsonCodec};
 pub use error::{Error, Result};
 pub use limits::{Limits, MAX_EVENT_TYPE_BYTES};
 pub use memory::InMemoryEventStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PostgresBuilder, PostgresEventStore};
 pub use store::{EventStore, EventStream};
 pub use subscription::{CheckpointStore, InMemoryCheckpointStore, Subscription};
 pub use types::{

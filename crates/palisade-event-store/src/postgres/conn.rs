@@ -1,0 +1,106 @@
+//! A pooled connection that leaves the pool when it breaks.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use deadpool_postgres::{Object, Pool};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use crate::error::{Error, Result};
+
+/// A connection from the pool. If a statement fails because the connection
+/// died (killed by an administrator, a network cut), the connection is dropped
+/// instead of going back to the pool, so the next call gets a healthy one.
+pub(super) struct Conn {
+    client: Option<Object>,
+    broken: AtomicBool,
+}
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+impl Conn {
+    pub(super) async fn get(pool: &Pool) -> Result<Self> {
+        let client = pool.get().await.map_err(Error::backend)?;
+        Ok(Self {
+            client: Some(client),
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    fn client(&self) -> &Object {
+        self.client.as_ref().expect("present until drop")
+    }
+
+    /// The client, for a transaction; mark the connection broken with [`Conn::check`].
+    pub(super) fn client_mut(&mut self) -> &mut Object {
+        self.client.as_mut().expect("present until drop")
+    }
+
+    /// Passes `result` through, remembering whether its error broke the connection.
+    pub(super) fn check<T>(
+        &self,
+        result: Result<T, tokio_postgres::Error>,
+    ) -> Result<T, tokio_postgres::Error> {
+        if let Err(e) = &result
+            && is_broken(e)
+        {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    pub(super) async fn query(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let stmt = self.check(self.client().prepare_cached(sql).await)?;
+        self.check(self.client().query(&stmt, params).await)
+    }
+
+    pub(super) async fn query_one(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Row, tokio_postgres::Error> {
+        let stmt = self.check(self.client().prepare_cached(sql).await)?;
+        self.check(self.client().query_one(&stmt, params).await)
+    }
+
+    pub(super) async fn query_opt(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let stmt = self.check(self.client().prepare_cached(sql).await)?;
+        self.check(self.client().query_opt(&stmt, params).await)
+    }
+
+    pub(super) async fn execute(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<u64, tokio_postgres::Error> {
+        let stmt = self.check(self.client().prepare_cached(sql).await)?;
+        self.check(self.client().execute(&stmt, params).await)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.broken.load(Ordering::Relaxed)
+            && let Some(client) = self.client.take()
+        {
+            drop(Object::take(client));
+        }
+    }
+}
+
+/// A closed connection, or the server ending the session (class 57: operator
+/// intervention, such as `pg_terminate_backend`; class 08: connection exception).
+fn is_broken(e: &tokio_postgres::Error) -> bool {
+    e.is_closed()
+        || e.as_db_error().is_some_and(|db| {
+            db.code().code().starts_with("57") || db.code().code().starts_with("08")
+        })
+}

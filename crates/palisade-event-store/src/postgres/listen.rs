@@ -1,0 +1,60 @@
+//! LISTEN/NOTIFY: a dedicated connection that wakes subscriptions when events commit.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+/// Listens on `channel` until the store (the owner of `changes`) is gone,
+/// reconnecting after a failure. Every notification, and every reconnection
+/// (notifications may have been missed), moves the change counter.
+pub(super) fn spawn(
+    config: tokio_postgres::Config,
+    channel: String,
+    changes: Weak<watch::Sender<u64>>,
+) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        loop {
+            if let Ok((client, mut connection)) = config.connect(NoTls).await {
+                let notify = changes.clone();
+                let driver = tokio::spawn(async move {
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(Ok(message)) = messages.next().await {
+                        if let AsyncMessage::Notification(_) = message {
+                            match notify.upgrade() {
+                                Some(changes) => changes.send_modify(|n| *n += 1),
+                                None => return,
+                            }
+                        }
+                    }
+                });
+                if client
+                    .batch_execute(&format!("LISTEN {channel}"))
+                    .await
+                    .is_ok()
+                {
+                    bump(&changes);
+                    let _ = driver.await;
+                } else {
+                    driver.abort();
+                }
+            }
+            if !bump(&changes) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+    .abort_handle()
+}
+
+/// Moves the counter; `false` once the store is gone.
+fn bump(changes: &Weak<watch::Sender<u64>>) -> bool {
+    changes.upgrade().is_some_and(|c| {
+        c.send_modify(|n| *n += 1);
+        true
+    })
+}

@@ -1,0 +1,578 @@
+//! The PostgreSQL backend (feature `postgres`): a pooled, batched store whose
+//! global order is safe for subscribers, woken by LISTEN/NOTIFY.
+
+mod conn;
+mod listen;
+mod rows;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::watch;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use crate::error::{Error, Result};
+use crate::idempotency::check_retry;
+use crate::limits::Limits;
+use crate::paging::paged;
+use crate::store::{EventStore, EventStream};
+use crate::subscription::CheckpointStore;
+use crate::types::{
+    AppendResult, Direction, ExpectedVersion, NewEvent, Position, ReadAll, ReadStream, Snapshot,
+    StreamName, StreamState,
+};
+
+use conn::Conn;
+use rows::{EVENT_COLUMNS, event_from_row, state_from};
+
+const SCHEMA_SQL: &str = include_str!("schema.sql");
+
+/// Builds a [`PostgresEventStore`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PostgresBuilder {
+    url: String,
+    schema: String,
+    pool_size: usize,
+    limits: Limits,
+    poll_interval: Duration,
+}
+
+impl PostgresBuilder {
+    /// The schema holding the store's tables (default `palisade`): lower-case
+    /// letters, digits and `_`, starting with a letter, at most 40 bytes.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Connections in the pool (default 16).
+    pub fn pool_size(mut self, connections: usize) -> Self {
+        self.pool_size = connections;
+        self
+    }
+
+    /// Limits on appends (default [`Limits::default`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How often subscriptions poll when no notification arrives (default 500 ms).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Connects, creates or updates the schema, and starts listening for new events.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if the URL or schema name is invalid or the server cannot be reached.
+    pub async fn connect(self) -> Result<PostgresEventStore> {
+        let valid = !self.schema.is_empty()
+            && self.schema.len() <= 40
+            && self.schema.starts_with(|c: char| c.is_ascii_lowercase())
+            && self
+                .schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(Error::backend(InvalidSchema(self.schema)));
+        }
+        if self.pool_size == 0 {
+            return Err(Error::backend(InvalidSchema(
+                "pool_size must be at least 1".into(),
+            )));
+        }
+        let config = tokio_postgres::Config::from_str(&self.url).map_err(Error::backend)?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(self.pool_size)
+            .build()
+            .map_err(Error::backend)?;
+        let sql = Arc::new(Sql::new(&self.schema));
+        {
+            let mut client = pool.get().await.map_err(Error::backend)?;
+            let tx = client.transaction().await.map_err(Error::backend)?;
+            // Two stores starting at once must not both run CREATE FUNCTION.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                &[&self.schema],
+            )
+            .await
+            .map_err(Error::backend)?;
+            let sql = SCHEMA_SQL
+                .replace("__SCHEMA__", &self.schema)
+                .replace("__LOCKKEY__", &lock_key(&self.schema).to_string());
+            tx.batch_execute(&sql).await.map_err(Error::backend)?;
+            tx.commit().await.map_err(Error::backend)?;
+        }
+        let changes = Arc::new(watch::Sender::new(0));
+        let listener = listen::spawn(
+            config,
+            format!("{}_events", self.schema),
+            Arc::downgrade(&changes),
+        );
+        Ok(PostgresEventStore {
+            pool,
+            sql,
+            limits: self.limits,
+            poll_interval: self.poll_interval,
+            changes,
+            listener,
+        })
+    }
+}
+
+/// The second key of the advisory lock that marks appenders of one schema
+/// (the first is `'pali'` as an integer): a 31-bit FNV-1a hash of the schema name.
+fn lock_key(schema: &str) -> u32 {
+    let hash = schema.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    hash & 0x7fff_ffff
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid PostgreSQL event store setting: {0}")]
+struct InvalidSchema(String);
+
+/// The statements, with the schema name filled in once.
+#[derive(Debug)]
+struct Sql {
+    append: String,
+    events_by_ids: String,
+    stream_row: String,
+    stream_row_for_update: String,
+    ensure_stream: String,
+    delete: String,
+    read_forward: String,
+    read_backward: String,
+    read_all: String,
+    save_snapshot: String,
+    load_snapshot: String,
+    load_checkpoint: String,
+    save_checkpoint: String,
+}
+
+impl Sql {
+    fn new(s: &str) -> Self {
+        let events = format!("SELECT {EVENT_COLUMNS} FROM {s}.events");
+        Self {
+            append: format!(
+                "SELECT new_version, commit_id, last_sequence FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8)"
+            ),
+            events_by_ids: format!("{events} WHERE id = ANY($1)"),
+            stream_row: format!(
+                "SELECT version, deleted, hidden_through FROM {s}.streams WHERE name = $1"
+            ),
+            stream_row_for_update: format!(
+                "SELECT version, deleted, hidden_through FROM {s}.streams WHERE name = $1 FOR UPDATE"
+            ),
+            ensure_stream: format!(
+                "INSERT INTO {s}.streams (name, version) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING"
+            ),
+            delete: format!("UPDATE {s}.streams SET deleted = true WHERE name = $1"),
+            read_forward: format!(
+                "{events} WHERE stream = $1 AND version > $2 AND version >= $3 ORDER BY version LIMIT $4"
+            ),
+            read_backward: format!(
+                "{events} WHERE stream = $1 AND version > $2 AND version <= $3 ORDER BY version DESC LIMIT $4"
+            ),
+            read_all: format!("SELECT {EVENT_COLUMNS} FROM {s}.read_all($1, $2, $3, $4, $5, $6)"),
+            save_snapshot: format!(
+                "INSERT INTO {s}.snapshots (stream, version, schema_version, payload) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (stream) DO UPDATE SET version = $2, schema_version = $3, payload = $4"
+            ),
+            load_snapshot: format!(
+                "SELECT version, schema_version, payload FROM {s}.snapshots WHERE stream = $1"
+            ),
+            load_checkpoint: format!(
+                "SELECT commit_id, sequence FROM {s}.checkpoints WHERE name = $1"
+            ),
+            save_checkpoint: format!(
+                "INSERT INTO {s}.checkpoints (name, commit_id, sequence) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET commit_id = $2, sequence = $3"
+            ),
+        }
+    }
+}
+
+/// An event store on PostgreSQL.
+///
+/// Appends are one round trip per batch (a stored function that locks the
+/// stream row, checks the expected version and inserts every event). Readers
+/// of the global log only read transactions older than the oldest one still
+/// open, ordered by transaction id then sequence, so a subscriber never skips
+/// an event that commits late. New events are signalled with LISTEN/NOTIFY;
+/// subscriptions poll as a fallback.
+#[derive(Debug)]
+pub struct PostgresEventStore {
+    pool: Pool,
+    sql: Arc<Sql>,
+    limits: Limits,
+    poll_interval: Duration,
+    changes: Arc<watch::Sender<u64>>,
+    listener: tokio::task::AbortHandle,
+}
+
+impl Drop for PostgresEventStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PostgresEventStore {
+    /// A builder for the server at `url` (`postgres://user@host:5432/db`).
+    pub fn builder(url: impl Into<String>) -> PostgresBuilder {
+        PostgresBuilder {
+            url: url.into(),
+            schema: "palisade".into(),
+            pool_size: 16,
+            limits: Limits::default(),
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+
+    async fn conn(&self) -> Result<Conn> {
+        Conn::get(&self.pool).await
+    }
+
+    /// Looks up the events already stored under `events`' ids and decides
+    /// between "a retry, already done" and "those ids belong to other events".
+    async fn resolve_retry(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<Option<AppendResult>> {
+        let conn = self.conn().await?;
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+        let rows = conn
+            .query(&self.sql.events_by_ids, &[&ids])
+            .await
+            .map_err(Error::backend)?;
+        let found = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let existing: Vec<_> = events
+            .iter()
+            .map(|e| found.iter().find(|f| f.id == e.id))
+            .collect();
+        check_retry(stream, expected, events, &existing)
+    }
+}
+
+fn expected_parts(expected: ExpectedVersion) -> (i32, i64) {
+    match expected {
+        ExpectedVersion::Any => (0, 0),
+        ExpectedVersion::NoStream => (1, 0),
+        ExpectedVersion::StreamExists => (2, 0),
+        ExpectedVersion::Exact(v) => (3, i64::try_from(v).unwrap_or(i64::MAX)),
+        ExpectedVersion::Recreate => (4, 0),
+    }
+}
+
+/// What a failed append statement meant.
+enum AppendFailure {
+    Conflict(StreamState),
+    Deleted,
+    DuplicateId,
+    Other(tokio_postgres::Error),
+}
+
+fn classify(e: tokio_postgres::Error) -> AppendFailure {
+    let Some(db) = e.as_db_error() else {
+        return AppendFailure::Other(e);
+    };
+    let state_in_detail = || {
+        let detail = db.detail().unwrap_or_default();
+        let mut parts = detail.split(' ').map(|p| p.parse::<i64>().unwrap_or(0));
+        let (state, version) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        state_from(version, state == 2)
+    };
+    match db.code().code() {
+        "PS409" => AppendFailure::Conflict(state_in_detail()),
+        "PS410" => AppendFailure::Deleted,
+        _ if *db.code() == SqlState::UNIQUE_VIOLATION
+            && db.constraint().is_some_and(|c| c.ends_with("_id_key")) =>
+        {
+            AppendFailure::DuplicateId
+        }
+        _ => AppendFailure::Other(e),
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresEventStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        let metadata = self.limits.check(&events)?;
+        let (kind, version) = expected_parts(expected);
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let schemas: Vec<i32> = events
+            .iter()
+            .map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX))
+            .collect();
+        let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+        let metadata: Vec<&[u8]> = metadata.iter().map(Vec::as_slice).collect();
+        let outcome = self
+            .conn()
+            .await?
+            .query_one(
+                &self.sql.append,
+                &[
+                    &stream.as_str(),
+                    &kind,
+                    &version,
+                    &ids,
+                    &types,
+                    &schemas,
+                    &payloads,
+                    &metadata,
+                ],
+            )
+            .await;
+        match outcome {
+            Ok(row) => {
+                self.changes.send_modify(|n| *n += 1);
+                Ok(AppendResult {
+                    version: row.get::<_, i64>(0) as u64,
+                    position: Position {
+                        commit: row.get::<_, i64>(1) as u64,
+                        sequence: row.get::<_, i64>(2) as u64,
+                    },
+                    written: true,
+                })
+            }
+            Err(e) => match classify(e) {
+                AppendFailure::Other(e) => Err(Error::backend(e)),
+                failure => {
+                    // A conflict or a used id may be a retry of an append that already succeeded.
+                    if let Some(done) = self.resolve_retry(stream, expected, &events).await? {
+                        return Ok(done);
+                    }
+                    Err(match failure {
+                        AppendFailure::Conflict(actual) => Error::Conflict {
+                            stream: stream.clone(),
+                            expected,
+                            actual,
+                        },
+                        AppendFailure::Deleted => Error::StreamDeleted {
+                            stream: stream.clone(),
+                        },
+                        _ => Error::DuplicateEventId { id: events[0].id },
+                    })
+                }
+            },
+        }
+    }
+
+    async fn read_stream(&self, stream: &StreamName, options: ReadStream) -> Result<EventStream> {
+        let row = self
+            .conn()
+            .await?
+            .query_opt(&self.sql.stream_row, &[&stream.as_str()])
+            .await
+            .map_err(Error::backend)?;
+        let Some(row) = row else {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        };
+        if row.get::<_, bool>(1) {
+            return Err(Error::StreamDeleted {
+                stream: stream.clone(),
+            });
+        }
+        let version = row.get::<_, i64>(0);
+        let hidden = row.get::<_, i64>(2);
+        let forward = options.direction == Direction::Forward;
+        let start = match (forward, options.from) {
+            (true, from) => from.map_or(1, |f| f as i64),
+            (false, from) => from.map_or(version, |f| (f as i64).min(version)),
+        };
+        let (pool, sql, name) = (
+            self.pool.clone(),
+            Arc::clone(&self.sql),
+            stream.as_str().to_owned(),
+        );
+        Ok(paged(start, options.limit, move |from: i64, n| {
+            let (pool, sql, name) = (pool.clone(), Arc::clone(&sql), name.clone());
+            async move {
+                let text = if forward {
+                    &sql.read_forward
+                } else {
+                    &sql.read_backward
+                };
+                let rows = Conn::get(&pool)
+                    .await?
+                    .query(text, &[&name, &hidden, &from, &(n as i64)])
+                    .await
+                    .map_err(Error::backend)?;
+                let events = rows
+                    .iter()
+                    .map(event_from_row)
+                    .collect::<Result<Vec<_>>>()?;
+                let next = events.last().map_or(from, |e| {
+                    if forward {
+                        e.version as i64 + 1
+                    } else {
+                        e.version as i64 - 1
+                    }
+                });
+                Ok((events, next))
+            }
+        }))
+    }
+
+    async fn read_all(&self, options: ReadAll) -> Result<EventStream> {
+        let (pool, sql) = (self.pool.clone(), Arc::clone(&self.sql));
+        let filter = options.filter;
+        Ok(paged(
+            options.after,
+            options.limit,
+            move |after: Position, n| {
+                let (pool, sql, filter) = (pool.clone(), Arc::clone(&sql), filter.clone());
+                async move {
+                    let rows = Conn::get(&pool)
+                        .await?
+                        .query(
+                            &sql.read_all,
+                            &[
+                                &after.commit.to_string(),
+                                &(after.sequence as i64),
+                                &filter.stream_prefix,
+                                &filter.exact_stream,
+                                &filter.event_types,
+                                &(n as i64),
+                            ],
+                        )
+                        .await
+                        .map_err(Error::backend)?;
+                    let events = rows
+                        .iter()
+                        .map(event_from_row)
+                        .collect::<Result<Vec<_>>>()?;
+                    let next = events.last().map_or(after, |e| e.position);
+                    Ok((events, next))
+                }
+            },
+        ))
+    }
+
+    async fn stream_state(&self, stream: &StreamName) -> Result<StreamState> {
+        let row = self
+            .conn()
+            .await?
+            .query_opt(&self.sql.stream_row, &[&stream.as_str()])
+            .await
+            .map_err(Error::backend)?;
+        Ok(row.map_or(StreamState::NoStream, |r| state_from(r.get(0), r.get(1))))
+    }
+
+    async fn delete_stream(&self, stream: &StreamName, expected: ExpectedVersion) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let name = stream.as_str();
+        let sql = &self.sql;
+        let result = async {
+            let tx = conn.client_mut().transaction().await?;
+            tx.execute(&sql.ensure_stream, &[&name]).await?;
+            let row = tx.query_one(&sql.stream_row_for_update, &[&name]).await?;
+            if let Err(e) = state_from(row.get(0), row.get(1)).check(stream, expected) {
+                return Ok(Err(e));
+            }
+            tx.execute(&sql.delete, &[&name]).await?;
+            tx.commit().await?;
+            Ok(Ok(()))
+        }
+        .await;
+        conn.check(result).map_err(Error::backend)?
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        self.conn()
+            .await?
+            .execute(
+                &self.sql.save_snapshot,
+                &[
+                    &snapshot.stream.as_str(),
+                    &(snapshot.version as i64),
+                    &(snapshot.schema_version as i32),
+                    &snapshot.payload,
+                ],
+            )
+            .await
+            .map_err(Error::backend)?;
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamName) -> Result<Option<Snapshot>> {
+        let row = self
+            .conn()
+            .await?
+            .query_opt(&self.sql.load_snapshot, &[&stream.as_str()])
+            .await
+            .map_err(Error::backend)?;
+        Ok(row.map(|r| Snapshot {
+            stream: stream.clone(),
+            version: r.get::<_, i64>(0) as u64,
+            schema_version: r.get::<_, i32>(1) as u32,
+            payload: r.get(2),
+        }))
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for PostgresEventStore {
+    async fn load(&self, subscription: &str) -> Result<Option<Position>> {
+        let row = self
+            .conn()
+            .await?
+            .query_opt(&self.sql.load_checkpoint, &[&subscription])
+            .await
+            .map_err(Error::backend)?;
+        Ok(row.map(|r| Position {
+            commit: r.get::<_, i64>(0) as u64,
+            sequence: r.get::<_, i64>(1) as u64,
+        }))
+    }
+
+    async fn save(&self, subscription: &str, position: Position) -> Result<()> {
+        self.conn()
+            .await?
+            .execute(
+                &self.sql.save_checkpoint,
+                &[
+                    &subscription,
+                    &(position.commit as i64),
+                    &(position.sequence as i64),
+                ],
+            )
+            .await
+            .map_err(Error::backend)?;
+        Ok(())
+    }
+}

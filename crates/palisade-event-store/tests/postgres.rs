@@ -1,0 +1,257 @@
+//! The conformance suite and PostgreSQL-specific guarantees, against a real server.
+#![cfg(feature = "postgres")]
+
+mod conformance;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use palisade_event_store::*;
+use tokio_postgres::NoTls;
+
+/// The server URL, or `None` (the test is skipped) when `PALISADE_POSTGRES_URL`
+/// is unset; under `PALISADE_REQUIRE_SERVICES=1` a missing URL fails the test.
+fn url() -> Option<String> {
+    let url = std::env::var("PALISADE_POSTGRES_URL").ok();
+    let required = std::env::var("PALISADE_REQUIRE_SERVICES").as_deref() == Ok("1");
+    assert!(
+        url.is_some() || !required,
+        "PALISADE_REQUIRE_SERVICES=1 but PALISADE_POSTGRES_URL is unset"
+    );
+    url
+}
+
+/// A schema of its own for every test, so tests run in parallel.
+fn fresh_schema() -> String {
+    format!("palisade_test_{}", uuid::Uuid::new_v4().simple())[..38].to_owned()
+}
+
+async fn store_in(schema: &str) -> Option<PostgresEventStore> {
+    let url = url()?;
+    Some(
+        PostgresEventStore::builder(url)
+            .schema(schema)
+            .pool_size(8)
+            .poll_interval(Duration::from_millis(100))
+            .connect()
+            .await
+            .expect("connect to PostgreSQL"),
+    )
+}
+
+async fn postgres(_test: &str) -> Option<conformance::Store> {
+    Some(Arc::new(store_in(&fresh_schema()).await?))
+}
+
+conformance_tests!(postgres);
+
+async fn raw_client() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&url().unwrap(), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+fn name(s: &str) -> StreamName {
+    StreamName::new(s).unwrap()
+}
+
+async fn read_all(store: &PostgresEventStore, after: Position) -> Vec<RecordedEvent> {
+    store
+        .read_all(ReadAll::after(after))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_commit_is_never_skipped_by_a_reader() {
+    let schema = fresh_schema();
+    let Some(store) = store_in(&schema).await else {
+        return eprintln!("skipped: PALISADE_POSTGRES_URL unset");
+    };
+    // Transaction A takes the earlier sequence but commits last.
+    let mut a = raw_client().await;
+    let tx = a.transaction().await.unwrap();
+    tx.query_one(
+        &format!("SELECT * FROM {schema}.append('slow-1', 0, 0, $1, ARRAY['E'], ARRAY[1], ARRAY['\\x01'::bytea], ARRAY['{{}}'::bytea])"),
+        &[&vec![uuid::Uuid::new_v4()]],
+    )
+    .await
+    .unwrap();
+
+    // B appends after A started and commits first.
+    let b = store
+        .append(
+            &name("fast-1"),
+            ExpectedVersion::Any,
+            vec![NewEvent::new("E", vec![2])],
+        )
+        .await
+        .unwrap();
+    assert!(b.written);
+
+    // A reader now must not move past A's open transaction: it sees nothing yet.
+    assert!(
+        read_all(&store, Position::START).await.is_empty(),
+        "B must wait for A"
+    );
+    // A subscriber started now receives both, in order, once A commits.
+    let checkpoints: Arc<dyn CheckpointStore> = Arc::new(InMemoryCheckpointStore::new());
+    let shared: Arc<dyn EventStore> = Arc::new(store);
+    let mut sub = Subscription::start(shared.clone(), checkpoints, "ordered", Filter::all())
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(async move {
+        let first = sub.next().await.unwrap();
+        let second = sub.next().await.unwrap();
+        (first, second)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "nothing is delivered while A is open"
+    );
+    tx.commit().await.unwrap();
+    let (first, second) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (first.stream.as_str(), first.payload.as_slice()),
+        ("slow-1", &[1u8][..])
+    );
+    assert_eq!(
+        (second.stream.as_str(), second.payload.as_slice()),
+        ("fast-1", &[2u8][..])
+    );
+    assert!(first.position < second.position);
+    assert!(
+        first.position.sequence < second.position.sequence,
+        "A took the earlier sequence"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_mid_append_leaves_nothing_and_the_store_recovers() {
+    let schema = fresh_schema();
+    let Some(store) = store_in(&schema).await else {
+        return eprintln!("skipped: PALISADE_POSTGRES_URL unset");
+    };
+    let stream = name("victim-1");
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("E", vec![0])],
+        )
+        .await
+        .unwrap();
+
+    // Hold the stream's row lock so the next append stops inside its transaction.
+    let mut holder = raw_client().await;
+    let lock = holder.transaction().await.unwrap();
+    lock.execute(
+        &format!("SELECT 1 FROM {schema}.streams WHERE name = 'victim-1' FOR UPDATE"),
+        &[],
+    )
+    .await
+    .unwrap();
+
+    let store = Arc::new(store);
+    let appending = {
+        let store = Arc::clone(&store);
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let batch = (1..=50u8).map(|i| NewEvent::new("E", vec![i])).collect();
+            store
+                .append(&stream, ExpectedVersion::Exact(1), batch)
+                .await
+        })
+    };
+    // Find the blocked backend and kill it.
+    let killer = raw_client().await;
+    let mut killed = 0i64;
+    for _ in 0..100 {
+        let row = killer
+            .query_one(
+                &format!(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                     WHERE wait_event_type = 'Lock' AND query LIKE '%{schema}.append%'"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        killed = row.get(0);
+        if killed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(killed, 1, "the append was blocked and killed");
+    let result = tokio::time::timeout(Duration::from_secs(10), appending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(result, Err(Error::Backend(_))), "{result:?}");
+    lock.rollback().await.unwrap();
+
+    // Nothing of the batch is visible, and the next call works on a fresh connection.
+    let events: Vec<_> = store
+        .read_stream(&stream, ReadStream::forward())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        store.stream_state(&stream).await.unwrap(),
+        StreamState::Active { version: 1 }
+    );
+    let r = store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(1),
+            vec![NewEvent::new("E", vec![9])],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.version, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_checkpoints_survive_a_new_store() {
+    let schema = fresh_schema();
+    let Some(first) = store_in(&schema).await else {
+        return eprintln!("skipped: PALISADE_POSTGRES_URL unset");
+    };
+    let s = name("durable-1");
+    first
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("E", vec![1]), NewEvent::new("E", vec![2])],
+        )
+        .await
+        .unwrap();
+    let last = read_all(&first, Position::START).await.pop().unwrap();
+    first.save("projector", last.position).await.unwrap();
+    drop(first);
+
+    let second = store_in(&schema).await.unwrap();
+    assert_eq!(
+        second.stream_state(&s).await.unwrap(),
+        StreamState::Active { version: 2 }
+    );
+    assert_eq!(
+        CheckpointStore::load(&second, "projector").await.unwrap(),
+        Some(last.position)
+    );
+    assert_eq!(CheckpointStore::load(&second, "other").await.unwrap(), None);
+}
