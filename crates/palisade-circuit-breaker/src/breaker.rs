@@ -35,7 +35,7 @@ use crate::event::Event;
 use crate::permit::Permit;
 use crate::snapshot::Snapshot;
 use crate::state::{State, Word};
-use crate::window::{Tally, Window};
+use crate::window::{CachePadded, Tally, Window};
 
 /// A circuit breaker. Cheap to clone; clones share one state.
 ///
@@ -47,10 +47,14 @@ pub struct CircuitBreaker {
 
 #[derive(Debug)]
 struct Shared {
-    word: AtomicU64,
+    /// State and generation: read by every call, written only by transitions,
+    /// so it gets a cache line of its own, away from the window's counters.
+    word: CachePadded<AtomicU64>,
     /// When the open state may admit a probe (clock nanoseconds); meaningful while open.
     open_until: AtomicU64,
     window: Window,
+    /// The minimum number of calls before a rate can open the breaker (capped to a count window's size).
+    minimum_calls: u64,
     consecutive_failures: AtomicU32,
     transitions: Mutex<Transitions>,
     config: Config,
@@ -80,9 +84,31 @@ struct Probes {
 /// What a permit carries back: the generation and state that admitted it, and when it started.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ticket {
-    generation: u64,
-    pub(crate) state: State,
-    started: Option<u64>,
+    /// The packed state word that admitted it: two plain words keep the
+    /// permit in registers (a byte-sized state field made copies stall).
+    word: u64,
+    /// Clock nanoseconds at admission, when the breaker times calls (else 0).
+    started: u64,
+}
+
+impl Ticket {
+    #[inline]
+    fn new(word: Word, started: u64) -> Self {
+        Self {
+            word: word.pack(),
+            started,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn state(self) -> State {
+        Word::unpack(self.word).state
+    }
+
+    #[inline]
+    fn generation(self) -> u64 {
+        Word::unpack(self.word).generation
+    }
 }
 
 impl CircuitBreaker {
@@ -100,15 +126,19 @@ impl CircuitBreaker {
         let timed = config.slow_call_duration.is_some() || !listeners.is_empty();
         Self {
             shared: Arc::new(Shared {
-                word: AtomicU64::new(
+                word: CachePadded(AtomicU64::new(
                     Word {
                         generation: 0,
                         state: State::Closed,
                     }
                     .pack(),
-                ),
+                )),
                 open_until: AtomicU64::new(0),
                 window: Window::new(config.window),
+                minimum_calls: u64::from(match config.window {
+                    crate::SlidingWindow::Count { size } => config.minimum_calls.min(size),
+                    crate::SlidingWindow::Time { .. } => config.minimum_calls,
+                }),
                 consecutive_failures: AtomicU32::new(0),
                 transitions: Mutex::new(Transitions::default()),
                 config,
@@ -190,7 +220,7 @@ impl CircuitBreaker {
             self.state(),
             tally,
             s.consecutive_failures.load(Ordering::Acquire),
-            self.effective_minimum_calls(),
+            s.minimum_calls,
         )
     }
 
@@ -221,6 +251,7 @@ impl CircuitBreaker {
         }
     }
 
+    #[inline]
     fn load(&self) -> Word {
         Word::unpack(self.shared.word.load(Ordering::Acquire))
     }
@@ -232,11 +263,9 @@ impl CircuitBreaker {
         let s = &*self.shared;
         let word = self.load();
         match word.state {
-            State::Closed | State::MetricsOnly | State::Disabled => Ok(Ticket {
-                generation: word.generation,
-                state: word.state,
-                started: self.start_time(),
-            }),
+            State::Closed | State::MetricsOnly | State::Disabled => {
+                Ok(Ticket::new(word, self.start_time()))
+            }
             State::Open => {
                 let now = s.clock.now_nanos();
                 let until = s.open_until.load(Ordering::Acquire);
@@ -281,24 +310,25 @@ impl CircuitBreaker {
             return Err(self.reject(State::HalfOpen, None));
         }
         t.probes.admitted += 1;
-        Ok(Ticket {
-            generation: word.generation,
-            state: State::HalfOpen,
-            started: self.start_time(),
-        })
-    }
-
-    fn reject(&self, state: State, retry_after_nanos: Option<u64>) -> Rejected {
-        let retry_after = retry_after_nanos.map(Duration::from_nanos);
-        self.shared
-            .listeners
-            .emit_with(|| Event::CallRejected { state, retry_after });
-        Rejected::new(state, retry_after)
+        Ok(Ticket::new(word, self.start_time()))
     }
 
     #[inline]
-    fn start_time(&self) -> Option<u64> {
-        self.shared.timed.then(|| self.shared.clock.now_nanos())
+    fn reject(&self, state: State, retry_after_nanos: Option<u64>) -> Rejected {
+        self.shared.listeners.emit_with(|| Event::CallRejected {
+            state,
+            retry_after: retry_after_nanos.map(Duration::from_nanos),
+        });
+        Rejected::new(state, retry_after_nanos)
+    }
+
+    #[inline]
+    fn start_time(&self) -> u64 {
+        if self.shared.timed {
+            self.shared.clock.now_nanos()
+        } else {
+            0
+        }
     }
 
     // ---- outcomes ------------------------------------------------------------
@@ -307,23 +337,29 @@ impl CircuitBreaker {
     #[inline]
     pub(crate) fn complete(&self, ticket: Ticket, outcome: Outcome) {
         let s = &*self.shared;
-        let now =
-            if ticket.started.is_some() || s.window.needs_time() || ticket.state == State::HalfOpen
-            {
-                s.clock.now_nanos()
-            } else {
-                0
-            };
-        let duration = ticket.started.map(|started| now.saturating_sub(started));
+        // The common case reads no clock and builds no event.
+        if s.timed || s.window.needs_time() || ticket.state() == State::HalfOpen {
+            self.complete_observed(ticket, outcome);
+        } else if matches!(ticket.state(), State::Closed | State::MetricsOnly) {
+            self.record_in_window(ticket, outcome, false, 0);
+        }
+    }
+
+    /// Records an outcome that needs the time: for a slow-call rule, a time
+    /// window, a listener, or a probe's maximum wait.
+    fn complete_observed(&self, ticket: Ticket, outcome: Outcome) {
+        let s = &*self.shared;
+        let now = s.clock.now_nanos();
+        let duration = s.timed.then(|| now.saturating_sub(ticket.started));
         let slow =
             matches!((s.config.slow_call_duration, duration), (Some(limit), Some(d)) if d >= limit);
         s.listeners.emit_with(|| Event::CallFinished {
             outcome,
             slow,
             duration: duration.map(Duration::from_nanos),
-            state: ticket.state,
+            state: ticket.state(),
         });
-        match ticket.state {
+        match ticket.state() {
             State::Closed | State::MetricsOnly => self.record_in_window(ticket, outcome, slow, now),
             State::HalfOpen => self.record_probe(ticket, outcome, slow, now),
             State::Open | State::ForcedOpen | State::Disabled => {}
@@ -332,9 +368,9 @@ impl CircuitBreaker {
 
     /// A permit was dropped without an outcome: a probe gives its place back.
     pub(crate) fn release(&self, ticket: Ticket) {
-        if ticket.state == State::HalfOpen {
+        if ticket.state() == State::HalfOpen {
             let mut t = self.shared.transitions.lock();
-            if self.is_at(ticket.generation, State::HalfOpen) {
+            if self.is_at(ticket.generation(), State::HalfOpen) {
                 t.probes.admitted -= 1;
             }
         }
@@ -343,11 +379,11 @@ impl CircuitBreaker {
     #[inline]
     fn record_in_window(&self, ticket: Ticket, outcome: Outcome, slow: bool, now: u64) {
         let s = &*self.shared;
-        if outcome == Outcome::Ignored || self.load().generation != ticket.generation {
+        if outcome == Outcome::Ignored || self.load().generation != ticket.generation() {
             return;
         }
         let failure = outcome == Outcome::Failure;
-        let tally = s.window.record(failure, slow, now);
+        let judge = s.window.record(failure, slow, now, s.minimum_calls);
         let streak_tripped = match s.config.consecutive_failures {
             Some(limit) if failure => {
                 s.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1 >= limit
@@ -360,30 +396,21 @@ impl CircuitBreaker {
             }
             None => false,
         };
-        if ticket.state == State::Closed && (streak_tripped || self.rates_trip(tally)) {
-            self.trip(ticket.generation);
+        let rates_tripped = judge.is_some_and(|tally| self.rates_trip(tally));
+        if ticket.state() == State::Closed && (streak_tripped || rates_tripped) {
+            self.trip(ticket.generation());
         }
     }
 
-    #[inline]
     fn rates_trip(&self, tally: Tally) -> bool {
         let c = &self.shared.config;
-        if tally.calls < u64::from(self.effective_minimum_calls()) {
+        if tally.calls < self.shared.minimum_calls {
             return false;
         }
         let calls = tally.calls as f64;
         tally.failures as f64 / calls >= c.failure_rate_threshold
             || (c.slow_call_duration.is_some()
                 && tally.slow as f64 / calls >= c.slow_call_rate_threshold)
-    }
-
-    /// A count window can never hold more calls than its size, so a larger minimum is capped to it.
-    fn effective_minimum_calls(&self) -> u32 {
-        let c = &self.shared.config;
-        match c.window {
-            crate::SlidingWindow::Count { size } => c.minimum_calls.min(size),
-            crate::SlidingWindow::Time { .. } => c.minimum_calls,
-        }
     }
 
     #[cold]
@@ -399,7 +426,7 @@ impl CircuitBreaker {
     fn record_probe(&self, ticket: Ticket, outcome: Outcome, slow: bool, now: u64) {
         let config = &self.shared.config;
         let mut t = self.shared.transitions.lock();
-        if !self.is_at(ticket.generation, State::HalfOpen) {
+        if !self.is_at(ticket.generation(), State::HalfOpen) {
             return;
         }
         if self.half_open_expired(&t, now) {
@@ -427,6 +454,7 @@ impl CircuitBreaker {
     }
 
     /// Whether the breaker is still in `state` at `generation`.
+    #[inline]
     fn is_at(&self, generation: u64, state: State) -> bool {
         self.load() == (Word { generation, state })
     }

@@ -8,13 +8,19 @@ use crate::State;
 /// The breaker did not permit the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub struct Rejected {
+    /// Nanoseconds until a probe, or `u64::MAX` when unknown: a plain word keeps
+    /// the rejection in registers on the hot path.
+    retry_after_nanos: u64,
     state: State,
-    retry_after: Option<Duration>,
 }
 
 impl Rejected {
-    pub(crate) fn new(state: State, retry_after: Option<Duration>) -> Self {
-        Self { state, retry_after }
+    #[inline]
+    pub(crate) fn new(state: State, retry_after_nanos: Option<u64>) -> Self {
+        Self {
+            retry_after_nanos: retry_after_nanos.map_or(u64::MAX, |n| n.min(u64::MAX - 1)),
+            state,
+        }
     }
 
     /// The state that rejected the call: open, half-open (all probes taken) or forced open.
@@ -24,14 +30,14 @@ impl Rejected {
 
     /// How long until the breaker admits a probe, when known (open state only).
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        (self.retry_after_nanos != u64::MAX).then(|| Duration::from_nanos(self.retry_after_nanos))
     }
 }
 
 impl fmt::Display for Rejected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "circuit breaker is {}", self.state)?;
-        if let Some(after) = self.retry_after {
+        if let Some(after) = self.retry_after() {
             write!(f, "; next probe in {after:?}")?;
         }
         Ok(())
@@ -79,7 +85,7 @@ mod tests {
 
     #[test]
     fn rejection_says_why_and_when() {
-        let r = Rejected::new(State::Open, Some(Duration::from_millis(1500)));
+        let r = Rejected::new(State::Open, Some(1_500_000_000));
         assert_eq!(r.to_string(), "circuit breaker is open; next probe in 1.5s");
         let r = Rejected::new(State::ForcedOpen, None);
         assert_eq!(r.to_string(), "circuit breaker is forced_open");

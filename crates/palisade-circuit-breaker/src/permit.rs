@@ -22,28 +22,30 @@ use crate::breaker::{CircuitBreaker, Ticket};
 #[must_use = "a permit records nothing unless its outcome is recorded"]
 pub struct Permit<'a> {
     breaker: &'a CircuitBreaker,
-    ticket: Option<Ticket>,
+    ticket: Ticket,
+    armed: bool,
 }
 
 impl<'a> Permit<'a> {
+    #[inline]
     pub(crate) fn new(breaker: &'a CircuitBreaker, ticket: Ticket) -> Self {
         Self {
             breaker,
-            ticket: Some(ticket),
+            ticket,
+            armed: true,
         }
     }
 
     /// The state that admitted this call (closed, half-open for a probe, or a manual state).
     pub fn state(&self) -> State {
-        self.ticket.map_or(State::Closed, |t| t.state)
+        self.ticket.state()
     }
 
     /// Records the call's outcome.
     #[inline]
     pub fn record(mut self, outcome: Outcome) {
-        if let Some(ticket) = self.ticket.take() {
-            self.breaker.complete(ticket, outcome);
-        }
+        self.armed = false;
+        self.breaker.complete(self.ticket, outcome);
     }
 
     /// Records a success.
@@ -66,9 +68,10 @@ impl<'a> Permit<'a> {
 }
 
 impl Drop for Permit<'_> {
+    #[inline]
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.breaker.release(ticket);
+        if self.armed {
+            self.breaker.release(self.ticket);
         }
     }
 }

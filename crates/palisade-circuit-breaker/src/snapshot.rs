@@ -28,9 +28,9 @@ impl Snapshot {
         state: State,
         tally: Tally,
         consecutive_failures: u32,
-        minimum_calls: u32,
+        minimum_calls: u64,
     ) -> Self {
-        let judged = tally.calls > 0 && tally.calls >= u64::from(minimum_calls);
+        let judged = tally.calls > 0 && tally.calls >= minimum_calls;
         let rate = |n: u64| judged.then(|| n as f64 / tally.calls as f64);
         Self {
             state,

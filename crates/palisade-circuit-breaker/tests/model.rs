@@ -17,12 +17,14 @@ const STREAK: u32 = 4;
 const FAILURE_RATE: f64 = 0.5;
 const SLOW_RATE: f64 = 0.6;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
-    /// The last 5 calls.
+    /// The last 5 calls, with every rule on.
     Count,
-    /// The last 4 s in 4 buckets of 1 s.
+    /// The last 4 s in 4 buckets of 1 s, with every rule on.
     Time,
+    /// The last 5 calls, failure rate only: the path that never reads the clock.
+    PlainCount,
 }
 
 #[derive(Debug, Clone)]
@@ -91,7 +93,7 @@ impl Model {
     /// The calls the window holds at `now`: (calls, failures, slow).
     fn window(&self, now: u64) -> (u64, u64, u64) {
         let held: Vec<_> = match self.kind {
-            Kind::Count => self.calls.iter().rev().take(5).collect(),
+            Kind::Count | Kind::PlainCount => self.calls.iter().rev().take(5).collect(),
             Kind::Time => {
                 let bucket = 1_000 * MS;
                 let current = now / bucket;
@@ -140,7 +142,7 @@ impl Model {
             }
             self.enter(State::HalfOpen, now);
         }
-        if now - self.half_open_since >= MAX_HALF_OPEN_NANOS {
+        if self.kind != Kind::PlainCount && now - self.half_open_since >= MAX_HALF_OPEN_NANOS {
             self.enter(State::Open, now);
             return Err((State::Open, Some(OPEN_NANOS)));
         }
@@ -156,7 +158,7 @@ impl Model {
     }
 
     fn finish(&mut self, ticket: Ticket, outcome: Outcome, now: u64) {
-        let slow = now - ticket.started >= SLOW_NANOS;
+        let slow = self.kind != Kind::PlainCount && now - ticket.started >= SLOW_NANOS;
         let failed = outcome == Outcome::Failure;
         if ticket.generation != self.generation {
             return;
@@ -171,12 +173,13 @@ impl Model {
             let rate_trips = calls >= MINIMUM
                 && (failures as f64 / calls as f64 >= FAILURE_RATE
                     || slow_calls as f64 / calls as f64 >= SLOW_RATE);
-            if rate_trips || self.streak >= STREAK {
+            let streak_trips = self.kind != Kind::PlainCount && self.streak >= STREAK;
+            if rate_trips || streak_trips {
                 self.enter(State::Open, now);
             }
             return;
         }
-        if now - self.half_open_since >= MAX_HALF_OPEN_NANOS {
+        if self.kind != Kind::PlainCount && now - self.half_open_since >= MAX_HALF_OPEN_NANOS {
             self.enter(State::Open, now);
             return;
         }
@@ -203,9 +206,20 @@ impl Model {
 
 fn breaker(kind: Kind, clock: &ManualClock) -> CircuitBreaker {
     let window = match kind {
-        Kind::Count => SlidingWindow::count(5),
+        Kind::Count | Kind::PlainCount => SlidingWindow::count(5),
         Kind::Time => SlidingWindow::time_with_buckets(Duration::from_secs(4), 4),
     };
+    if kind == Kind::PlainCount {
+        return CircuitBreaker::builder()
+            .clock(clock.shared())
+            .sliding_window(window)
+            .minimum_calls(MINIMUM as u32)
+            .failure_rate_threshold(FAILURE_RATE)
+            .half_open_probes(PROBES)
+            .open_duration(Duration::from_nanos(OPEN_NANOS))
+            .build()
+            .expect("valid configuration");
+    }
     CircuitBreaker::builder()
         .clock(clock.shared())
         .sliding_window(window)
@@ -283,6 +297,11 @@ proptest! {
     #[test]
     fn count_window_follows_the_model(ops in prop::collection::vec(op(), 1..200)) {
         run(Kind::Count, &ops)?;
+    }
+
+    #[test]
+    fn plain_count_window_follows_the_model(ops in prop::collection::vec(op(), 1..200)) {
+        run(Kind::PlainCount, &ops)?;
     }
 
     #[test]

@@ -9,7 +9,7 @@ use loom::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 #[cfg(not(palisade_loom))]
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 
-use super::Tally;
+use super::{CachePadded, Tally};
 
 const RECORDED: u8 = 1;
 const FAILED: u8 = 2;
@@ -23,32 +23,40 @@ const SLOW_UNIT: i64 = 1 << 32;
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
-    head: AtomicU64,
-    counts: AtomicI64,
+    /// Written by every call: on a cache line of its own.
+    head: CachePadded<AtomicU64>,
+    counts: CachePadded<AtomicI64>,
 }
 
 impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
         Self {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
-            head: AtomicU64::new(0),
-            counts: AtomicI64::new(0),
+            head: CachePadded(AtomicU64::new(0)),
+            counts: CachePadded(AtomicI64::new(0)),
         }
     }
 
+    /// Records one outcome; returns the tally when it could open the breaker:
+    /// a failure, a slow call, or the call that brings the window to the
+    /// minimum. A fast success after that only lowers the rates, so the hot
+    /// path skips the counts entirely.
     #[inline]
-    pub(crate) fn record(&self, failure: bool, slow: bool) -> Tally {
+    pub(crate) fn record(&self, failure: bool, slow: bool, minimum_calls: u64) -> Option<Tally> {
         let size = self.slots.len() as u64;
         let index = self.head.fetch_add(1, Ordering::AcqRel);
         let new = RECORDED | if failure { FAILED } else { 0 } | if slow { SLOW } else { 0 };
         let old = self.slots[(index % size) as usize].swap(new, Ordering::AcqRel);
         let delta = weight(new) - weight(old);
-        let counts = if delta == 0 {
+        let judge = failure || slow || index + 1 == minimum_calls;
+        let counts = if delta != 0 {
+            self.counts.fetch_add(delta, Ordering::AcqRel) + delta
+        } else if judge {
             self.counts.load(Ordering::Acquire)
         } else {
-            self.counts.fetch_add(delta, Ordering::AcqRel) + delta
+            return None;
         };
-        decode((index + 1).min(size), counts)
+        judge.then(|| decode((index + 1).min(size), counts))
     }
 
     pub(crate) fn tally(&self) -> Tally {
@@ -92,42 +100,23 @@ mod tests {
     #[test]
     fn keeps_only_the_last_n_calls() {
         let w = CountWindow::new(3);
-        assert_eq!(
-            w.record(true, false),
-            Tally {
-                calls: 1,
-                failures: 1,
-                slow: 0
-            }
-        );
-        assert_eq!(
-            w.record(true, true),
-            Tally {
-                calls: 2,
-                failures: 2,
-                slow: 1
-            }
-        );
-        assert_eq!(
-            w.record(false, false),
-            Tally {
-                calls: 3,
-                failures: 2,
-                slow: 1
-            }
-        );
+        let tally = |calls, failures, slow| {
+            Some(Tally {
+                calls,
+                failures,
+                slow,
+            })
+        };
+        assert_eq!(w.record(true, false, 3), tally(1, 1, 0));
+        assert_eq!(w.record(true, true, 3), tally(2, 2, 1));
+        // a fast success is judged when it brings the window to the minimum
+        assert_eq!(w.record(false, false, 3), tally(3, 2, 1));
         // the first failure falls out
+        assert_eq!(w.record(false, true, 3), tally(3, 1, 2));
+        // the slow failure falls out; a fast success past the minimum is not judged
+        assert_eq!(w.record(false, false, 3), None);
         assert_eq!(
-            w.record(false, true),
-            Tally {
-                calls: 3,
-                failures: 1,
-                slow: 2
-            }
-        );
-        // the slow failure falls out
-        assert_eq!(
-            w.record(false, false),
+            w.tally(),
             Tally {
                 calls: 3,
                 failures: 0,
@@ -136,14 +125,7 @@ mod tests {
         );
         w.reset();
         assert_eq!(w.tally(), Tally::default());
-        assert_eq!(
-            w.record(true, false),
-            Tally {
-                calls: 1,
-                failures: 1,
-                slow: 0
-            }
-        );
+        assert_eq!(w.record(true, false, 3), tally(1, 1, 0));
     }
 
     #[test]
@@ -167,7 +149,7 @@ mod tests {
                 let w = std::sync::Arc::clone(&w);
                 std::thread::spawn(move || {
                     for i in 0..10_000u32 {
-                        w.record((i + t) % 4 == 0, i % 10 == 0);
+                        w.record((i + t) % 4 == 0, i % 10 == 0, 1000);
                     }
                 })
             })
@@ -203,15 +185,16 @@ mod loom_tests {
         loom::model(|| {
             let window = Arc::new(CountWindow::new(2));
             // One call already in the window, so the writers also replace outcomes.
-            window.record(true, true);
+            window.record(true, true, 2);
             let writers: Vec<_> = [(false, true), (true, false)]
                 .into_iter()
                 .map(|(failure, slow)| {
                     let window = Arc::clone(&window);
                     thread::spawn(move || {
-                        let tally = window.record(failure, slow);
-                        assert!(tally.failures <= tally.calls && tally.slow <= tally.calls);
-                        window.record(!failure, false);
+                        if let Some(tally) = window.record(failure, slow, 2) {
+                            assert!(tally.failures <= tally.calls && tally.slow <= tally.calls);
+                        }
+                        window.record(!failure, false, 2);
                     })
                 })
                 .collect();

@@ -18,6 +18,9 @@ pub(crate) struct Tally {
 
 /// Either window; both record in O(1) and hold a bounded amount of memory.
 #[derive(Debug)]
+// One per breaker, inside its `Arc`: boxing the padded count window would add a
+// pointer chase to every call to save a few hundred bytes once.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Window {
     Count(CountWindow),
     Time(TimeWindow),
@@ -32,15 +35,25 @@ impl Window {
     }
 
     /// Whether recording needs the time (the time window does; the count window never reads the clock).
+    #[inline]
     pub(crate) fn needs_time(&self) -> bool {
         matches!(self, Self::Time(_))
     }
 
+    /// Records one outcome. Returns the window's tally when this outcome could
+    /// change the verdict (so the caller checks the rates), `None` when it cannot.
     #[inline]
-    pub(crate) fn record(&self, failure: bool, slow: bool, now: u64) -> Tally {
+    pub(crate) fn record(
+        &self,
+        failure: bool,
+        slow: bool,
+        now: u64,
+        minimum_calls: u64,
+    ) -> Option<Tally> {
         match self {
-            Self::Count(w) => w.record(failure, slow),
-            Self::Time(w) => w.record(failure, slow, now),
+            Self::Count(w) => w.record(failure, slow, minimum_calls),
+            // Calls leave a time window as time passes, so any outcome may find the rate above the threshold.
+            Self::Time(w) => Some(w.record(failure, slow, now)),
         }
     }
 
@@ -56,5 +69,20 @@ impl Window {
             Self::Count(w) => w.reset(),
             Self::Time(w) => w.reset(),
         }
+    }
+}
+
+/// Keeps a value on cache lines of its own, so that writes to it do not slow
+/// down readers of its neighbours (128 bytes: two lines, for adjacent-line prefetch).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
     }
 }
