@@ -12,7 +12,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The stream was not at the expected version; `actual` says where it is.
-    #[error("stream `{stream}`: expected {expected}, but it is {actual:?}")]
+    #[error("stream `{stream}`: expected {expected}, but it is {actual}")]
     Conflict {
         /// The stream.
         stream: StreamName,

@@ -44,6 +44,8 @@ mod memory;
 mod paging;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod store;
 mod subscription;
 mod types;
@@ -56,6 +58,9 @@ pub use memory::InMemoryEventStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresBuilder, PostgresEventStore};
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::SqliteEventStore;
 pub use store::{EventStore, EventStream};
 pub use subscription::{CheckpointStore, InMemoryCheckpointStore, Subscription};
 pub use types::{

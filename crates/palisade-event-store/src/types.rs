@@ -287,6 +287,16 @@ pub enum StreamState {
     },
 }
 
+impl fmt::Display for StreamState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoStream => f.write_str("no stream"),
+            Self::Active { version } => write!(f, "at version {version}"),
+            Self::Deleted { version } => write!(f, "deleted at version {version}"),
+        }
+    }
+}
+
 impl StreamState {
     /// The version (0 for no stream).
     pub fn version(self) -> u64 {

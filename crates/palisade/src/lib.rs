@@ -8,6 +8,9 @@
 //! | feature | turns on | default |
 //! |---|---|---|
 //! | `circuit-breaker` | `circuit_breaker`: count and time windows, failure and slow-call rates, half-open probes | no |
+//! | `event-store` | `event_store`: streams with optimistic concurrency, a subscriber-safe global order, subscriptions, snapshots, upcasting; in memory | no |
+//! | `sqlite` | the event store on one SQLite file (WAL) | no |
+//! | `postgres` | the event store on PostgreSQL (pooled, LISTEN/NOTIFY) | no |
 //! | `tower` | a tower `Layer` for every enabled pattern | no |
 //! | `otel` | OpenTelemetry metrics and span events for every enabled pattern | no |
 //! | `tracing` | `tracing` events for every enabled pattern | no |
@@ -54,3 +57,8 @@ pub use palisade_core as core;
 #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 #[doc(inline)]
 pub use palisade_circuit_breaker as circuit_breaker;
+
+#[cfg(feature = "event-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "event-store")))]
+#[doc(inline)]
+pub use palisade_event_store as event_store;
