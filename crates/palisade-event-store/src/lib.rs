@@ -31,6 +31,7 @@
 //! |---|---|---|
 //! | `sqlite` | `SqliteEventStore`: one file, WAL mode, survives restarts | no |
 //! | `postgres` | `PostgresEventStore`: pooled, batched, LISTEN/NOTIFY | no |
+//! | `otel` | `Instrumented`: spans, instruments and trace context for any store | no |
 //!
 //! The in-memory store is always there. The guide is `docs/event-store.md`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -48,6 +49,9 @@ mod postgres;
 mod sqlite;
 mod store;
 mod subscription;
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod telemetry;
 mod types;
 mod upcast;
 
@@ -63,6 +67,9 @@ pub use postgres::{PostgresBuilder, PostgresEventStore};
 pub use sqlite::SqliteEventStore;
 pub use store::{EventStore, EventStream};
 pub use subscription::{CheckpointStore, InMemoryCheckpointStore, Subscription};
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub use telemetry::Instrumented;
 pub use types::{
     AppendResult, Direction, ExpectedVersion, Filter, MAX_STREAM_NAME_BYTES, Metadata, NewEvent,
     Position, ReadAll, ReadStream, RecordedEvent, Snapshot, StreamName, StreamState,

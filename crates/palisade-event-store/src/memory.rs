@@ -236,4 +236,8 @@ impl EventStore for InMemoryEventStore {
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
+
+    fn system_name(&self) -> &'static str {
+        "palisade.memory"
+    }
 }

@@ -459,6 +459,10 @@ impl EventStore for SqliteEventStore {
         self.changes.subscribe()
     }
 
+    fn system_name(&self) -> &'static str {
+        "sqlite"
+    }
+
     fn poll_interval(&self) -> Duration {
         // Another process may write the same file; this process's own writes wake subscribers at once.
         Duration::from_millis(250)

@@ -88,6 +88,10 @@ pub trait EventStore: Send + Sync + 'static {
     fn poll_interval(&self) -> Duration {
         Duration::from_secs(1)
     }
+
+    /// The backend, as OpenTelemetry's `db.system.name`: `postgresql`,
+    /// `sqlite`, or `palisade.memory` for the in-memory store.
+    fn system_name(&self) -> &'static str;
 }
 
 /// A shared store is a store, so decorators such as [`Upcasting`](crate::Upcasting) can wrap an `Arc`.
@@ -132,5 +136,9 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
 
     fn poll_interval(&self) -> Duration {
         (**self).poll_interval()
+    }
+
+    fn system_name(&self) -> &'static str {
+        (**self).system_name()
     }
 }

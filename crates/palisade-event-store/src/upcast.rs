@@ -177,4 +177,8 @@ impl<S: EventStore> EventStore for Upcasting<S> {
     fn poll_interval(&self) -> std::time::Duration {
         self.inner.poll_interval()
     }
+
+    fn system_name(&self) -> &'static str {
+        self.inner.system_name()
+    }
 }

@@ -540,6 +540,10 @@ impl EventStore for PostgresEventStore {
         self.changes.subscribe()
     }
 
+    fn system_name(&self) -> &'static str {
+        "postgresql"
+    }
+
     fn poll_interval(&self) -> Duration {
         self.poll_interval
     }
