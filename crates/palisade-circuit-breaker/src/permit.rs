@@ -80,30 +80,37 @@ impl Drop for Permit<'_> {
 #[derive(Debug)]
 pub(crate) struct OwnedPermit {
     breaker: CircuitBreaker,
-    ticket: Option<Ticket>,
+    ticket: Ticket,
+    armed: bool,
 }
 
 impl OwnedPermit {
     #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    #[inline]
     pub(crate) fn new(breaker: CircuitBreaker, ticket: Ticket) -> Self {
         Self {
             breaker,
-            ticket: Some(ticket),
+            ticket,
+            armed: true,
         }
     }
 
+    /// Records the outcome, once; later calls do nothing.
     #[cfg_attr(not(feature = "tower"), allow(dead_code))]
-    pub(crate) fn record(mut self, outcome: Outcome) {
-        if let Some(ticket) = self.ticket.take() {
-            self.breaker.complete(ticket, outcome);
+    #[inline]
+    pub(crate) fn record(&mut self, outcome: Outcome) {
+        if self.armed {
+            self.armed = false;
+            self.breaker.complete(self.ticket, outcome);
         }
     }
 }
 
 impl Drop for OwnedPermit {
+    #[inline]
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.breaker.release(ticket);
+        if self.armed {
+            self.breaker.release(self.ticket);
         }
     }
 }

@@ -25,7 +25,7 @@ pin_project! {
         Called {
             #[pin]
             future: F,
-            permit: Option<OwnedPermit>,
+            permit: OwnedPermit,
             classifier: C,
         },
         Rejected {
@@ -39,7 +39,7 @@ impl<F, C> ResponseFuture<F, C> {
         Self {
             kind: Kind::Called {
                 future,
-                permit: Some(permit),
+                permit,
                 classifier,
             },
         }
@@ -67,9 +67,7 @@ where
                 classifier,
             } => {
                 let result = ready!(future.poll(cx));
-                if let Some(permit) = permit.take() {
-                    permit.record(classifier.classify(&result));
-                }
+                permit.record(classifier.classify(&result));
                 Poll::Ready(result.map_err(CallError::Inner))
             }
             KindProj::Rejected { rejected } => Poll::Ready(Err(CallError::Rejected(*rejected))),
