@@ -237,6 +237,15 @@ impl EventStore for InMemoryEventStore {
         self.changes.subscribe()
     }
 
+    async fn head(&self) -> Result<Position> {
+        Ok(self
+            .inner
+            .read()
+            .log
+            .last()
+            .map_or(Position::START, |e| e.position))
+    }
+
     fn system_name(&self) -> &'static str {
         "palisade.memory"
     }

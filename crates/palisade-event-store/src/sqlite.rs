@@ -459,6 +459,25 @@ impl EventStore for SqliteEventStore {
         self.changes.subscribe()
     }
 
+    async fn head(&self) -> Result<Position> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT commit_id, sequence FROM events ORDER BY sequence DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(Position {
+                        commit: r.get::<_, i64>(0)? as u64,
+                        sequence: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(db)
+        })
+        .await
+    }
+
     fn system_name(&self) -> &'static str {
         "sqlite"
     }

@@ -89,6 +89,13 @@ pub trait EventStore: Send + Sync + 'static {
         Duration::from_secs(1)
     }
 
+    /// The position of the newest event a reader of the global log can see
+    /// now ([`Position::START`](crate::Position::START) when there is none).
+    ///
+    /// # Errors
+    /// A backend error.
+    async fn head(&self) -> Result<crate::Position>;
+
     /// The backend, as OpenTelemetry's `db.system.name`: `postgresql`,
     /// `sqlite`, or `palisade.memory` for the in-memory store.
     fn system_name(&self) -> &'static str;
@@ -136,6 +143,10 @@ impl<S: EventStore + ?Sized> EventStore for std::sync::Arc<S> {
 
     fn poll_interval(&self) -> Duration {
         (**self).poll_interval()
+    }
+
+    async fn head(&self) -> Result<crate::Position> {
+        (**self).head().await
     }
 
     fn system_name(&self) -> &'static str {

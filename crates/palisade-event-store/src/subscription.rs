@@ -89,6 +89,11 @@ pub struct Subscription {
     buffer: VecDeque<RecordedEvent>,
     page: u64,
     changes: watch::Receiver<u64>,
+    #[cfg(feature = "otel")]
+    lag: Option<(
+        opentelemetry::metrics::Gauge<u64>,
+        [opentelemetry::KeyValue; 1],
+    )>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -123,6 +128,8 @@ impl Subscription {
             buffer: VecDeque::new(),
             page: 512,
             changes,
+            #[cfg(feature = "otel")]
+            lag: None,
         })
     }
 
@@ -144,6 +151,38 @@ impl Subscription {
     pub fn page_size(mut self, events: u64) -> Self {
         self.page = events.max(1);
         self
+    }
+
+    /// Reports `palisade.event_store.subscription.lag` on `meter` (feature
+    /// `otel`): after each read, how many events stand between the last one
+    /// returned and the newest readable one (exact in memory and on SQLite, an
+    /// estimate from sequence numbers on PostgreSQL). Costs one small query per read.
+    #[cfg(feature = "otel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+    #[must_use]
+    pub fn meter(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
+        let gauge = meter
+            .u64_gauge(crate::telemetry::SUBSCRIPTION_LAG)
+            .with_unit("{event}")
+            .with_description(
+                "Events between a subscription's position and the newest readable event",
+            )
+            .build();
+        let name = opentelemetry::KeyValue::new(crate::telemetry::SUBSCRIPTION, self.name.clone());
+        self.lag = Some((gauge, [name]));
+        self
+    }
+
+    #[cfg(feature = "otel")]
+    async fn report_lag(&self) -> Result<()> {
+        if let Some((gauge, attributes)) = &self.lag {
+            let head = self.store.head().await?;
+            gauge.record(
+                head.sequence.saturating_sub(self.after.sequence),
+                attributes,
+            );
+        }
+        Ok(())
     }
 
     /// The next event; waits for one when caught up.
@@ -169,6 +208,8 @@ impl Subscription {
                 .await?
                 .try_collect()
                 .await?;
+            #[cfg(feature = "otel")]
+            self.report_lag().await?;
             if page.is_empty() {
                 let poll = self.store.poll_interval();
                 // A closed channel (the store is gone) or a timeout both just mean: read again.

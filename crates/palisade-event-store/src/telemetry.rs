@@ -25,6 +25,10 @@ pub const OPERATION_DURATION: &str = "palisade.event_store.operation.duration";
 pub const EVENTS_APPENDED: &str = "palisade.event_store.events.appended";
 /// `palisade.event_store.conflicts`: appends refused for an unexpected version.
 pub const CONFLICTS: &str = "palisade.event_store.conflicts";
+/// `palisade.event_store.subscription.lag`: events a subscription has yet to read.
+pub const SUBSCRIPTION_LAG: &str = "palisade.event_store.subscription.lag";
+/// Attribute: the subscription's name.
+pub const SUBSCRIPTION: &str = "palisade.subscription";
 
 const DB_SYSTEM: &str = "db.system.name";
 const DB_OPERATION: &str = "db.operation.name";
@@ -238,6 +242,10 @@ impl<S: EventStore> EventStore for Instrumented<S> {
 
     fn poll_interval(&self) -> Duration {
         self.inner.poll_interval()
+    }
+
+    async fn head(&self) -> Result<crate::types::Position> {
+        self.inner.head().await
     }
 
     fn system_name(&self) -> &'static str {

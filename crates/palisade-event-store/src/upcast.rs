@@ -178,6 +178,10 @@ impl<S: EventStore> EventStore for Upcasting<S> {
         self.inner.poll_interval()
     }
 
+    async fn head(&self) -> Result<crate::types::Position> {
+        self.inner.head().await
+    }
+
     fn system_name(&self) -> &'static str {
         self.inner.system_name()
     }

@@ -11,7 +11,9 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-use palisade_event_store::telemetry::{CONFLICTS, EVENTS_APPENDED, OPERATION_DURATION};
+use palisade_event_store::telemetry::{
+    CONFLICTS, EVENTS_APPENDED, OPERATION_DURATION, SUBSCRIPTION_LAG,
+};
 use palisade_event_store::*;
 
 fn attrs<'a>(kvs: impl Iterator<Item = &'a KeyValue>) -> BTreeMap<String, String> {
@@ -158,4 +160,62 @@ async fn operations_are_spans_and_instruments_and_appends_carry_the_trace() {
         "{OPERATION_DURATION}: {durations:?}"
     );
     assert_eq!(durations.get("read_stream"), Some(&1));
+}
+
+#[tokio::test]
+async fn a_subscription_reports_its_lag() {
+    let metrics = InMemoryMetricExporter::default();
+    let meters = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(metrics.clone()).build())
+        .build();
+    let store = std::sync::Arc::new(InMemoryEventStore::new());
+    let s = StreamName::new("lag-1").unwrap();
+    store
+        .append(
+            &s,
+            ExpectedVersion::Any,
+            (0..5u8).map(|i| NewEvent::new("E", vec![i])).collect(),
+        )
+        .await
+        .unwrap();
+    let checkpoints = std::sync::Arc::new(InMemoryCheckpointStore::new());
+    let mut sub = Subscription::start(store.clone(), checkpoints, "projector", Filter::all())
+        .await
+        .unwrap()
+        .meter(&meters.meter("test"));
+    let lag = || {
+        meters.force_flush().unwrap();
+        let exported = metrics.get_finished_metrics().unwrap();
+        let scope = exported.last().unwrap().scope_metrics().next().unwrap();
+        let metric = scope
+            .metrics()
+            .find(|m| m.name() == SUBSCRIPTION_LAG)
+            .unwrap();
+        assert_eq!(metric.unit(), "{event}");
+        let AggregatedMetrics::U64(MetricData::Gauge(g)) = metric.data() else {
+            panic!("a u64 gauge")
+        };
+        let point = g.data_points().next().unwrap();
+        assert_eq!(
+            attrs(point.attributes()),
+            BTreeMap::from([("palisade.subscription".to_string(), "projector".to_string())])
+        );
+        point.value()
+    };
+    sub.next().await.unwrap();
+    assert_eq!(
+        lag(),
+        5,
+        "measured when the page was read, before any was handed out"
+    );
+    for _ in 0..4 {
+        sub.next().await.unwrap();
+    }
+    // Caught up: the next read finds nothing and reports 0 while it waits.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(100), sub.next())
+            .await
+            .is_err()
+    );
+    assert_eq!(lag(), 0);
 }

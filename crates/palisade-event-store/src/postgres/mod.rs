@@ -162,6 +162,7 @@ struct Sql {
     save_snapshot: String,
     load_snapshot: String,
     load_checkpoint: String,
+    head: String,
     save_checkpoint: String,
 }
 
@@ -196,6 +197,10 @@ impl Sql {
             ),
             load_snapshot: format!(
                 "SELECT version, schema_version, payload FROM {s}.snapshots WHERE stream = $1"
+            ),
+            head: format!(
+                "SELECT transaction_id::text::bigint, sequence FROM {s}.events \
+                 WHERE transaction_id < {s}.read_horizon() ORDER BY transaction_id DESC, sequence DESC LIMIT 1"
             ),
             load_checkpoint: format!(
                 "SELECT commit_id, sequence FROM {s}.checkpoints WHERE name = $1"
@@ -538,6 +543,19 @@ impl EventStore for PostgresEventStore {
 
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    async fn head(&self) -> Result<Position> {
+        let row = self
+            .conn()
+            .await?
+            .query_opt(&self.sql.head, &[])
+            .await
+            .map_err(Error::backend)?;
+        Ok(row.map_or(Position::START, |r| Position {
+            commit: r.get::<_, i64>(0) as u64,
+            sequence: r.get::<_, i64>(1) as u64,
+        }))
     }
 
     fn system_name(&self) -> &'static str {

@@ -85,6 +85,7 @@ macro_rules! conformance_tests {
 }
 
 pub(crate) async fn append_then_read_forward_and_backward(store: Store) {
+    assert_eq!(store.head().await.unwrap(), Position::START);
     let s = name("order-1");
     let r = store
         .append(
@@ -327,6 +328,7 @@ pub(crate) async fn read_all_in_global_order_with_filters(store: Store) {
 
     let every = all(&store, ReadAll::after(Position::START)).await;
     assert_eq!(numbers(&every), [1, 2, 3, 4, 5]);
+    assert_eq!(store.head().await.unwrap(), every[4].position);
     assert!(every.windows(2).all(|w| w[0].position < w[1].position));
     let after = all(&store, ReadAll::after(every[1].position)).await;
     assert_eq!(numbers(&after), [3, 4, 5]);
