@@ -21,6 +21,17 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in gauge order.
+    #[cfg_attr(not(feature = "otel"), allow(dead_code))]
+    pub(crate) const ALL: [State; 6] = [
+        Self::Closed,
+        Self::Open,
+        Self::HalfOpen,
+        Self::ForcedOpen,
+        Self::Disabled,
+        Self::MetricsOnly,
+    ];
+
     /// The lower-case name used in telemetry (`"half_open"`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -90,14 +101,7 @@ mod tests {
 
     #[test]
     fn packing_round_trips() {
-        for state in [
-            State::Closed,
-            State::Open,
-            State::HalfOpen,
-            State::ForcedOpen,
-            State::Disabled,
-            State::MetricsOnly,
-        ] {
+        for state in State::ALL {
             let word = Word {
                 generation: 123_456,
                 state,

@@ -27,14 +27,7 @@ pub const STATE_FROM: &str = "palisade.state.from";
 /// Attribute: the state a transition entered.
 pub const STATE_TO: &str = "palisade.state.to";
 
-const STATES: [State; 6] = [
-    State::Closed,
-    State::Open,
-    State::HalfOpen,
-    State::ForcedOpen,
-    State::Disabled,
-    State::MetricsOnly,
-];
+const STATES: [State; 6] = State::ALL;
 
 pub(crate) fn global_meter() -> Meter {
     opentelemetry::global::meter_with_scope(

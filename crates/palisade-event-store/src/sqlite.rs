@@ -328,10 +328,7 @@ impl EventStore for SqliteEventStore {
             });
         }
         let forward = options.direction == Direction::Forward;
-        let start = match (forward, options.from) {
-            (true, from) => from.map_or(1, |f| f as i64),
-            (false, from) => from.map_or(version, |f| (f as i64).min(version)),
-        };
+        let start = options.first_version(version as u64) as i64;
         let (store, name) = (self.clone(), stream.as_str().to_owned());
         Ok(paged(start, options.limit, move |from: i64, n| {
             let (store, name) = (store.clone(), name.clone());

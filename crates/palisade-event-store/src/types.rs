@@ -391,7 +391,16 @@ impl ReadStream {
         self
     }
 
-    /// Whether `version` is in range, and the range is `[lo, hi]` inclusive after applying `from`.
+    /// The first version to read from a stream now at `current`.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn first_version(&self, current: u64) -> u64 {
+        match (self.direction, self.from) {
+            (Direction::Forward, from) => from.unwrap_or(1),
+            (Direction::Backward, from) => from.map_or(current, |f| f.min(current)),
+        }
+    }
+
+    /// Whether `version` is in range after applying `from`.
     pub(crate) fn contains(&self, version: u64) -> bool {
         match (self.direction, self.from) {
             (_, None) => true,

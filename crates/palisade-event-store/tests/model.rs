@@ -213,13 +213,7 @@ async fn replay(store: &dyn EventStore, ops: &[Op]) -> Observed {
                 expected,
                 events,
             } => {
-                let batch: Vec<_> = (0..*events)
-                    .map(|_| {
-                        counter += 1;
-                        NewEvent::new("E", counter.to_be_bytes().to_vec())
-                            .with_id(Uuid::from_u128(u128::from(counter)))
-                    })
-                    .collect();
+                let batch = numbered_batch(&mut counter, *events);
                 last = Some((*stream, *expected, batch.clone()));
                 outcome(
                     store
@@ -296,13 +290,7 @@ fn model_of(ops: &[Op]) -> Observed {
                 expected,
                 events,
             } => {
-                let batch: Vec<_> = (0..*events)
-                    .map(|_| {
-                        counter += 1;
-                        NewEvent::new("E", counter.to_be_bytes().to_vec())
-                            .with_id(Uuid::from_u128(u128::from(counter)))
-                    })
-                    .collect();
+                let batch = numbered_batch(&mut counter, *events);
                 let o = model.append(*stream, *expected, &batch);
                 last = Some((*stream, *expected, batch));
                 o
@@ -334,6 +322,18 @@ fn model_of(ops: &[Op]) -> Observed {
         })
         .collect();
     (outcomes, log, streams)
+}
+
+/// `n` events numbered on from `counter`, with ids made from their numbers,
+/// so a replay on another store produces the same events.
+fn numbered_batch(counter: &mut u32, n: u8) -> Vec<NewEvent> {
+    (0..n)
+        .map(|_| {
+            *counter += 1;
+            NewEvent::new("E", counter.to_be_bytes().to_vec())
+                .with_id(Uuid::from_u128(u128::from(*counter)))
+        })
+        .collect()
 }
 
 fn runtime() -> tokio::runtime::Runtime {

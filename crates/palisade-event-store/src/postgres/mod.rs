@@ -407,10 +407,7 @@ impl EventStore for PostgresEventStore {
         let version = row.get::<_, i64>(0);
         let hidden = row.get::<_, i64>(2);
         let forward = options.direction == Direction::Forward;
-        let start = match (forward, options.from) {
-            (true, from) => from.map_or(1, |f| f as i64),
-            (false, from) => from.map_or(version, |f| (f as i64).min(version)),
-        };
+        let start = options.first_version(version as u64) as i64;
         let (pool, sql, name) = (
             self.pool.clone(),
             Arc::clone(&self.sql),
