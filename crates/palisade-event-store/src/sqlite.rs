@@ -329,8 +329,9 @@ impl EventStore for SqliteEventStore {
         }
         let forward = options.direction == Direction::Forward;
         let start = options.first_version(version as u64) as i64;
+        let limit = options.bounded_limit(version as u64, hidden as u64);
         let (store, name) = (self.clone(), stream.as_str().to_owned());
-        Ok(paged(start, options.limit, move |from: i64, n| {
+        Ok(paged(start, Some(limit), move |from: i64, n| {
             let (store, name) = (store.clone(), name.clone());
             async move {
                 let events = store

@@ -400,6 +400,19 @@ impl ReadStream {
         }
     }
 
+    /// How many events a read returns from a stream now at `current` whose
+    /// versions up to `hidden_through` are hidden: the SQL backends stop
+    /// paging there instead of asking for one more, empty, page.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) fn bounded_limit(&self, current: u64, hidden_through: u64) -> u64 {
+        let first = self.first_version(current);
+        let in_range = match self.direction {
+            Direction::Forward => current.saturating_sub(first.max(hidden_through + 1) - 1),
+            Direction::Backward => first.saturating_sub(hidden_through),
+        };
+        self.limit.map_or(in_range, |limit| limit.min(in_range))
+    }
+
     /// Whether `version` is in range after applying `from`.
     pub(crate) fn contains(&self, version: u64) -> bool {
         match (self.direction, self.from) {
@@ -519,4 +532,39 @@ pub struct Snapshot {
     pub schema_version: u32,
     /// The encoded state.
     pub payload: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_read_knows_how_many_events_it_returns() {
+        let f = ReadStream::forward();
+        assert_eq!(f.bounded_limit(5, 0), 5);
+        assert_eq!(f.from(2).bounded_limit(5, 0), 4);
+        assert_eq!(f.from(2).limit(2).bounded_limit(5, 0), 2);
+        assert_eq!(
+            f.bounded_limit(5, 3),
+            2,
+            "versions 1..=3 belong to a deleted life"
+        );
+        assert_eq!(f.from(10).bounded_limit(5, 0), 0);
+        let b = ReadStream::backward();
+        assert_eq!(b.bounded_limit(5, 0), 5);
+        assert_eq!(b.from(3).bounded_limit(5, 0), 3);
+        assert_eq!(b.from(3).bounded_limit(5, 2), 1);
+        assert_eq!(b.from(9).limit(4).bounded_limit(5, 0), 4);
+        assert_eq!(b.bounded_limit(0, 0), 0);
+    }
+
+    #[test]
+    fn stream_names_and_categories() {
+        assert_eq!(StreamName::new("order-42-x").unwrap().category(), "order");
+        assert_eq!(
+            StreamName::new("singleton").unwrap().category(),
+            "singleton"
+        );
+        assert!(StreamName::new("a b").is_err());
+    }
 }

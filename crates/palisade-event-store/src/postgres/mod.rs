@@ -408,12 +408,13 @@ impl EventStore for PostgresEventStore {
         let hidden = row.get::<_, i64>(2);
         let forward = options.direction == Direction::Forward;
         let start = options.first_version(version as u64) as i64;
+        let limit = options.bounded_limit(version as u64, hidden as u64);
         let (pool, sql, name) = (
             self.pool.clone(),
             Arc::clone(&self.sql),
             stream.as_str().to_owned(),
         );
-        Ok(paged(start, options.limit, move |from: i64, n| {
+        Ok(paged(start, Some(limit), move |from: i64, n| {
             let (pool, sql, name) = (pool.clone(), Arc::clone(&sql), name.clone());
             async move {
                 let text = if forward {
