@@ -176,10 +176,13 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// An event with a fresh id, schema version 1 and the payload as given.
+    /// An event with a fresh, time-ordered id (UUIDv7), schema version 1 and the payload as given.
+    ///
+    /// Time-ordered ids keep the unique index on ids append-only; random ones
+    /// would touch a random index page per event.
     pub fn new(event_type: impl Into<String>, payload: Vec<u8>) -> Self {
         Self {
-            id: Uuid::new_v4(),
+            id: Uuid::now_v7(),
             event_type: event_type.into(),
             schema_version: 1,
             payload,

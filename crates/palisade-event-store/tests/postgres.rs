@@ -255,3 +255,44 @@ async fn events_and_checkpoints_survive_a_new_store() {
     );
     assert_eq!(CheckpointStore::load(&second, "other").await.unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_is_woken_by_notify_not_by_polling() {
+    let schema = fresh_schema();
+    let Some(writer) = store_in(&schema).await else {
+        return eprintln!("skipped: PALISADE_POSTGRES_URL unset");
+    };
+    // The reader polls once a minute: only a notification can wake it in time.
+    let reader: Arc<dyn EventStore> = Arc::new(
+        PostgresEventStore::builder(url().unwrap())
+            .schema(&schema)
+            .pool_size(2)
+            .poll_interval(Duration::from_secs(60))
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let checkpoints: Arc<dyn CheckpointStore> = Arc::new(InMemoryCheckpointStore::new());
+    let mut sub = Subscription::start(reader, checkpoints, "remote", Filter::all())
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(async move { sub.next().await.unwrap() });
+    // Give the subscription time to read (nothing) and start waiting, and the listener to LISTEN.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer
+        .append(
+            &name("remote-1"),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Ping", vec![7])],
+        )
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("woken by NOTIFY well before the 60 s poll")
+        .unwrap();
+    assert_eq!(
+        (event.event_type.as_str(), event.payload.as_slice()),
+        ("Ping", &[7u8][..])
+    );
+}

@@ -67,6 +67,28 @@ impl Conn {
         self.check(self.client().query_one(&stmt, params).await)
     }
 
+    /// Runs `sql` and then `after` (a statement of its own, in its own
+    /// transaction), pipelined in one round trip: both are sent before either
+    /// answer arrives, and the server runs them in that order.
+    pub(super) async fn query_one_then(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        after: &str,
+    ) -> Result<Row, tokio_postgres::Error> {
+        // Prepare first, so the two executions go out in order with nothing between them.
+        let stmt = self.check(self.client().prepare_cached(sql).await)?;
+        let then = self.check(self.client().prepare_cached(after).await)?;
+        let (row, followed) = futures_util::future::join(
+            self.client().query_one(&stmt, params),
+            self.client().execute(&then, &[]),
+        )
+        .await;
+        // The follow-up's own failure does not undo or hide what `sql` did.
+        let _ = self.check(followed);
+        self.check(row)
+    }
+
     pub(super) async fn query_opt(
         &self,
         sql: &str,

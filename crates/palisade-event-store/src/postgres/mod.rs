@@ -151,6 +151,7 @@ struct InvalidSchema(String);
 #[derive(Debug)]
 struct Sql {
     append: String,
+    notify: String,
     events_by_ids: String,
     stream_row: String,
     stream_row_for_update: String,
@@ -173,6 +174,7 @@ impl Sql {
             append: format!(
                 "SELECT new_version, commit_id, last_sequence FROM {s}.append($1, $2, $3, $4, $5, $6, $7, $8)"
             ),
+            notify: format!("SELECT pg_notify('{s}_events', '')"),
             events_by_ids: format!("{events} WHERE id = ANY($1)"),
             stream_row: format!(
                 "SELECT version, deleted, hidden_through FROM {s}.streams WHERE name = $1"
@@ -340,7 +342,7 @@ impl EventStore for PostgresEventStore {
         let outcome = self
             .conn()
             .await?
-            .query_one(
+            .query_one_then(
                 &self.sql.append,
                 &[
                     &stream.as_str(),
@@ -352,6 +354,7 @@ impl EventStore for PostgresEventStore {
                     &payloads,
                     &metadata,
                 ],
+                &self.sql.notify,
             )
             .await;
         match outcome {

@@ -41,7 +41,9 @@ CREATE TABLE IF NOT EXISTS __SCHEMA__.checkpoints (
 );
 
 -- One round trip per batch: lock the stream, check the expected version, insert
--- every event, move the stream, notify listeners. Raises PS410 for a deleted
+-- every event, move the stream. (Listeners are notified by a separate statement
+-- pipelined right after it: a NOTIFY inside the append would hold a database-wide
+-- lock until the commit is flushed and serialise concurrent appenders.) Raises PS410 for a deleted
 -- stream and PS409 (detail: "<state> <version>") for a version mismatch, so a
 -- failed append writes nothing.
 -- expected kinds: 0 any, 1 no stream, 2 stream exists, 3 exact, 4 recreate
@@ -87,7 +89,6 @@ BEGIN
            deleted = false,
            hidden_through = CASE WHEN cur_deleted THEN cur_version ELSE hidden_through END
      WHERE name = p_stream;
-    PERFORM pg_notify('__SCHEMA___events', '');
     RETURN QUERY SELECT cur_version + cardinality(p_ids), pg_current_xact_id()::text::bigint, last_seq;
 END;
 $fn$;
