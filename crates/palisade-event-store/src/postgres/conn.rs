@@ -58,15 +58,6 @@ impl Conn {
         self.check(self.client().query(&stmt, params).await)
     }
 
-    pub(super) async fn query_one(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-    ) -> Result<Row, tokio_postgres::Error> {
-        let stmt = self.check(self.client().prepare_cached(sql).await)?;
-        self.check(self.client().query_one(&stmt, params).await)
-    }
-
     /// Runs `sql` and then `after` (a statement of its own, in its own
     /// transaction), pipelined in one round trip: both are sent before either
     /// answer arrives, and the server runs them in that order.
