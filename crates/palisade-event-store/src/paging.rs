@@ -45,6 +45,18 @@ where
     )
 }
 
+/// Where a stream read goes on after `page`: past its last event, in the
+/// direction of reading (or `from` again, for an empty page).
+pub(crate) fn next_version(page: &[RecordedEvent], from: i64, forward: bool) -> i64 {
+    page.last().map_or(from, |e| {
+        if forward {
+            e.version as i64 + 1
+        } else {
+            e.version as i64 - 1
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

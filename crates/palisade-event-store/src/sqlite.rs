@@ -344,13 +344,7 @@ impl EventStore for SqliteEventStore {
                         query_events(conn, &sql, params![name, hidden, from, n as i64])
                     })
                     .await?;
-                let next = events.last().map_or(from, |e| {
-                    if forward {
-                        e.version as i64 + 1
-                    } else {
-                        e.version as i64 - 1
-                    }
-                });
+                let next = crate::paging::next_version(&events, from, forward);
                 Ok((events, next))
             }
         }))

@@ -434,13 +434,7 @@ impl EventStore for PostgresEventStore {
                     .iter()
                     .map(event_from_row)
                     .collect::<Result<Vec<_>>>()?;
-                let next = events.last().map_or(from, |e| {
-                    if forward {
-                        e.version as i64 + 1
-                    } else {
-                        e.version as i64 - 1
-                    }
-                });
+                let next = crate::paging::next_version(&events, from, forward);
                 Ok((events, next))
             }
         }))
