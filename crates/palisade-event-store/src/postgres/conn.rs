@@ -49,13 +49,12 @@ impl Conn {
         result
     }
 
-    pub(super) async fn query(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-    ) -> Result<Vec<Row>, tokio_postgres::Error> {
-        let stmt = self.check(self.client().prepare_cached(sql).await)?;
+    pub(super) async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
+        let stmt = self
+            .check(self.client().prepare_cached(sql).await)
+            .map_err(Error::backend)?;
         self.check(self.client().query(&stmt, params).await)
+            .map_err(Error::backend)
     }
 
     /// Runs `sql` and then `after` (a statement of its own, in its own
@@ -80,22 +79,20 @@ impl Conn {
         self.check(row)
     }
 
-    pub(super) async fn query_opt(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-    ) -> Result<Option<Row>, tokio_postgres::Error> {
-        let stmt = self.check(self.client().prepare_cached(sql).await)?;
+    pub(super) async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>> {
+        let stmt = self
+            .check(self.client().prepare_cached(sql).await)
+            .map_err(Error::backend)?;
         self.check(self.client().query_opt(&stmt, params).await)
+            .map_err(Error::backend)
     }
 
-    pub(super) async fn execute(
-        &self,
-        sql: &str,
-        params: Params<'_>,
-    ) -> Result<u64, tokio_postgres::Error> {
-        let stmt = self.check(self.client().prepare_cached(sql).await)?;
+    pub(super) async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64> {
+        let stmt = self
+            .check(self.client().prepare_cached(sql).await)
+            .map_err(Error::backend)?;
         self.check(self.client().execute(&stmt, params).await)
+            .map_err(Error::backend)
     }
 }
 

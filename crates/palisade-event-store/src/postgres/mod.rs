@@ -265,10 +265,7 @@ impl PostgresEventStore {
     ) -> Result<Option<AppendResult>> {
         let conn = self.conn().await?;
         let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
-        let rows = conn
-            .query(&self.sql.events_by_ids, &[&ids])
-            .await
-            .map_err(Error::backend)?;
+        let rows = conn.query(&self.sql.events_by_ids, &[&ids]).await?;
         let found = rows
             .iter()
             .map(event_from_row)
@@ -397,8 +394,7 @@ impl EventStore for PostgresEventStore {
             .conn()
             .await?
             .query_opt(&self.sql.stream_row, &[&stream.as_str()])
-            .await
-            .map_err(Error::backend)?;
+            .await?;
         let Some(row) = row else {
             return Ok(Box::pin(futures_util::stream::empty()));
         };
@@ -428,8 +424,7 @@ impl EventStore for PostgresEventStore {
                 let rows = Conn::get(&pool)
                     .await?
                     .query(text, &[&name, &hidden, &from, &(n as i64)])
-                    .await
-                    .map_err(Error::backend)?;
+                    .await?;
                 let events = rows
                     .iter()
                     .map(event_from_row)
@@ -462,8 +457,7 @@ impl EventStore for PostgresEventStore {
                                 &(n as i64),
                             ],
                         )
-                        .await
-                        .map_err(Error::backend)?;
+                        .await?;
                     let events = rows
                         .iter()
                         .map(event_from_row)
@@ -480,8 +474,7 @@ impl EventStore for PostgresEventStore {
             .conn()
             .await?
             .query_opt(&self.sql.stream_row, &[&stream.as_str()])
-            .await
-            .map_err(Error::backend)?;
+            .await?;
         Ok(row.map_or(StreamState::NoStream, |r| state_from(r.get(0), r.get(1))))
     }
 
@@ -516,8 +509,7 @@ impl EventStore for PostgresEventStore {
                     &snapshot.payload,
                 ],
             )
-            .await
-            .map_err(Error::backend)?;
+            .await?;
         Ok(())
     }
 
@@ -526,8 +518,7 @@ impl EventStore for PostgresEventStore {
             .conn()
             .await?
             .query_opt(&self.sql.load_snapshot, &[&stream.as_str()])
-            .await
-            .map_err(Error::backend)?;
+            .await?;
         Ok(row.map(|r| Snapshot {
             stream: stream.clone(),
             version: r.get::<_, i64>(0) as u64,
@@ -541,12 +532,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn head(&self) -> Result<Position> {
-        let row = self
-            .conn()
-            .await?
-            .query_opt(&self.sql.head, &[])
-            .await
-            .map_err(Error::backend)?;
+        let row = self.conn().await?.query_opt(&self.sql.head, &[]).await?;
         Ok(row.map_or(Position::START, |r| Position {
             commit: r.get::<_, i64>(0) as u64,
             sequence: r.get::<_, i64>(1) as u64,
@@ -569,8 +555,7 @@ impl CheckpointStore for PostgresEventStore {
             .conn()
             .await?
             .query_opt(&self.sql.load_checkpoint, &[&subscription])
-            .await
-            .map_err(Error::backend)?;
+            .await?;
         Ok(row.map(|r| Position {
             commit: r.get::<_, i64>(0) as u64,
             sequence: r.get::<_, i64>(1) as u64,
@@ -588,8 +573,7 @@ impl CheckpointStore for PostgresEventStore {
                     &(position.sequence as i64),
                 ],
             )
-            .await
-            .map_err(Error::backend)?;
+            .await?;
         Ok(())
     }
 }
