@@ -8,6 +8,7 @@
 //! - [`Backoff`]: fixed or exponential delays with [`Jitter`].
 //! - [`Listener`] and [`Listeners`]: typed events that the `otel` and `tracing`
 //!   features of each pattern build on.
+//! - [`CachePadded`]: a hot atomic on cache lines of its own.
 //! - [`ConfigError`]: what every `build()` returns for a bad value, naming the field.
 //!
 //! You rarely depend on this crate directly; the pattern crates re-export what
@@ -39,6 +40,7 @@ mod clock;
 pub mod config;
 mod listener;
 mod outcome;
+mod padded;
 mod sleep;
 pub mod telemetry;
 
@@ -49,6 +51,7 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock, duration_to_nanos}
 pub use config::ConfigError;
 pub use listener::{Listener, Listeners};
 pub use outcome::{Classifier, DefaultClassifier, Outcome};
+pub use padded::CachePadded;
 pub use sleep::Sleeper;
 #[cfg(feature = "tokio")]
 pub use sleep::TokioSleeper;

@@ -72,17 +72,4 @@ impl Window {
     }
 }
 
-/// Keeps a value on cache lines of its own, so that writes to it do not slow
-/// down readers of its neighbours (128 bytes: two lines, for adjacent-line prefetch).
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub(crate) struct CachePadded<T>(pub(crate) T);
-
-impl<T> std::ops::Deref for CachePadded<T> {
-    type Target = T;
-
-    #[inline]
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
+pub(crate) use palisade_core::CachePadded;

@@ -1,0 +1,570 @@
+//! `Cache<K, V>`: the map readers search, the policy that decides what stays,
+//! and the maintenance that keeps the two in step.
+//!
+//! Every change to the map (insert, invalidate, eviction, expiry) happens
+//! under one maintenance lock, policy first and then the key's shard, so the
+//! map and the policy always agree when the lock is let go. Reads take only
+//! their shard's read lock and leave their hit in the read buffer; the policy
+//! learns of it at the next maintenance.
+
+use std::borrow::Borrow;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use palisade_core::{SharedClock, duration_to_nanos};
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::config::{CacheBuilder, Weigher};
+use crate::entry::{Entry, NEVER};
+use crate::event::{RemovalCause, RemovalListener};
+use crate::expiry::Expiry;
+use crate::flight::{Flights, Join, Leader, SharedError};
+use crate::policy::{Policy, Removed};
+use crate::read_buffer::{Push, ReadBuffer};
+use crate::stats::{CacheStats, StatsCounter};
+use crate::store::Store;
+
+/// A concurrent, bounded, in-process cache with an adaptive W-TinyLFU policy.
+///
+/// Cloning is cheap and every clone shares the same entries. See the
+/// [crate documentation](crate) for an overview and [`CacheBuilder`] for the
+/// settings.
+pub struct Cache<K, V> {
+    pub(crate) inner: Arc<Inner<K, V>>,
+}
+
+impl<K, V> Clone for Cache<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for Cache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("name", &self.inner.name)
+            .field("max_capacity", &self.inner.max)
+            .field("entries", &self.inner.entries.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The negative cache keeps failed loads' errors, type-erased.
+type NegativeCache<K> = Cache<K, SharedError>;
+
+pub(crate) struct Inner<K, V> {
+    pub(crate) name: String,
+    store: Store<K, V>,
+    maintenance: Mutex<Maintenance<K, V>>,
+    reads: ReadBuffer,
+    pub(crate) stats: StatsCounter,
+    pub(crate) clock: SharedClock,
+    max: u64,
+    ttl: u64,
+    tti: u64,
+    /// Some expiry is configured: reads must look at the clock.
+    timed: bool,
+    expiry: Option<Arc<dyn Expiry<K, V>>>,
+    weigher: Option<Weigher<K, V>>,
+    listener: Option<Arc<dyn RemovalListener<K, V>>>,
+    pub(crate) flights: Arc<Flights<K, V>>,
+    negative: Option<Box<NegativeCache<K>>>,
+    pub(crate) entries: AtomicU64,
+    weighted_size: AtomicU64,
+    pub(crate) refresh_after: u64,
+    pub(crate) keep_stale: u64,
+    pub(crate) soft_timeout: Option<Duration>,
+    pub(crate) hard_timeout: Option<Duration>,
+    #[cfg(feature = "otel")]
+    pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
+}
+
+struct Maintenance<K, V> {
+    policy: Policy<K, V>,
+    removed: Vec<Removed<K, V>>,
+}
+
+/// A value read from the cache together with what refresh-ahead needs.
+pub(crate) struct Found<V> {
+    pub(crate) value: V,
+    /// The value is older than `refresh_after` and this caller claimed its refresh.
+    pub(crate) refresh: bool,
+}
+
+impl<K, V> Cache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A builder; `max_capacity` is required.
+    ///
+    /// ```
+    /// use palisade_cache::Cache;
+    /// use std::time::Duration;
+    ///
+    /// let cache: Cache<u64, String> = Cache::builder()
+    ///     .max_capacity(10_000)
+    ///     .time_to_live(Duration::from_secs(300))
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = cache;
+    /// ```
+    pub fn builder() -> CacheBuilder<K, V> {
+        CacheBuilder::default()
+    }
+
+    pub(crate) fn from_builder(b: CacheBuilder<K, V>) -> Self {
+        let max = b.max_capacity.unwrap_or(1);
+        let now = b.clock.now_nanos();
+        let ttl = b.time_to_live.map_or(NEVER, duration_to_nanos);
+        let tti = b.time_to_idle.map_or(0, duration_to_nanos);
+        let keep_stale = b.max_stale.map_or(0, duration_to_nanos);
+        let refresh_after = b.refresh_after.map_or(0, duration_to_nanos);
+        let negative = b.negative_ttl.map(|ttl| {
+            let negative: CacheBuilder<K, SharedError> = CacheBuilder {
+                name: format!("{}.negative", b.name),
+                max_capacity: Some(max),
+                time_to_live: Some(ttl),
+                clock: Arc::clone(&b.clock),
+                shards: b.shards,
+                ..CacheBuilder::default()
+            };
+            Box::new(Cache::from_builder(negative))
+        });
+        let shards = b.shards.unwrap_or_else(|| crate::stripe::stripe_count(4).clamp(16, 1024));
+        #[cfg(feature = "otel")]
+        let telemetry = crate::telemetry::Telemetry::new(&b.name, b.meter.clone());
+        let inner = Arc::new(Inner {
+            store: Store::new(shards),
+            maintenance: Mutex::new(Maintenance {
+                policy: Policy::new(max, tti, keep_stale, now),
+                removed: Vec::new(),
+            }),
+            reads: ReadBuffer::new(),
+            stats: StatsCounter::new(),
+            clock: b.clock,
+            max,
+            ttl,
+            tti,
+            timed: ttl != NEVER || tti != 0 || b.expiry.is_some() || refresh_after != 0,
+            expiry: b.expiry,
+            weigher: b.weigher,
+            listener: b.listener,
+            flights: Arc::new(Flights::new()),
+            negative,
+            entries: AtomicU64::new(0),
+            weighted_size: AtomicU64::new(0),
+            refresh_after,
+            keep_stale,
+            soft_timeout: b.soft_timeout,
+            hard_timeout: b.hard_timeout,
+            name: b.name,
+            #[cfg(feature = "otel")]
+            telemetry,
+        });
+        #[cfg(feature = "otel")]
+        crate::telemetry::observe(&inner);
+        Self { inner }
+    }
+
+    /// The cache's name (`palisade.instance` in telemetry).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The live value for `key`, if any. Takes no global lock and allocates nothing.
+    #[inline]
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.inner.store.hash(key);
+        self.get_hashed(hash, key).map(|found| found.value)
+    }
+
+    /// `true` if `key` has a live value; counts as a read.
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.get(key).is_some()
+    }
+
+    #[inline]
+    pub(crate) fn get_hashed<Q>(&self, hash: u64, key: &Q) -> Option<Found<V>>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let inner = &*self.inner;
+        let now = if inner.timed { inner.clock.now_nanos() } else { 0 };
+        let found = inner
+            .store
+            .read(hash, key, |e| {
+                if inner.timed && e.deadline(inner.tti) <= now {
+                    return None;
+                }
+                if inner.tti != 0 {
+                    e.accessed_at.store(now, Ordering::Relaxed);
+                }
+                let refresh = inner.refresh_after != 0
+                    && now.saturating_sub(e.written_at) >= inner.refresh_after
+                    && e.start_refresh();
+                Some((e.value.clone(), e.slot, refresh))
+            })
+            .flatten();
+        if let Some((value, slot, refresh)) = found {
+            inner.stats.hit();
+            self.record_read(slot, hash as u32);
+            Some(Found { value, refresh })
+        } else {
+            inner.stats.miss();
+            None
+        }
+    }
+
+    /// An expired value still kept for stale-if-error, without counting a read.
+    pub(crate) fn get_stale(&self, hash: u64, key: &K) -> Option<V> {
+        let inner = &*self.inner;
+        let now = inner.clock.now_nanos();
+        inner
+            .store
+            .read(hash, key, |e| {
+                let deadline = e.deadline(inner.tti);
+                (deadline <= now && deadline.saturating_add(inner.keep_stale) > now)
+                    .then(|| e.value.clone())
+            })
+            .flatten()
+    }
+
+    /// Ends the refresh claimed by a read, so a later read may try again.
+    pub(crate) fn end_refresh(&self, hash: u64, key: &K) {
+        if let Some(entry) = self.inner.store.get(hash, key) {
+            entry.end_refresh();
+        }
+    }
+
+    #[inline]
+    fn record_read(&self, slot: u32, tag: u32) {
+        let inner = &*self.inner;
+        match inner.reads.push(slot, tag) {
+            Push::Done => {}
+            Push::Drain => {
+                if let Some(mut m) = inner.maintenance.try_lock() {
+                    self.maintain(&mut m);
+                    self.finish(m);
+                }
+            }
+            Push::Full => {
+                if let Some(mut m) = inner.maintenance.try_lock() {
+                    self.maintain(&mut m);
+                    self.finish(m);
+                    inner.reads.push(slot, tag);
+                }
+            }
+        }
+    }
+
+    /// Stores `value` for `key`, replacing any value it had.
+    pub fn insert(&self, key: K, value: V) {
+        let hash = self.inner.store.hash(&key);
+        self.inner.flights.supersede(hash, &key);
+        self.insert_hashed(hash, key, value, None);
+    }
+
+    /// Stores a value loaded for `key` unless the key was written during the load.
+    pub(crate) fn insert_loaded(&self, hash: u64, key: K, value: V, leader: &Leader<K, V>) {
+        self.insert_hashed(hash, key, value, Some(leader));
+    }
+
+    fn insert_hashed(&self, hash: u64, key: K, value: V, loaded_by: Option<&Leader<K, V>>) {
+        let inner = &*self.inner;
+        if let Some(negative) = &inner.negative {
+            negative.invalidate(&key);
+        }
+        let weight = inner.weigher.as_ref().map_or(1, |w| w(&key, &value));
+        if u64::from(weight) > inner.max {
+            // Heavier than the whole cache: never stored; any older value goes.
+            self.invalidate(&key);
+            if let Some(listener) = &inner.listener {
+                listener.on_removal(&key, &value, RemovalCause::Size);
+            }
+            inner.stats.removal(RemovalCause::Size);
+            return;
+        }
+        let now = inner.clock.now_nanos();
+        let mut m = inner.maintenance.lock();
+        if loaded_by.is_some_and(|leader| leader.flight().is_superseded()) {
+            return;
+        }
+        self.maintain(&mut m);
+        let reserved = m.policy.reserve();
+        let mut stored = None;
+        let replaced = inner.store.upsert(hash, key, |key, old| {
+            let lifetime = inner.expiry.as_ref().and_then(|expiry| match old {
+                Some(old) => {
+                    let left = old.deadline(inner.tti);
+                    let remaining = (left != NEVER)
+                        .then(|| Duration::from_nanos(left.saturating_sub(now)));
+                    expiry.expire_after_update(&key, &value, remaining)
+                }
+                None => expiry.expire_after_create(&key, &value),
+            });
+            let expires_at = lifetime
+                .map_or(NEVER, |d| now.saturating_add(duration_to_nanos(d)))
+                .min(now.saturating_add(inner.ttl));
+            let entry = Arc::new(Entry {
+                key,
+                value,
+                hash,
+                slot: old.map_or(reserved, |o| o.slot),
+                weight,
+                written_at: now,
+                expires_at,
+                accessed_at: AtomicU64::new(now),
+                refreshing: AtomicBool::new(false),
+            });
+            stored = Some(Arc::clone(&entry));
+            entry
+        });
+        if let Some(entry) = stored {
+            if let Some(old) = replaced {
+                m.policy.release(reserved);
+                m.policy.update(entry);
+                m.removed.push(Removed {
+                    entry: old,
+                    cause: RemovalCause::Replaced,
+                });
+            } else {
+                m.policy.add(entry);
+            }
+        }
+        let m_ref = &mut *m;
+        m_ref.policy.evict(&mut m_ref.removed);
+        self.finish(m);
+    }
+
+    /// Removes `key`'s value, if any.
+    pub fn invalidate<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let inner = &*self.inner;
+        let hash = inner.store.hash(key);
+        if let Some(negative) = &inner.negative {
+            negative.invalidate(key);
+        }
+        let mut m = inner.maintenance.lock();
+        if let Some(entry) = inner.store.remove(hash, key) {
+            inner.flights.supersede(hash, &entry.key);
+            m.policy.remove(entry.slot);
+            m.removed.push(Removed {
+                entry,
+                cause: RemovalCause::Explicit,
+            });
+        }
+        self.finish(m);
+    }
+
+    /// Removes every value.
+    pub fn invalidate_all(&self) {
+        let inner = &*self.inner;
+        if let Some(negative) = &inner.negative {
+            negative.invalidate_all();
+        }
+        let mut m = inner.maintenance.lock();
+        let all: Vec<_> = m.policy.entries().cloned().collect();
+        for entry in all {
+            inner.flights.supersede(entry.hash, &entry.key);
+            inner.store.remove_exact(&entry);
+            m.policy.remove(entry.slot);
+            m.removed.push(Removed {
+                entry,
+                cause: RemovalCause::Explicit,
+            });
+        }
+        self.finish(m);
+    }
+
+    /// Does the pending work now instead of at the next write or full read
+    /// buffer: applies buffered reads, reclaims expired entries, evicts.
+    /// Tests call it before counting entries; services need not.
+    pub fn run_pending_tasks(&self) {
+        let mut m = self.inner.maintenance.lock();
+        self.maintain(&mut m);
+        let m_ref = &mut *m;
+        m_ref.policy.evict(&mut m_ref.removed);
+        self.finish(m);
+        if let Some(negative) = &self.inner.negative {
+            negative.run_pending_tasks();
+        }
+    }
+
+    /// Applies buffered reads and reclaims expired entries.
+    fn maintain(&self, m: &mut Maintenance<K, V>) {
+        let inner = &*self.inner;
+        let policy = &mut m.policy;
+        inner.reads.drain(|slot, tag| policy.record_read(slot, tag));
+        if inner.timed {
+            m.policy.expire(inner.clock.now_nanos(), &mut m.removed);
+        }
+    }
+
+    /// Takes evicted and expired entries out of the map, counts every
+    /// removal, lets go of the lock, then tells the listener.
+    fn finish(&self, mut m: MutexGuard<'_, Maintenance<K, V>>) {
+        let inner = &*self.inner;
+        for removed in &m.removed {
+            if removed.cause.was_evicted() {
+                inner.store.remove_exact(&removed.entry);
+            }
+            inner.stats.removal(removed.cause);
+        }
+        inner.entries.store(m.policy.len(), Ordering::Relaxed);
+        inner
+            .weighted_size
+            .store(m.policy.weighted_size(), Ordering::Relaxed);
+        match &inner.listener {
+            Some(listener) if !m.removed.is_empty() => {
+                let removed = std::mem::take(&mut m.removed);
+                drop(m);
+                for r in &removed {
+                    listener.on_removal(&r.entry.key, &r.entry.value, r.cause);
+                }
+            }
+            _ => m.removed.clear(),
+        }
+    }
+
+    /// The number of entries held, as of the last maintenance (expired
+    /// entries count until they are reclaimed; see [`run_pending_tasks`](Self::run_pending_tasks)).
+    pub fn entry_count(&self) -> u64 {
+        self.inner.entries.load(Ordering::Relaxed)
+    }
+
+    /// The total weight held (the entry count without a weigher), as of the last maintenance.
+    pub fn weighted_size(&self) -> u64 {
+        self.inner.weighted_size.load(Ordering::Relaxed)
+    }
+
+    /// The configured bound.
+    pub fn max_capacity(&self) -> u64 {
+        self.inner.max
+    }
+
+    /// The admission window's current size in units of weight: the hill
+    /// climber's latest choice, for the curious and for tests.
+    pub fn window_capacity(&self) -> u64 {
+        self.inner.maintenance.lock().policy.window_max()
+    }
+
+    /// What the cache has done so far.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.stats.snapshot()
+    }
+
+    /// The value for `key`, loading it with `init` on a miss.
+    ///
+    /// However many callers miss the same key at once, one `init` runs and
+    /// every caller gets its value. If that caller's future is dropped or its
+    /// `init` panics, a waiting caller runs its own `init` instead.
+    pub async fn get_with(&self, key: K, init: impl Future<Output = V>) -> V {
+        match self
+            .try_get_with(key, async { Ok::<V, Infallible>(init.await) })
+            .await
+        {
+            Ok(value) => value,
+            Err(never) => match *never {},
+        }
+    }
+
+    /// The value for `key`, loading it with the fallible `init` on a miss.
+    ///
+    /// One load per key at a time, as [`get_with`](Self::get_with). An error
+    /// is handed to every caller waiting on that load and is not cached,
+    /// unless [`negative_ttl`](CacheBuilder::negative_ttl) is set: then
+    /// callers get the same error until it expires.
+    pub async fn try_get_with<E>(
+        &self,
+        key: K,
+        init: impl Future<Output = Result<V, E>>,
+    ) -> Result<V, Arc<E>>
+    where
+        E: Send + Sync + 'static,
+    {
+        let hash = self.inner.store.hash(&key);
+        let leader = loop {
+            if let Some(found) = self.get_hashed(hash, &key) {
+                return Ok(found.value);
+            }
+            if let Some(error) = self.negative_hit(&key) {
+                return Err(error);
+            }
+            match self.inner.flights.join(hash, &key) {
+                Join::Waiter(flight) => match flight.wait().await {
+                    Some(Ok(value)) => return Ok(value),
+                    Some(Err(error)) => {
+                        if let Ok(error) = error.downcast::<E>() {
+                            return Err(error);
+                        }
+                        // A load of another error type failed: load our own way.
+                    }
+                    None => {} // the leader gave up: start over
+                },
+                Join::Leader(leader) => break leader,
+            }
+        };
+        let started = self.inner.clock.now_nanos();
+        let result = init.await;
+        self.record_load(result.is_ok(), started);
+        match result {
+            Ok(value) => {
+                self.insert_loaded(hash, key, value.clone(), &leader);
+                leader.finish(Ok(value.clone()));
+                Ok(value)
+            }
+            Err(error) => {
+                let error = Arc::new(error);
+                self.remember_failure(key, Arc::clone(&error) as SharedError);
+                leader.finish(Err(Arc::clone(&error) as SharedError));
+                Err(error)
+            }
+        }
+    }
+
+    pub(crate) fn record_load(&self, ok: bool, started: u64) {
+        let nanos = self.inner.clock.now_nanos().saturating_sub(started);
+        self.inner.stats.load(ok, nanos);
+        #[cfg(feature = "otel")]
+        if let Some(t) = &self.inner.telemetry {
+            t.record_load(ok, nanos);
+        }
+    }
+
+    /// Caches a failed load's error when negative caching is on.
+    pub(crate) fn remember_failure(&self, key: K, error: SharedError) {
+        if let Some(negative) = &self.inner.negative {
+            negative.insert(key, error);
+        }
+    }
+
+    /// The cached error of a recent failed load, typed as `E`.
+    pub(crate) fn negative_hit<E: Send + Sync + 'static>(&self, key: &K) -> Option<Arc<E>> {
+        let negative = self.inner.negative.as_ref()?;
+        negative.get(key)?.downcast::<E>().ok()
+    }
+
+    pub(crate) fn hash_key(&self, key: &K) -> u64 {
+        self.inner.store.hash(key)
+    }
+}

@@ -1,0 +1,155 @@
+//! One load per key, however many callers wait for it.
+//!
+//! The first caller to miss becomes the *leader* and holds a [`Leader`]
+//! guard; later callers find the key's [`Flight`] and wait on it. The leader
+//! publishes the outcome to every waiter. If the leader goes away without an
+//! outcome (its future was dropped, or its loader panicked), the guard's
+//! `Drop` marks the flight abandoned and wakes the waiters, who start over:
+//! one of them becomes the next leader. Nobody waits for a load nobody runs.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use hashbrown::HashTable;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// A failed load's error, shared by every waiter and typed again by the caller.
+pub(crate) type SharedError = Arc<dyn Any + Send + Sync>;
+
+enum State<V> {
+    Running,
+    Done(Result<V, SharedError>),
+    Abandoned,
+}
+
+pub(crate) struct Flight<V> {
+    state: Mutex<State<V>>,
+    done: Notify,
+    /// Set when the key was written or invalidated during the load: the
+    /// loaded value is then handed to the waiters but not stored, so it
+    /// cannot overwrite a newer value.
+    superseded: AtomicBool,
+}
+
+impl<V: Clone> Flight<V> {
+    /// Waits for the outcome; `None` if the leader gave up.
+    pub(crate) async fn wait(&self) -> Option<Result<V, SharedError>> {
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match &*self.state.lock() {
+                State::Running => {}
+                State::Done(result) => return Some(result.clone()),
+                State::Abandoned => return None,
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Acquire)
+    }
+}
+
+struct Shard<K, V> {
+    table: Mutex<HashTable<(u64, K, Arc<Flight<V>>)>>,
+}
+
+/// The loads under way, by key.
+pub(crate) struct Flights<K, V> {
+    shards: Box<[Shard<K, V>]>,
+}
+
+/// What [`Flights::join`] made of the caller.
+pub(crate) enum Join<K: Eq + Clone, V> {
+    Leader(Leader<K, V>),
+    Waiter(Arc<Flight<V>>),
+}
+
+impl<K: Eq + Clone, V> Flights<K, V> {
+    pub(crate) fn new() -> Self {
+        Self {
+            shards: (0..16)
+                .map(|_| Shard {
+                    table: Mutex::new(HashTable::new()),
+                })
+                .collect(),
+        }
+    }
+
+    fn shard(&self, hash: u64) -> &Shard<K, V> {
+        &self.shards[(hash >> 40) as usize & (self.shards.len() - 1)]
+    }
+
+    /// Joins the key's load, or starts one with the caller as leader.
+    pub(crate) fn join(self: &Arc<Self>, hash: u64, key: &K) -> Join<K, V> {
+        let mut table = self.shard(hash).table.lock();
+        if let Some((_, _, flight)) = table.find(hash, |(h, k, _)| *h == hash && k == key) {
+            return Join::Waiter(Arc::clone(flight));
+        }
+        let flight = Arc::new(Flight {
+            state: Mutex::new(State::Running),
+            done: Notify::new(),
+            superseded: AtomicBool::new(false),
+        });
+        table.insert_unique(hash, (hash, key.clone(), Arc::clone(&flight)), |(h, _, _)| *h);
+        Join::Leader(Leader {
+            flights: Arc::clone(self),
+            hash,
+            flight,
+            finished: false,
+        })
+    }
+
+    /// Marks the key's running load, if any, as superseded by a write.
+    pub(crate) fn supersede(&self, hash: u64, key: &K) {
+        let table = self.shard(hash).table.lock();
+        if let Some((_, _, flight)) = table.find(hash, |(h, k, _)| *h == hash && k == key) {
+            flight.superseded.store(true, Ordering::Release);
+        }
+    }
+
+    fn remove(&self, hash: u64, flight: &Arc<Flight<V>>) {
+        let mut table = self.shard(hash).table.lock();
+        if let Ok(entry) = table.find_entry(hash, |(_, _, f)| Arc::ptr_eq(f, flight)) {
+            entry.remove();
+        }
+    }
+}
+
+/// The leader's duty to finish the flight; dropping it unfinished abandons it.
+pub(crate) struct Leader<K: Eq + Clone, V> {
+    flights: Arc<Flights<K, V>>,
+    hash: u64,
+    flight: Arc<Flight<V>>,
+    finished: bool,
+}
+
+impl<K: Eq + Clone, V> Leader<K, V> {
+    pub(crate) fn flight(&self) -> &Arc<Flight<V>> {
+        &self.flight
+    }
+
+    /// Publishes the outcome to every waiter and ends the flight.
+    pub(crate) fn finish(mut self, result: Result<V, SharedError>) {
+        self.end(State::Done(result));
+    }
+
+    fn end(&mut self, state: State<V>) {
+        self.finished = true;
+        *self.flight.state.lock() = state;
+        self.flights.remove(self.hash, &self.flight);
+        self.flight.done.notify_waiters();
+    }
+}
+
+impl<K: Eq + Clone, V> Drop for Leader<K, V> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.end(State::Abandoned);
+        }
+    }
+}

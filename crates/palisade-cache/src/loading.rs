@@ -1,0 +1,282 @@
+//! `LoadingCache`: read-through with a loader, refresh-ahead, stale-if-error
+//! and loader timeouts.
+//!
+//! Loads run in their own tokio task, as the leader of the key's flight.
+//! Callers only wait on the flight, so a caller that gives up (its future is
+//! dropped, or it took a stale value at the soft timeout) never stops a load
+//! that others wait for or that will refresh the cache.
+
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_core::ConfigError;
+
+use crate::cache::Cache;
+use crate::config::CacheBuilder;
+use crate::flight::{Join, Leader, SharedError};
+
+/// Loads the value of a key from the source of truth.
+///
+/// Closures `Fn(K) -> impl Future<Output = Result<V, E>>` are loaders. The
+/// future must be `'static` (it runs in a task of its own): clone what it
+/// needs, an `Arc` of a pool for example, into it.
+pub trait Loader<K, V>: Send + Sync + 'static {
+    /// What a failed load returns.
+    type Error: Send + Sync + 'static;
+
+    /// Loads `key`'s value.
+    fn load(&self, key: K) -> impl Future<Output = Result<V, Self::Error>> + Send + 'static;
+}
+
+impl<K, V, E, F, Fut> Loader<K, V> for F
+where
+    F: Fn(K) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<V, E>> + Send + 'static,
+    E: Send + Sync + 'static,
+{
+    type Error = E;
+
+    fn load(&self, key: K) -> impl Future<Output = Result<V, E>> + Send + 'static {
+        self(key)
+    }
+}
+
+/// Why [`LoadingCache::get`] has no value to give.
+#[derive(thiserror::Error)]
+pub enum LoadError<E> {
+    /// The loader returned an error (shared by every caller of that load).
+    #[error("the loader failed")]
+    Loader(Arc<E>),
+    /// The load ran longer than the hard timeout and was abandoned.
+    #[error("the load ran longer than the hard timeout of {0:?} and was abandoned")]
+    Timeout(Duration),
+    /// The load's task panicked or was cancelled.
+    #[error("the load was aborted: its task panicked or was cancelled")]
+    Aborted,
+    /// `get` was called outside a tokio runtime, where no load can be spawned.
+    #[error("no tokio runtime to run the load on")]
+    NoRuntime,
+}
+
+impl<E> LoadError<E> {
+    /// The loader's own error, if that is what happened.
+    pub fn loader_error(&self) -> Option<&E> {
+        match self {
+            Self::Loader(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl<E> Clone for LoadError<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Loader(e) => Self::Loader(Arc::clone(e)),
+            Self::Timeout(d) => Self::Timeout(*d),
+            Self::Aborted => Self::Aborted,
+            Self::NoRuntime => Self::NoRuntime,
+        }
+    }
+}
+
+impl<E: fmt::Debug> fmt::Debug for LoadError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Loader(e) => f.debug_tuple("Loader").field(e).finish(),
+            Self::Timeout(d) => f.debug_tuple("Timeout").field(d).finish(),
+            Self::Aborted => f.write_str("Aborted"),
+            Self::NoRuntime => f.write_str("NoRuntime"),
+        }
+    }
+}
+
+/// A [`Cache`] that loads missing values itself, refreshes them ahead of
+/// expiry and serves stale values when the source fails.
+///
+/// Build one with [`CacheBuilder::build_with_loader`]. Needs a tokio runtime.
+///
+/// ```
+/// use palisade_cache::{Cache, LoadingCache};
+/// use std::time::Duration;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let prices: LoadingCache<String, u64, _> = Cache::builder()
+///     .max_capacity(1_000)
+///     .time_to_live(Duration::from_secs(60))
+///     .refresh_after(Duration::from_secs(45))
+///     .stale_if_error(Duration::from_secs(300))
+///     .hard_timeout(Duration::from_secs(2))
+///     .build_with_loader(|sku: String| async move {
+///         Ok::<_, std::io::Error>(sku.len() as u64 * 100)
+///     })
+///     .unwrap();
+///
+/// assert_eq!(prices.get("book".to_string()).await.unwrap(), 400);
+/// # });
+/// ```
+pub struct LoadingCache<K, V, L> {
+    cache: Cache<K, V>,
+    loader: Arc<L>,
+}
+
+impl<K, V, L> Clone for LoadingCache<K, V, L> {
+    fn clone(&self) -> Self {
+        Self {
+            cache: self.cache.clone(),
+            loader: Arc::clone(&self.loader),
+        }
+    }
+}
+
+impl<K, V, L> fmt::Debug for LoadingCache<K, V, L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadingCache")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> CacheBuilder<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Checks the settings and builds a [`LoadingCache`] around `loader`.
+    #[cfg_attr(docsrs, doc(cfg(feature = "loading")))]
+    pub fn build_with_loader<L: Loader<K, V>>(
+        self,
+        loader: L,
+    ) -> Result<LoadingCache<K, V, L>, ConfigError> {
+        Ok(LoadingCache {
+            cache: self.build()?,
+            loader: Arc::new(loader),
+        })
+    }
+}
+
+impl<K, V, L> LoadingCache<K, V, L>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    L: Loader<K, V>,
+{
+    /// The cache underneath, for `insert`, `invalidate`, `stats` and the rest.
+    pub fn cache(&self) -> &Cache<K, V> {
+        &self.cache
+    }
+
+    /// The value for `key`, loaded on a miss.
+    ///
+    /// - A live value is returned at once; if it is older than
+    ///   `refresh_after`, one background reload starts.
+    /// - On a miss, one load per key runs however many callers wait, bounded
+    ///   by `hard_timeout`.
+    /// - With `stale_if_error`, an expired value kept within the maximum
+    ///   staleness is returned when the load fails, or when it outlasts
+    ///   `soft_timeout` (the load then goes on and fills the cache).
+    pub async fn get(&self, key: K) -> Result<V, LoadError<L::Error>> {
+        let cache = &self.cache;
+        let hash = cache.hash_key(&key);
+        if let Some(found) = cache.get_hashed(hash, &key) {
+            if found.refresh {
+                self.refresh(hash, key);
+            }
+            return Ok(found.value);
+        }
+        if let Some(error) = cache.negative_hit::<LoadError<L::Error>>(&key) {
+            return Err((*error).clone());
+        }
+        let stale = if cache.inner.keep_stale == 0 {
+            None
+        } else {
+            cache.get_stale(hash, &key)
+        };
+        let flight = match cache.inner.flights.join(hash, &key) {
+            Join::Waiter(flight) => flight,
+            Join::Leader(leader) => {
+                let flight = Arc::clone(leader.flight());
+                if !self.spawn_load(leader, hash, key, false) {
+                    return stale.ok_or(LoadError::NoRuntime);
+                }
+                flight
+            }
+        };
+        let (outcome, stale) = match (cache.inner.soft_timeout, stale) {
+            (Some(soft), Some(value)) => match tokio::time::timeout(soft, flight.wait()).await {
+                Ok(outcome) => (outcome, Some(value)),
+                Err(_) => return Ok(self.serve_stale(value)),
+            },
+            (_, stale) => (flight.wait().await, stale),
+        };
+        let error = match outcome {
+            Some(Ok(value)) => return Ok(value),
+            Some(Err(error)) => error
+                .downcast::<LoadError<L::Error>>()
+                .map_or(LoadError::Aborted, |e| (*e).clone()),
+            None => LoadError::Aborted,
+        };
+        match stale {
+            Some(value) => Ok(self.serve_stale(value)),
+            None => Err(error),
+        }
+    }
+
+    /// Counts a stale value served, and serves it.
+    fn serve_stale(&self, value: V) -> V {
+        self.cache.inner.stats.stale_hit();
+        value
+    }
+
+    /// Starts a background reload of `key` unless a load of it is under way.
+    fn refresh(&self, hash: u64, key: K) {
+        match self.cache.inner.flights.join(hash, &key) {
+            Join::Leader(leader) => {
+                if !self.spawn_load(leader, hash, key.clone(), true) {
+                    self.cache.end_refresh(hash, &key);
+                }
+            }
+            Join::Waiter(_) => {}
+        }
+    }
+
+    /// Runs the loader in a task of its own as the flight's leader; `false`
+    /// if there is no runtime (the leader is then dropped: the flight is abandoned).
+    fn spawn_load(&self, leader: Leader<K, V>, hash: u64, key: K, refresh: bool) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let cache = self.cache.clone();
+        let load = self.loader.load(key.clone());
+        let hard_timeout = cache.inner.hard_timeout;
+        runtime.spawn(async move {
+            let started = cache.inner.clock.now_nanos();
+            let result = match hard_timeout {
+                Some(limit) => match tokio::time::timeout(limit, load).await {
+                    Ok(result) => result.map_err(|e| LoadError::Loader(Arc::new(e))),
+                    Err(_) => Err(LoadError::Timeout(limit)),
+                },
+                None => load.await.map_err(|e| LoadError::Loader(Arc::new(e))),
+            };
+            cache.record_load(result.is_ok(), started);
+            match result {
+                Ok(value) => {
+                    cache.insert_loaded(hash, key, value.clone(), &leader);
+                    leader.finish(Ok(value));
+                }
+                Err(error) => {
+                    let error: Arc<LoadError<L::Error>> = Arc::new(error);
+                    if refresh {
+                        cache.end_refresh(hash, &key);
+                    } else {
+                        cache.remember_failure(key, Arc::clone(&error) as SharedError);
+                    }
+                    leader.finish(Err(error));
+                }
+            }
+        });
+        true
+    }
+}

@@ -1,0 +1,124 @@
+//! A count-min sketch of 4-bit counters that estimates how often a key was
+//! seen recently (TinyLFU's frequency estimate).
+//!
+//! Sixteen counters share one `u64`; each key touches four counters in four
+//! different words, and its estimate is the smallest. After `10 × capacity`
+//! increments every counter is halved, so the estimate follows recent
+//! popularity rather than all-time counts.
+
+/// Mixing constants for the four counters of a key (odd, from splitmix64 and xxHash).
+const SEEDS: [u64; 4] = [
+    0x9E37_79B9_7F4A_7C15,
+    0xBF58_476D_1CE4_E5B9,
+    0x94D0_49BB_1331_11EB,
+    0xC2B2_AE3D_27D4_EB4F,
+];
+
+const RESET_MASK: u64 = 0x7777_7777_7777_7777;
+const ONE_MASK: u64 = 0x1111_1111_1111_1111;
+
+#[derive(Debug)]
+pub(crate) struct FrequencySketch {
+    table: Box<[u64]>,
+    mask: usize,
+    additions: u64,
+    sample_size: u64,
+}
+
+impl FrequencySketch {
+    /// A sketch sized for about `capacity` distinct entries.
+    pub(crate) fn new(capacity: u64) -> Self {
+        let words = capacity.clamp(16, 1 << 26).next_power_of_two() as usize;
+        Self {
+            table: vec![0; words].into_boxed_slice(),
+            mask: words - 1,
+            additions: 0,
+            sample_size: capacity.clamp(16, 1 << 26).saturating_mul(10),
+        }
+    }
+
+    /// Number of increments between two halvings.
+    pub(crate) fn sample_size(&self) -> u64 {
+        self.sample_size
+    }
+
+    /// The word and the nibble of the key's `i`-th counter.
+    #[inline]
+    fn slot(&self, hash: u64, i: usize) -> (usize, u32) {
+        let h = (hash ^ (hash >> 29)).wrapping_mul(SEEDS[i]);
+        let h = h ^ (h >> 32);
+        ((h as usize) & self.mask, ((h >> 60) as u32) * 4)
+    }
+
+    /// The estimated recent frequency of the key, 0 to 15.
+    pub(crate) fn frequency(&self, hash: u64) -> u8 {
+        (0..4)
+            .map(|i| {
+                let (word, shift) = self.slot(hash, i);
+                ((self.table[word] >> shift) & 0xF) as u8
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Counts one more sighting of the key.
+    pub(crate) fn increment(&mut self, hash: u64) {
+        let mut added = false;
+        for i in 0..4 {
+            let (word, shift) = self.slot(hash, i);
+            if (self.table[word] >> shift) & 0xF < 15 {
+                self.table[word] += 1 << shift;
+                added = true;
+            }
+        }
+        if added {
+            self.additions += 1;
+            if self.additions >= self.sample_size {
+                self.halve();
+            }
+        }
+    }
+
+    /// Halves every counter (the "aging" of TinyLFU).
+    fn halve(&mut self) {
+        let mut odd = 0u64;
+        for word in self.table.iter_mut() {
+            odd += u64::from((*word & ONE_MASK).count_ones());
+            *word = (*word >> 1) & RESET_MASK;
+        }
+        self.additions = (self.additions - odd / 4) / 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_up_to_fifteen_and_tells_keys_apart() {
+        let mut sketch = FrequencySketch::new(1024);
+        for _ in 0..20 {
+            sketch.increment(42);
+        }
+        for _ in 0..3 {
+            sketch.increment(7);
+        }
+        assert_eq!(sketch.frequency(42), 15);
+        assert_eq!(sketch.frequency(7), 3);
+        assert_eq!(sketch.frequency(99), 0);
+    }
+
+    #[test]
+    fn halves_every_counter_after_the_sample_size() {
+        let mut sketch = FrequencySketch::new(16);
+        assert_eq!(sketch.sample_size(), 160);
+        for _ in 0..8 {
+            sketch.increment(1);
+        }
+        // 152 more increments of other keys reach the sample size of 160.
+        for key in 0..152u64 {
+            sketch.increment(1_000 + key * 7919);
+        }
+        assert_eq!(sketch.frequency(1), 4);
+    }
+}

@@ -1,0 +1,117 @@
+//! The key → entry map that readers search: shards of hashbrown tables, each
+//! behind its own read-write lock, so a hit takes one shard's read lock and
+//! nothing global.
+
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use palisade_core::CachePadded;
+use parking_lot::RwLock;
+
+use crate::entry::Entry;
+
+type Shard<K, V> = CachePadded<RwLock<HashTable<Arc<Entry<K, V>>>>>;
+
+#[derive(Debug)]
+pub(crate) struct Store<K, V> {
+    shards: Box<[Shard<K, V>]>,
+    mask: usize,
+    hasher: DefaultHashBuilder,
+}
+
+impl<K: Hash + Eq, V> Store<K, V> {
+    pub(crate) fn new(shards: usize) -> Self {
+        let shards = shards.next_power_of_two();
+        Self {
+            shards: (0..shards)
+                .map(|_| CachePadded(RwLock::new(HashTable::new())))
+                .collect(),
+            mask: shards - 1,
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    #[inline]
+    fn shard(&self, hash: u64) -> &RwLock<HashTable<Arc<Entry<K, V>>>> {
+        // The table's own bucket uses the low bits and its tag the top 7:
+        // the shard takes bits from the middle.
+        &self.shards[(hash >> 32) as usize & self.mask]
+    }
+
+    /// Runs `read` on the key's entry under the shard's read lock.
+    #[inline]
+    pub(crate) fn read<Q, R>(&self, hash: u64, key: &Q, read: impl FnOnce(&Entry<K, V>) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let shard = self.shard(hash).read();
+        shard
+            .find(hash, |e| e.key.borrow() == key)
+            .map(|e| read(e))
+    }
+
+    /// The key's entry.
+    pub(crate) fn get<Q>(&self, hash: u64, key: &Q) -> Option<Arc<Entry<K, V>>>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let shard = self.shard(hash).read();
+        shard.find(hash, |e| e.key.borrow() == key).cloned()
+    }
+
+    /// Stores the entry that `make` builds from the key and the entry it
+    /// replaces (if any), under the shard's write lock; returns the replaced one.
+    pub(crate) fn upsert(
+        &self,
+        hash: u64,
+        key: K,
+        make: impl FnOnce(K, Option<&Arc<Entry<K, V>>>) -> Arc<Entry<K, V>>,
+    ) -> Option<Arc<Entry<K, V>>> {
+        let mut shard = self.shard(hash).write();
+        match shard.find_entry(hash, |e| e.key == key) {
+            Ok(mut occupied) => {
+                let new = make(key, Some(occupied.get()));
+                Some(std::mem::replace(occupied.get_mut(), new))
+            }
+            Err(absent) => {
+                let new = make(key, None);
+                absent.into_table().insert_unique(hash, new, |e| e.hash);
+                None
+            }
+        }
+    }
+
+    /// Removes the key's entry.
+    pub(crate) fn remove<Q>(&self, hash: u64, key: &Q) -> Option<Arc<Entry<K, V>>>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let mut shard = self.shard(hash).write();
+        shard
+            .find_entry(hash, |e| e.key.borrow() == key)
+            .ok()
+            .map(|occupied| occupied.remove().0)
+    }
+
+    /// Removes `entry` if the map still holds that very entry (not a newer one for its key).
+    pub(crate) fn remove_exact(&self, entry: &Arc<Entry<K, V>>) -> bool {
+        let mut shard = self.shard(entry.hash).write();
+        match shard.find_entry(entry.hash, |e| Arc::ptr_eq(e, entry)) {
+            Ok(occupied) => {
+                occupied.remove();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Two tiers: a local [`Cache`](crate::Cache) in front of a shared remote tier.
