@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// Why an entry left the cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RemovalCause {
     /// Evicted to keep the cache within its capacity.
     Size,

@@ -46,7 +46,7 @@
 //! - **Loading**: [`Cache::get_with`] and [`Cache::try_get_with`] coalesce
 //!   concurrent misses; a dropped or panicking loader hands over to a waiter.
 //!   Failed loads are not cached unless [`CacheBuilder::negative_ttl`] says so.
-//! - **[`LoadingCache`]** (feature `loading`): read-through with a loader,
+//! - **[`LoadingCache`]**: read-through with a loader,
 //!   refresh-ahead, stale-if-error and soft and hard loader timeouts.
 //! - **[`tier`]**: the same API over a local cache and a shared remote tier,
 //!   in memory or Redis (feature `redis`), with invalidation broadcast to
@@ -58,7 +58,6 @@
 //!
 //! | feature | turns on | default |
 //! |---|---|---|
-//! | `loading` | [`LoadingCache`]: refresh-ahead, stale-if-error, loader timeouts (tokio) | no |
 //! | `redis` | `tier::RedisTier`, the remote tier over Redis with pub/sub invalidation | no |
 //! | `otel` | `palisade.cache.*` instruments through the OpenTelemetry API | no |
 //!
@@ -71,7 +70,6 @@ mod entry;
 mod event;
 mod expiry;
 mod flight;
-#[cfg(feature = "loading")]
 mod loading;
 mod policy;
 mod read_buffer;
@@ -86,7 +84,6 @@ pub use cache::Cache;
 pub use config::CacheBuilder;
 pub use event::{RemovalCause, RemovalListener};
 pub use expiry::Expiry;
-#[cfg(feature = "loading")]
 pub use loading::{LoadError, Loader, LoadingCache};
 pub use palisade_core::{ConfigError, ManualClock, SharedClock};
 pub use stats::CacheStats;

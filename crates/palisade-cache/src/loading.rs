@@ -145,7 +145,6 @@ where
     V: Clone + Send + Sync + 'static,
 {
     /// Checks the settings and builds a [`LoadingCache`] around `loader`.
-    #[cfg_attr(docsrs, doc(cfg(feature = "loading")))]
     pub fn build_with_loader<L: Loader<K, V>>(
         self,
         loader: L,

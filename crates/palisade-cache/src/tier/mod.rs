@@ -1,1 +1,119 @@
-//! Two tiers: a local [`Cache`](crate::Cache) in front of a shared remote tier.
+//! Two tiers: a local [`Cache`] in front of a remote tier that every
+//! instance of a service shares, with the same `get_with` / `insert` /
+//! `invalidate` API as the local cache.
+//!
+//! - A read tries the local cache, then the remote tier, then the loader;
+//!   a value found remotely or loaded is kept locally, and a loaded value is
+//!   written to the remote tier for the other instances.
+//! - A write or invalidation goes to the local cache and the remote tier,
+//!   then is broadcast, and every other instance drops its local copy.
+//! - The remote tier is a helper, never a dependency: each remote call is
+//!   bounded by [`TieredCacheBuilder::remote_timeout`]; on a timeout or an
+//!   error the read carries on with the loader, and the error is counted in
+//!   [`TierStats`]. When the remote tier reconnects after losing its
+//!   invalidation channel it asks for a resynchronisation, and the local
+//!   cache is emptied, because invalidations may have been missed.
+//!
+//! [`InMemoryTier`] is a remote tier inside one process (tests, and several
+//! caches in one service); [`RedisTier`](crate::tier::RedisTier) (feature
+//! `redis`) is the real one.
+
+mod codec;
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+mod tiered;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+#[cfg(feature = "redis")]
+pub use self::codec::JsonCodec;
+pub use self::codec::Codec;
+pub use self::memory::InMemoryTier;
+#[cfg(feature = "redis")]
+pub use self::redis::RedisTier;
+pub use self::tiered::{TierStats, TieredCache, TieredCacheBuilder};
+#[cfg(doc)]
+use crate::Cache;
+
+/// A message from the remote tier to the local caches that sit on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation<K> {
+    /// Another instance wrote or invalidated this key: drop the local copy.
+    Key(K),
+    /// Invalidations may have been missed (the channel was lost and is back,
+    /// or a receiver fell behind): drop every local copy.
+    Resync,
+}
+
+/// What went wrong talking to a remote tier.
+#[derive(Debug, thiserror::Error)]
+pub enum TierError {
+    /// The remote store failed or could not be reached.
+    #[error("remote tier error: {0}")]
+    Backend(String),
+    /// A value or key could not be encoded or decoded.
+    #[error("remote tier codec error: {0}")]
+    Codec(String),
+    /// The call took longer than the remote timeout.
+    #[error("remote tier call took longer than {0:?}")]
+    Timeout(Duration),
+}
+
+/// A shared store behind the local caches of many instances.
+///
+/// Every implementation passes the same conformance tests
+/// (`tests/tier_conformance.rs`): values round-trip, time to live is passed
+/// on, removal works, and a published invalidation reaches every other
+/// subscriber but not the publisher.
+#[async_trait]
+pub trait RemoteTier<K, V>: Send + Sync + 'static {
+    /// The value stored for `key`.
+    async fn get(&self, key: &K) -> Result<Option<V>, TierError>;
+
+    /// Stores `value` for `key`, expiring after `ttl` if given.
+    async fn set(&self, key: &K, value: &V, ttl: Option<Duration>) -> Result<(), TierError>;
+
+    /// Removes `key`.
+    async fn remove(&self, key: &K) -> Result<(), TierError>;
+
+    /// Tells every other subscriber to drop its local copy of `key`.
+    async fn publish_invalidation(&self, key: &K) -> Result<(), TierError>;
+
+    /// Invalidations published by other instances (never this one's own).
+    fn subscribe(&self) -> Invalidations<K>;
+}
+
+/// A stream of [`Invalidation`]s for one member of a remote tier, without
+/// the member's own.
+///
+/// Built on a bounded broadcast channel of `(sender, invalidation)`: a
+/// member that falls behind gets [`Invalidation::Resync`] instead of
+/// unbounded memory.
+#[derive(Debug)]
+pub struct Invalidations<K> {
+    rx: broadcast::Receiver<(u64, Invalidation<K>)>,
+    me: u64,
+}
+
+impl<K: Clone> Invalidations<K> {
+    /// The invalidations on `rx` that member `me` did not send.
+    pub fn new(rx: broadcast::Receiver<(u64, Invalidation<K>)>, me: u64) -> Self {
+        Self { rx, me }
+    }
+
+    /// The next invalidation, or `None` once the tier is gone.
+    pub async fn recv(&mut self) -> Option<Invalidation<K>> {
+        loop {
+            match self.rx.recv().await {
+                Ok((from, _)) if from == self.me => {}
+                Ok((_, invalidation)) => return Some(invalidation),
+                Err(broadcast::error::RecvError::Lagged(_)) => return Some(Invalidation::Resync),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! A remote tier inside one process.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use palisade_core::{SharedClock, SystemClock, duration_to_nanos};
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+
+use super::{Invalidation, Invalidations, RemoteTier, TierError};
+
+/// A message on the shared channel: who sent it, and what.
+type Message<K> = (u64, Invalidation<K>);
+
+struct Shared<K, V> {
+    values: Mutex<HashMap<K, (V, u64)>>,
+    channel: broadcast::Sender<Message<K>>,
+    clock: SharedClock,
+    next_member: AtomicU64,
+}
+
+/// A remote tier held in memory and shared by the caches that
+/// [`connect`](Self::connect) to it: the same semantics as Redis (time to
+/// live, invalidations reach every other member), for tests and for several
+/// caches in one process.
+pub struct InMemoryTier<K, V> {
+    shared: Arc<Shared<K, V>>,
+    member: u64,
+}
+
+impl<K, V> std::fmt::Debug for InMemoryTier<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InMemoryTier").field("member", &self.member).finish_non_exhaustive()
+    }
+}
+
+impl<K, V> InMemoryTier<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A new, empty tier on the system clock; [`connect`](Self::connect) more members to it.
+    pub fn new() -> Self {
+        Self::with_clock(SystemClock::shared())
+    }
+
+    /// A new, empty tier whose time to live follows `clock`.
+    pub fn with_clock(clock: SharedClock) -> Self {
+        let (channel, _) = broadcast::channel(1024);
+        Self {
+            shared: Arc::new(Shared {
+                values: Mutex::new(HashMap::new()),
+                channel,
+                clock,
+                next_member: AtomicU64::new(1),
+            }),
+            member: 0,
+        }
+    }
+
+    /// Another member of the same tier, as a second service instance would be.
+    pub fn connect(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            member: self.shared.next_member.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Tells every member to resynchronise, as a reconnection would.
+    pub fn resync_all(&self) {
+        let _ = self.shared.channel.send((u64::MAX, Invalidation::Resync));
+    }
+}
+
+impl<K, V> Default for InMemoryTier<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl<K, V> RemoteTier<K, V> for InMemoryTier<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    async fn get(&self, key: &K) -> Result<Option<V>, TierError> {
+        let now = self.shared.clock.now_nanos();
+        let mut values = self.shared.values.lock();
+        match values.get(key) {
+            Some((_, expires)) if *expires <= now => {
+                values.remove(key);
+                Ok(None)
+            }
+            Some((value, _)) => Ok(Some(value.clone())),
+            None => Ok(None),
+        }
+    }
+
+    async fn set(&self, key: &K, value: &V, ttl: Option<Duration>) -> Result<(), TierError> {
+        let now = self.shared.clock.now_nanos();
+        let expires = ttl.map_or(u64::MAX, |t| now.saturating_add(duration_to_nanos(t)));
+        self.shared
+            .values
+            .lock()
+            .insert(key.clone(), (value.clone(), expires));
+        Ok(())
+    }
+
+    async fn remove(&self, key: &K) -> Result<(), TierError> {
+        self.shared.values.lock().remove(key);
+        Ok(())
+    }
+
+    async fn publish_invalidation(&self, key: &K) -> Result<(), TierError> {
+        // No receiver is not an error: nobody holds a copy to drop.
+        let _ = self
+            .shared
+            .channel
+            .send((self.member, Invalidation::Key(key.clone())));
+        Ok(())
+    }
+
+    fn subscribe(&self) -> Invalidations<K> {
+        Invalidations::new(self.shared.channel.subscribe(), self.member)
+    }
+}

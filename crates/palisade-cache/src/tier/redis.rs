@@ -1,0 +1,230 @@
+//! The remote tier over Redis (feature `redis`).
+//!
+//! Values live under `{prefix}{key as JSON}` with `PX` for their time to
+//! live. Invalidations are published on the channel `{prefix}invalidations`
+//! as `{sender as 16 hex digits}{key as JSON}`. Commands go through redis'
+//! `ConnectionManager`, which reconnects by itself; the subscription runs in
+//! a task that resubscribes with backoff after losing its connection and then
+//! asks every local cache to resynchronise, since messages published
+//! meanwhile are lost (Redis pub/sub keeps nothing).
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use super::codec::{Codec, JsonCodec};
+use super::{Invalidation, Invalidations, RemoteTier, TierError};
+
+/// The first and the longest wait between two attempts to resubscribe.
+const RESUBSCRIBE_BACKOFF: (Duration, Duration) = (Duration::from_millis(20), Duration::from_secs(2));
+
+fn backend(e: &redis::RedisError) -> TierError {
+    TierError::Backend(e.to_string())
+}
+
+/// Aborts the subscription task when the last handle to the tier goes.
+struct Listener(JoinHandle<()>);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A [`RemoteTier`] in Redis. Keys and the invalidation payloads are JSON;
+/// values go through the [`Codec`] `C` (JSON by default).
+pub struct RedisTier<K, V, C = JsonCodec> {
+    connection: ConnectionManager,
+    prefix: String,
+    channel: String,
+    codec: C,
+    me: u64,
+    invalidations: broadcast::Sender<(u64, Invalidation<K>)>,
+    _listener: Arc<Listener>,
+    _values: PhantomData<fn() -> V>,
+}
+
+impl<K, V, C> fmt::Debug for RedisTier<K, V, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTier")
+            .field("prefix", &self.prefix)
+            .field("member", &format_args!("{:016x}", self.me))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> RedisTier<K, V, JsonCodec>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// Connects to `url` (`redis://127.0.0.1:6379`), keeping keys under
+    /// `prefix` (`"myapp:users:"`); values as JSON.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, TierError> {
+        Self::connect_with_codec(url, prefix, JsonCodec).await
+    }
+}
+
+impl<K, V, C> RedisTier<K, V, C>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    C: Codec<V>,
+{
+    /// As [`connect`](RedisTier::connect), with values encoded by `codec`.
+    ///
+    /// Fails if Redis cannot be reached now; once connected, lost
+    /// connections are re-established by themselves.
+    pub async fn connect_with_codec(url: &str, prefix: &str, codec: C) -> Result<Self, TierError> {
+        let client = redis::Client::open(url).map_err(|e| backend(&e))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_max_delay(Duration::from_secs(2));
+        let connection = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| backend(&e))?;
+        let channel = format!("{prefix}invalidations");
+        // Subscribed before `connect` returns, so no invalidation published
+        // after it can be missed.
+        let pubsub = subscribe(&client, &channel).await?;
+        let (invalidations, _) = broadcast::channel(1024);
+        let listener = tokio::spawn(listen(client, channel.clone(), pubsub, invalidations.clone()));
+        Ok(Self {
+            connection,
+            prefix: prefix.to_owned(),
+            channel,
+            codec,
+            me: fastrand::u64(..u64::MAX),
+            invalidations,
+            _listener: Arc::new(Listener(listener)),
+            _values: PhantomData,
+        })
+    }
+
+    fn redis_key(&self, key: &K) -> Result<String, TierError> {
+        let json = serde_json::to_string(key).map_err(|e| TierError::Codec(e.to_string()))?;
+        Ok(format!("{}{json}", self.prefix))
+    }
+}
+
+async fn subscribe(client: &redis::Client, channel: &str) -> Result<PubSub, TierError> {
+    let mut pubsub = client.get_async_pubsub().await.map_err(|e| backend(&e))?;
+    pubsub.subscribe(channel).await.map_err(|e| backend(&e))?;
+    Ok(pubsub)
+}
+
+/// Forwards invalidations from Redis until the tier is dropped, resubscribing
+/// (and asking for a resync) whenever the connection is lost.
+async fn listen<K: DeserializeOwned>(
+    client: redis::Client,
+    channel: String,
+    mut pubsub: PubSub,
+    out: broadcast::Sender<(u64, Invalidation<K>)>,
+) {
+    loop {
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            if let Some(parsed) = parse(message.get_payload_bytes()) {
+                let _ = out.send(parsed);
+            }
+        }
+        drop(messages);
+        let mut delay = RESUBSCRIBE_BACKOFF.0;
+        pubsub = loop {
+            tokio::time::sleep(delay).await;
+            if let Ok(pubsub) = subscribe(&client, &channel).await {
+                break pubsub;
+            }
+            delay = (delay * 2).min(RESUBSCRIBE_BACKOFF.1);
+        };
+        let _ = out.send((u64::MAX, Invalidation::Resync));
+    }
+}
+
+/// `{sender:016x}{key as JSON}` → `(sender, Key(key))`; anything else is ignored.
+fn parse<K: DeserializeOwned>(payload: &[u8]) -> Option<(u64, Invalidation<K>)> {
+    let sender = std::str::from_utf8(payload.get(..16)?).ok()?;
+    let sender = u64::from_str_radix(sender, 16).ok()?;
+    let key = serde_json::from_slice(&payload[16..]).ok()?;
+    Some((sender, Invalidation::Key(key)))
+}
+
+#[async_trait]
+impl<K, V, C> RemoteTier<K, V> for RedisTier<K, V, C>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    C: Codec<V>,
+{
+    async fn get(&self, key: &K) -> Result<Option<V>, TierError> {
+        let redis_key = self.redis_key(key)?;
+        let mut connection = self.connection.clone();
+        let bytes: Option<Vec<u8>> = connection.get(redis_key).await.map_err(|e| backend(&e))?;
+        bytes.map(|b| self.codec.decode(&b)).transpose()
+    }
+
+    async fn set(&self, key: &K, value: &V, ttl: Option<Duration>) -> Result<(), TierError> {
+        let redis_key = self.redis_key(key)?;
+        let bytes = self.codec.encode(value)?;
+        let mut connection = self.connection.clone();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(redis_key).arg(bytes);
+        if let Some(ttl) = ttl {
+            cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
+        }
+        cmd.query_async::<()>(&mut connection)
+            .await
+            .map_err(|e| backend(&e))
+    }
+
+    async fn remove(&self, key: &K) -> Result<(), TierError> {
+        let redis_key = self.redis_key(key)?;
+        let mut connection = self.connection.clone();
+        connection
+            .del::<_, ()>(redis_key)
+            .await
+            .map_err(|e| backend(&e))
+    }
+
+    async fn publish_invalidation(&self, key: &K) -> Result<(), TierError> {
+        let json = serde_json::to_string(key).map_err(|e| TierError::Codec(e.to_string()))?;
+        let payload = format!("{:016x}{json}", self.me);
+        let mut connection = self.connection.clone();
+        connection
+            .publish::<_, _, ()>(&self.channel, payload)
+            .await
+            .map_err(|e| backend(&e))
+    }
+
+    fn subscribe(&self) -> Invalidations<K> {
+        Invalidations::new(self.invalidations.subscribe(), self.me)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_round_trip_and_garbage_is_ignored() {
+        let payload = format!("{:016x}{}", 0xABCu64, serde_json::to_string("user:7").unwrap());
+        assert_eq!(
+            parse::<String>(payload.as_bytes()),
+            Some((0xABC, Invalidation::Key("user:7".to_string())))
+        );
+        assert_eq!(parse::<String>(b"short"), None);
+        assert_eq!(parse::<String>(b"zzzzzzzzzzzzzzzz\"k\""), None);
+        assert_eq!(parse::<u64>(b"0000000000000001\"not a number\""), None);
+    }
+}

@@ -1,0 +1,285 @@
+//! `TieredCache`: a local cache in front of a shared remote tier.
+
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use palisade_core::ConfigError;
+use palisade_core::config::check_positive_duration;
+use tokio::task::JoinHandle;
+
+use super::{Invalidation, RemoteTier, TierError};
+use crate::Cache;
+
+/// What the remote tier did for a [`TieredCache`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TierStats {
+    /// Local misses answered by the remote tier.
+    pub remote_hits: u64,
+    /// Local misses the remote tier did not have either.
+    pub remote_misses: u64,
+    /// Remote calls that failed or timed out (the cache carried on without them).
+    pub remote_errors: u64,
+    /// Invalidations from other instances applied to the local cache.
+    pub invalidations_received: u64,
+    /// Times the local cache was emptied to resynchronise after a reconnect.
+    pub resyncs: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    remote_hits: AtomicU64,
+    remote_misses: AtomicU64,
+    remote_errors: AtomicU64,
+    invalidations_received: AtomicU64,
+    resyncs: AtomicU64,
+}
+
+struct Inner<K, V> {
+    local: Cache<K, V>,
+    remote: Arc<dyn RemoteTier<K, V>>,
+    remote_timeout: Duration,
+    remote_ttl: Option<Duration>,
+    counters: Arc<Counters>,
+    listener: JoinHandle<()>,
+}
+
+impl<K, V> Drop for Inner<K, V> {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// A local [`Cache`] in front of a [`RemoteTier`], kept coherent across
+/// instances by the tier's invalidations. See the [module docs](super).
+pub struct TieredCache<K, V> {
+    inner: Arc<Inner<K, V>>,
+}
+
+impl<K, V> Clone for TieredCache<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for TieredCache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TieredCache")
+            .field("local", &self.inner.local)
+            .field("remote_timeout", &self.inner.remote_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`TieredCache`] from a local cache and a remote tier.
+pub struct TieredCacheBuilder<K, V> {
+    local: Cache<K, V>,
+    remote: Arc<dyn RemoteTier<K, V>>,
+    remote_timeout: Duration,
+    remote_ttl: Option<Duration>,
+}
+
+impl<K, V> fmt::Debug for TieredCacheBuilder<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TieredCacheBuilder")
+            .field("remote_timeout", &self.remote_timeout)
+            .field("remote_ttl", &self.remote_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> TieredCacheBuilder<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The longest any one remote call may take before the cache carries on
+    /// without it. Default: 50 ms.
+    #[must_use]
+    pub fn remote_timeout(mut self, timeout: Duration) -> Self {
+        self.remote_timeout = timeout;
+        self
+    }
+
+    /// How long values live in the remote tier. Default: none (they stay
+    /// until invalidated or evicted by the remote store).
+    #[must_use]
+    pub fn remote_ttl(mut self, ttl: Duration) -> Self {
+        self.remote_ttl = Some(ttl);
+        self
+    }
+
+    /// Checks the settings, subscribes to the tier's invalidations and
+    /// builds the cache. Must be called inside a tokio runtime, where the
+    /// invalidation listener runs.
+    pub fn build(self) -> Result<TieredCache<K, V>, ConfigError> {
+        check_positive_duration("remote_timeout", self.remote_timeout)?;
+        if let Some(ttl) = self.remote_ttl {
+            check_positive_duration("remote_ttl", ttl)?;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Err(ConfigError::new(
+                "runtime",
+                "TieredCache::build must be called inside a tokio runtime, which runs its invalidation listener",
+            ));
+        };
+        let counters = Arc::new(Counters::default());
+        let mut invalidations = self.remote.subscribe();
+        let local = self.local.clone();
+        let listener_counters = Arc::clone(&counters);
+        let listener = runtime.spawn(async move {
+            while let Some(invalidation) = invalidations.recv().await {
+                match invalidation {
+                    Invalidation::Key(key) => {
+                        local.invalidate(&key);
+                        listener_counters
+                            .invalidations_received
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    Invalidation::Resync => {
+                        local.invalidate_all();
+                        listener_counters.resyncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        Ok(TieredCache {
+            inner: Arc::new(Inner {
+                local: self.local,
+                remote: self.remote,
+                remote_timeout: self.remote_timeout,
+                remote_ttl: self.remote_ttl,
+                counters,
+                listener,
+            }),
+        })
+    }
+}
+
+impl<K, V> TieredCache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A builder over `local` and `remote`.
+    pub fn builder(local: Cache<K, V>, remote: impl RemoteTier<K, V>) -> TieredCacheBuilder<K, V> {
+        TieredCacheBuilder {
+            local,
+            remote: Arc::new(remote),
+            remote_timeout: Duration::from_millis(50),
+            remote_ttl: None,
+        }
+    }
+
+    /// The local tier.
+    pub fn local(&self) -> &Cache<K, V> {
+        &self.inner.local
+    }
+
+    /// What the remote tier has done so far.
+    pub fn tier_stats(&self) -> TierStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TierStats {
+            remote_hits: get(&c.remote_hits),
+            remote_misses: get(&c.remote_misses),
+            remote_errors: get(&c.remote_errors),
+            invalidations_received: get(&c.invalidations_received),
+            resyncs: get(&c.resyncs),
+        }
+    }
+
+    /// Runs one remote call within the remote timeout; an error or timeout
+    /// is counted and becomes `None`.
+    async fn remote<T>(&self, call: impl Future<Output = Result<T, TierError>>) -> Option<T> {
+        let outcome = tokio::time::timeout(self.inner.remote_timeout, call).await;
+        if let Ok(Ok(value)) = outcome {
+            Some(value)
+        } else {
+            self.inner.counters.remote_errors.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    /// The value for `key` from the local cache or, failing that, the remote tier.
+    pub async fn get(&self, key: &K) -> Option<V> {
+        if let Some(value) = self.inner.local.get(key) {
+            return Some(value);
+        }
+        let value = self.remote_get(key).await?;
+        self.inner.local.insert(key.clone(), value.clone());
+        Some(value)
+    }
+
+    async fn remote_get(&self, key: &K) -> Option<V> {
+        let found = self.remote(self.inner.remote.get(key)).await.flatten();
+        let counter = if found.is_some() {
+            &self.inner.counters.remote_hits
+        } else {
+            &self.inner.counters.remote_misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// The value for `key`: local, then remote, then `init`, with one load
+    /// per key in this instance. A loaded value is written to the remote tier.
+    pub async fn get_with(&self, key: K, init: impl Future<Output = V>) -> V {
+        match self
+            .try_get_with(key, async { Ok::<V, std::convert::Infallible>(init.await) })
+            .await
+        {
+            Ok(value) => value,
+            Err(never) => match *never {},
+        }
+    }
+
+    /// As [`get_with`](Self::get_with) with a fallible loader; the error is
+    /// handed to every caller waiting on that load.
+    pub async fn try_get_with<E>(
+        &self,
+        key: K,
+        init: impl Future<Output = Result<V, E>>,
+    ) -> Result<V, Arc<E>>
+    where
+        E: Send + Sync + 'static,
+    {
+        let remote_key = key.clone();
+        self.inner
+            .local
+            .try_get_with(key, async move {
+                if let Some(value) = self.remote_get(&remote_key).await {
+                    return Ok(value);
+                }
+                let value = init.await?;
+                let ttl = self.inner.remote_ttl;
+                self.remote(self.inner.remote.set(&remote_key, &value, ttl))
+                    .await;
+                Ok(value)
+            })
+            .await
+    }
+
+    /// Stores `value` for `key` here and remotely, and tells the other
+    /// instances to drop their copies.
+    pub async fn insert(&self, key: K, value: V) {
+        let ttl = self.inner.remote_ttl;
+        self.inner.local.insert(key.clone(), value.clone());
+        self.remote(self.inner.remote.set(&key, &value, ttl)).await;
+        self.remote(self.inner.remote.publish_invalidation(&key))
+            .await;
+    }
+
+    /// Removes `key` here and remotely, and tells the other instances to drop their copies.
+    pub async fn invalidate(&self, key: &K) {
+        self.inner.local.invalidate(key);
+        self.remote(self.inner.remote.remove(key)).await;
+        self.remote(self.inner.remote.publish_invalidation(key)).await;
+    }
+}
