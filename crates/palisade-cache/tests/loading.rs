@@ -1,0 +1,292 @@
+//! Coalesced loading: one load per key, errors to every waiter, no waiter
+//! left hanging by a cancelled or panicking leader; `LoadingCache`'s
+//! refresh-ahead, stale-if-error, timeouts and negative caching under
+//! `tokio::time::pause`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use palisade_cache::{Cache, LoadError};
+use palisade_core::TokioClock;
+use tokio::sync::Barrier;
+
+fn cache() -> Cache<u64, u64> {
+    Cache::builder().max_capacity(1_000).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_tasks_on_the_same_and_different_keys_run_one_load_per_key() {
+    let cache = cache();
+    let loads: Arc<Vec<AtomicU64>> = Arc::new((0..8).map(|_| AtomicU64::new(0)).collect());
+    let barrier = Arc::new(Barrier::new(64));
+    let tasks: Vec<_> = (0..64u64)
+        .map(|i| {
+            let (cache, loads, barrier) = (cache.clone(), Arc::clone(&loads), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                let key = i % 8;
+                barrier.wait().await;
+                cache
+                    .get_with(key, async {
+                        loads[key as usize].fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        key * 100
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        assert_eq!(task.await.unwrap(), (i as u64 % 8) * 100);
+    }
+    let counts: Vec<u64> = loads.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    assert_eq!(counts, vec![1; 8]);
+    assert_eq!(cache.stats().loads, 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_load_reaches_every_waiter_and_is_not_cached() {
+    let cache = cache();
+    let calls = Arc::new(AtomicU64::new(0));
+    let load = |fail: bool| {
+        let calls = Arc::clone(&calls);
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if fail { Err("database down") } else { Ok(7) }
+        }
+    };
+    let waiters: Vec<_> = (0..10)
+        .map(|_| {
+            let cache = cache.clone();
+            let load = load(true);
+            tokio::spawn(async move { cache.try_get_with(1, load).await })
+        })
+        .collect();
+    for waiter in waiters {
+        assert_eq!(*waiter.await.unwrap().unwrap_err(), "database down");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.stats().load_failures, 1);
+    // Not cached: the next call loads again, and succeeds.
+    assert_eq!(cache.try_get_with(1, load(false)).await.unwrap(), 7);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_negative_caching_an_error_is_served_until_its_ttl_passes() {
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(10)
+        .negative_ttl(Duration::from_secs(5))
+        .clock(TokioClock::shared())
+        .build()
+        .unwrap();
+    let calls = AtomicU64::new(0);
+    let failing = || async {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Err::<u64, _>("not found")
+    };
+    assert_eq!(*cache.try_get_with(1, failing()).await.unwrap_err(), "not found");
+    tokio::time::advance(Duration::from_secs(4)).await;
+    assert_eq!(*cache.try_get_with(1, failing()).await.unwrap_err(), "not found");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the error was served from cache");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(*cache.try_get_with(1, failing()).await.unwrap_err(), "not found");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A write clears the remembered error.
+    cache.insert(1, 5);
+    assert_eq!(cache.try_get_with(1, failing()).await.unwrap(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_leader_hands_the_load_to_a_waiter() {
+    let cache = cache();
+    let leader = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_with(1, async {
+                    tokio::time::sleep(Duration::from_secs(3_600)).await;
+                    1
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await; // the leader starts its load
+    let waiter = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.get_with(1, async { 2 }).await })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await; // the waiter waits
+    assert!(!waiter.is_finished());
+    leader.abort();
+    assert_eq!(waiter.await.unwrap(), 2);
+    assert_eq!(cache.get(&1), Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_loader_does_not_leave_waiters_hanging() {
+    let cache = cache();
+    let leader = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_with(1, async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    panic!("loader bug");
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let waiters: Vec<_> = (0..5)
+        .map(|i| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.get_with(1, async move { 10 + i }).await })
+        })
+        .collect();
+    assert!(leader.await.unwrap_err().is_panic());
+    let values: Vec<u64> = futures::future::join_all(waiters)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    // One waiter became the next leader; everyone got its value.
+    assert!(values.iter().all(|v| *v == values[0]), "{values:?}");
+    assert_eq!(cache.get(&1), Some(values[0]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_during_a_load_is_not_overwritten_by_the_loaded_value() {
+    let cache = cache();
+    let loading = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_with(1, async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    100 // read before the write below
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    cache.insert(1, 200);
+    assert_eq!(loading.await.unwrap(), 100);
+    assert_eq!(cache.get(&1), Some(200));
+}
+
+fn counting_loader(
+    calls: &Arc<AtomicU64>,
+    fail: &Arc<std::sync::atomic::AtomicBool>,
+    delay: Duration,
+) -> impl Fn(u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, &'static str>> + Send>>
++ Send
++ Sync
++ 'static {
+    let (calls, fail) = (Arc::clone(calls), Arc::clone(fail));
+    move |key| {
+        let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let fail = fail.load(Ordering::SeqCst);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            if fail { Err("source down") } else { Ok(key * 1_000 + n) }
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_ahead_serves_the_old_value_while_reloading_once_in_the_background() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let fail = Arc::default();
+    let cache = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(Duration::from_secs(60))
+        .refresh_after(Duration::from_secs(30))
+        .clock(TokioClock::shared())
+        .build_with_loader(counting_loader(&calls, &fail, Duration::from_millis(100)))
+        .unwrap();
+    assert_eq!(cache.get(1).await.unwrap(), 1_001);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    // Old enough: served at once, and one refresh starts however many read.
+    for _ in 0..5 {
+        assert_eq!(cache.get(1).await.unwrap(), 1_001);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(cache.get(1).await.unwrap(), 1_002);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_if_error_serves_the_expired_value_until_the_maximum_staleness() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let fail: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+    let cache = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(Duration::from_secs(60))
+        .stale_if_error(Duration::from_secs(120))
+        .clock(TokioClock::shared())
+        .build_with_loader(counting_loader(&calls, &fail, Duration::from_millis(10)))
+        .unwrap();
+    assert_eq!(cache.get(1).await.unwrap(), 1_001);
+    fail.store(true, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(cache.get(1).await.unwrap(), 1_001, "stale value served on error");
+    assert_eq!(cache.cache().stats().stale_hits, 1);
+    tokio::time::advance(Duration::from_secs(120)).await; // 181 s: past 60 + 120
+    let error = cache.get(1).await.unwrap_err();
+    assert_eq!(error.loader_error(), Some(&"source down"));
+    fail.store(false, Ordering::SeqCst);
+    assert_eq!(cache.get(1).await.unwrap(), 1_004);
+}
+
+#[tokio::test(start_paused = true)]
+async fn soft_timeout_returns_the_stale_value_and_hard_timeout_abandons_the_load() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let fail = Arc::default();
+    let cache = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(Duration::from_secs(60))
+        .stale_if_error(Duration::from_secs(600))
+        .soft_timeout(Duration::from_millis(50))
+        .hard_timeout(Duration::from_secs(1))
+        .clock(TokioClock::shared())
+        .build_with_loader(counting_loader(&calls, &fail, Duration::from_millis(200)))
+        .unwrap();
+    assert_eq!(cache.get(1).await.unwrap(), 1_001);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(cache.get(1).await.unwrap(), 1_001, "stale after the soft timeout");
+    assert_eq!(started.elapsed(), Duration::from_millis(50));
+    // The load went on in the background and filled the cache.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(cache.get(1).await.unwrap(), 1_002);
+
+    // With no stale value, a load slower than the hard timeout fails with Timeout.
+    let slow = Cache::builder()
+        .max_capacity(10)
+        .hard_timeout(Duration::from_secs(1))
+        .clock(TokioClock::shared())
+        .build_with_loader(counting_loader(&calls, &fail, Duration::from_secs(5)))
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    assert!(matches!(slow.get(2).await, Err(LoadError::Timeout(d)) if d == Duration::from_secs(1)));
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(slow.cache().stats().load_failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loading_cache_caller_that_gives_up_does_not_stop_the_load() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let fail = Arc::default();
+    let cache = Cache::builder()
+        .max_capacity(10)
+        .build_with_loader(counting_loader(&calls, &fail, Duration::from_millis(100)))
+        .unwrap();
+    let gave_up = tokio::time::timeout(Duration::from_millis(10), cache.get(3)).await;
+    assert!(gave_up.is_err());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(cache.cache().get(&3), Some(3_001));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
