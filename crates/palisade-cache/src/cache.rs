@@ -138,7 +138,9 @@ where
             };
             Box::new(Cache::from_builder(negative))
         });
-        let shards = b.shards.unwrap_or_else(|| crate::stripe::stripe_count(4).clamp(16, 1024));
+        let shards = b
+            .shards
+            .unwrap_or_else(|| crate::stripe::stripe_count(4).clamp(16, 1024));
         #[cfg(feature = "otel")]
         let telemetry = crate::telemetry::Telemetry::new(&b.name, b.meter.clone());
         let inner = Arc::new(Inner {
@@ -206,7 +208,11 @@ where
         Q: Eq + ?Sized,
     {
         let inner = &*self.inner;
-        let now = if inner.timed { inner.clock.now_nanos() } else { 0 };
+        let now = if inner.timed {
+            inner.clock.now_nanos()
+        } else {
+            0
+        };
         let found = inner
             .store
             .read(hash, key, |e| {
@@ -313,8 +319,8 @@ where
             let lifetime = inner.expiry.as_ref().and_then(|expiry| match old {
                 Some(old) => {
                     let left = old.deadline(inner.tti);
-                    let remaining = (left != NEVER)
-                        .then(|| Duration::from_nanos(left.saturating_sub(now)));
+                    let remaining =
+                        (left != NEVER).then(|| Duration::from_nanos(left.saturating_sub(now)));
                     expiry.expire_after_update(&key, &value, remaining)
                 }
                 None => expiry.expire_after_create(&key, &value),

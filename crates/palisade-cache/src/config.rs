@@ -243,7 +243,9 @@ where
         {
             return Err(ConfigError::new(
                 "refresh_after",
-                format!("must be shorter than time_to_live ({ttl:?}), got {refresh:?}: no value would live long enough to be refreshed"),
+                format!(
+                    "must be shorter than time_to_live ({ttl:?}), got {refresh:?}: no value would live long enough to be refreshed"
+                ),
             ));
         }
         if let (Some(soft), Some(hard)) = (self.soft_timeout, self.hard_timeout)

@@ -31,7 +31,12 @@ pub trait Expiry<K, V>: Send + Sync + 'static {
 
     /// The lifetime of an entry whose value was replaced; `remaining` is what
     /// was left of its previous lifetime. Default: as if it were new.
-    fn expire_after_update(&self, key: &K, value: &V, remaining: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        key: &K,
+        value: &V,
+        remaining: Option<Duration>,
+    ) -> Option<Duration> {
         let _ = remaining;
         self.expire_after_create(key, value)
     }

@@ -95,7 +95,11 @@ impl<K: Eq + Clone, V> Flights<K, V> {
             done: Notify::new(),
             superseded: AtomicBool::new(false),
         });
-        table.insert_unique(hash, (hash, key.clone(), Arc::clone(&flight)), |(h, _, _)| *h);
+        table.insert_unique(
+            hash,
+            (hash, key.clone(), Arc::clone(&flight)),
+            |(h, _, _)| *h,
+        );
         Join::Leader(Leader {
             flights: Arc::clone(self),
             hash,

@@ -47,15 +47,18 @@ impl<K: Hash + Eq, V> Store<K, V> {
 
     /// Runs `read` on the key's entry under the shard's read lock.
     #[inline]
-    pub(crate) fn read<Q, R>(&self, hash: u64, key: &Q, read: impl FnOnce(&Entry<K, V>) -> R) -> Option<R>
+    pub(crate) fn read<Q, R>(
+        &self,
+        hash: u64,
+        key: &Q,
+        read: impl FnOnce(&Entry<K, V>) -> R,
+    ) -> Option<R>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
         let shard = self.shard(hash).read();
-        shard
-            .find(hash, |e| e.key.borrow() == key)
-            .map(|e| read(e))
+        shard.find(hash, |e| e.key.borrow() == key).map(|e| read(e))
     }
 
     /// The key's entry.

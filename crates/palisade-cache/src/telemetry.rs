@@ -87,7 +87,11 @@ where
             KeyValue::new(TIER, "l1"),
         ]
     };
-    let [hit, miss, stale] = [request_attrs("hit"), request_attrs("miss"), request_attrs("stale")];
+    let [hit, miss, stale] = [
+        request_attrs("hit"),
+        request_attrs("miss"),
+        request_attrs("stale"),
+    ];
     let w = weak.clone();
     meter
         .u64_observable_counter(REQUESTS)
@@ -103,8 +107,12 @@ where
         })
         .build();
     let cause = |c: &'static str| [instance.clone(), KeyValue::new(CAUSE, c)];
-    let [size, expired, explicit, replaced] =
-        [cause("size"), cause("expired"), cause("explicit"), cause("replaced")];
+    let [size, expired, explicit, replaced] = [
+        cause("size"),
+        cause("expired"),
+        cause("explicit"),
+        cause("replaced"),
+    ];
     let w = weak.clone();
     meter
         .u64_observable_counter(EVICTIONS)
@@ -127,7 +135,10 @@ where
         .with_description("Entries held by the cache")
         .with_callback(move |observer| {
             if let Some(inner) = weak.upgrade() {
-                observer.observe(inner.entries.load(std::sync::atomic::Ordering::Relaxed), &attrs);
+                observer.observe(
+                    inner.entries.load(std::sync::atomic::Ordering::Relaxed),
+                    &attrs,
+                );
             }
         })
         .build();

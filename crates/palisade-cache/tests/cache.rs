@@ -29,7 +29,10 @@ fn the_entry_count_never_exceeds_the_capacity_and_evictions_are_reported_with_si
     assert_eq!(cache.entry_count(), 100);
     let log = log.lock();
     assert_eq!(log.len(), 900);
-    assert!(log.iter().all(|(k, v, cause)| *v == k * 10 && *cause == RemovalCause::Size));
+    assert!(
+        log.iter()
+            .all(|(k, v, cause)| *v == k * 10 && *cause == RemovalCause::Size)
+    );
     assert_eq!(cache.stats().evicted_size, 900);
 }
 
@@ -107,7 +110,12 @@ impl Expiry<u64, u64> for ByValue {
         (*value > 0).then(|| Duration::from_secs(*value))
     }
 
-    fn expire_after_update(&self, _: &u64, _: &u64, remaining: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        _: &u64,
+        _: &u64,
+        remaining: Option<Duration>,
+    ) -> Option<Duration> {
         remaining // an update keeps the original deadline
     }
 }
@@ -199,10 +207,21 @@ fn invalid_settings_fail_in_build_and_name_the_field() {
         result.unwrap_err().field()
     }
     assert_eq!(field(Cache::builder().build()), "max_capacity");
-    assert_eq!(field(Cache::builder().max_capacity(0).build()), "max_capacity");
-    assert_eq!(field(Cache::builder().max_capacity(1 << 50).build()), "max_capacity");
     assert_eq!(
-        field(Cache::builder().max_capacity(1).time_to_live(Duration::ZERO).build()),
+        field(Cache::builder().max_capacity(0).build()),
+        "max_capacity"
+    );
+    assert_eq!(
+        field(Cache::builder().max_capacity(1 << 50).build()),
+        "max_capacity"
+    );
+    assert_eq!(
+        field(
+            Cache::builder()
+                .max_capacity(1)
+                .time_to_live(Duration::ZERO)
+                .build()
+        ),
         "time_to_live"
     );
     assert_eq!(
@@ -225,7 +244,10 @@ fn invalid_settings_fail_in_build_and_name_the_field() {
         ),
         "soft_timeout"
     );
-    assert_eq!(field(Cache::builder().max_capacity(1).shards(0).build()), "shards");
+    assert_eq!(
+        field(Cache::builder().max_capacity(1).shards(0).build()),
+        "shards"
+    );
     let error = Cache::<u64, u64>::builder().build().unwrap_err();
     assert!(error.to_string().contains("max_capacity"), "{error}");
 }

@@ -86,12 +86,25 @@ async fn with_negative_caching_an_error_is_served_until_its_ttl_passes() {
         calls.fetch_add(1, Ordering::SeqCst);
         Err::<u64, _>("not found")
     };
-    assert_eq!(*cache.try_get_with(1, failing()).await.unwrap_err(), "not found");
+    assert_eq!(
+        *cache.try_get_with(1, failing()).await.unwrap_err(),
+        "not found"
+    );
     tokio::time::advance(Duration::from_secs(4)).await;
-    assert_eq!(*cache.try_get_with(1, failing()).await.unwrap_err(), "not found");
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the error was served from cache");
+    assert_eq!(
+        *cache.try_get_with(1, failing()).await.unwrap_err(),
+        "not found"
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the error was served from cache"
+    );
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert_eq!(*cache.try_get_with(1, failing()).await.unwrap_err(), "not found");
+    assert_eq!(
+        *cache.try_get_with(1, failing()).await.unwrap_err(),
+        "not found"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     // A write clears the remembered error.
     cache.insert(1, 5);
@@ -180,7 +193,9 @@ fn counting_loader(
     calls: &Arc<AtomicU64>,
     fail: &Arc<std::sync::atomic::AtomicBool>,
     delay: Duration,
-) -> impl Fn(u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, &'static str>> + Send>>
+) -> impl Fn(
+    u64,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, &'static str>> + Send>>
 + Send
 + Sync
 + 'static {
@@ -190,7 +205,11 @@ fn counting_loader(
         let fail = fail.load(Ordering::SeqCst);
         Box::pin(async move {
             tokio::time::sleep(delay).await;
-            if fail { Err("source down") } else { Ok(key * 1_000 + n) }
+            if fail {
+                Err("source down")
+            } else {
+                Ok(key * 1_000 + n)
+            }
         })
     }
 }
@@ -232,7 +251,11 @@ async fn stale_if_error_serves_the_expired_value_until_the_maximum_staleness() {
     assert_eq!(cache.get(1).await.unwrap(), 1_001);
     fail.store(true, Ordering::SeqCst);
     tokio::time::advance(Duration::from_secs(61)).await;
-    assert_eq!(cache.get(1).await.unwrap(), 1_001, "stale value served on error");
+    assert_eq!(
+        cache.get(1).await.unwrap(),
+        1_001,
+        "stale value served on error"
+    );
     assert_eq!(cache.cache().stats().stale_hits, 1);
     tokio::time::advance(Duration::from_secs(120)).await; // 181 s: past 60 + 120
     let error = cache.get(1).await.unwrap_err();
@@ -257,7 +280,11 @@ async fn soft_timeout_returns_the_stale_value_and_hard_timeout_abandons_the_load
     assert_eq!(cache.get(1).await.unwrap(), 1_001);
     tokio::time::advance(Duration::from_secs(61)).await;
     let started = tokio::time::Instant::now();
-    assert_eq!(cache.get(1).await.unwrap(), 1_001, "stale after the soft timeout");
+    assert_eq!(
+        cache.get(1).await.unwrap(),
+        1_001,
+        "stale after the soft timeout"
+    );
     assert_eq!(started.elapsed(), Duration::from_millis(50));
     // The load went on in the background and filled the cache.
     tokio::time::sleep(Duration::from_millis(200)).await;

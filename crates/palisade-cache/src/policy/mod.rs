@@ -84,7 +84,7 @@ pub(crate) struct Policy<K, V> {
 impl<K, V> Policy<K, V> {
     pub(crate) fn new(max: u64, tti: u64, keep_stale: u64, now: u64) -> Self {
         let sketch = FrequencySketch::new(max);
-        let climber = Climber::new(max, sketch.sample_size());
+        let climber = Climber::new(max, sketch.sample_size().max(climber::MIN_SAMPLE));
         let window_max = max / 100;
         Self {
             entries: Vec::new(),
@@ -159,7 +159,7 @@ impl<K, V> Policy<K, V> {
         let idx = entry.slot;
         let weight = u64::from(entry.weight);
         let deadline = entry.deadline(self.tti);
-        self.sketch.increment(entry.hash);
+        // The sketch counts this access when the entry leaves the window (see `evict`).
         self.meta[idx as usize] = Meta {
             hash: entry.hash,
             weight,
@@ -217,7 +217,8 @@ impl<K, V> Policy<K, V> {
             Region::Free | Region::Reserved => return None,
         }
         self.total_weight -= meta.weight;
-        self.wheel.unschedule(&mut self.timer_links, idx, meta.filed);
+        self.wheel
+            .unschedule(&mut self.timer_links, idx, meta.filed);
         self.meta[idx as usize].region = Region::Free;
         self.meta[idx as usize].filed = None;
         self.free.push(idx);
@@ -297,6 +298,8 @@ impl<K, V> Policy<K, V> {
             self.window_weight -= weight;
             self.meta[candidate as usize].region = Region::Probation;
             self.probation.push_back(&mut self.links, candidate);
+            let candidate_hash = self.meta[candidate as usize].hash;
+            let mut judged = false;
             while self.total_weight > self.max {
                 let victim = [self.probation.front(), self.protected.front()]
                     .into_iter()
@@ -305,12 +308,20 @@ impl<K, V> Policy<K, V> {
                 if victim == NIL {
                     break;
                 }
-                if self.admit(candidate, victim) {
+                let admitted = self.admit(candidate, victim);
+                if !judged {
+                    self.sketch.increment(candidate_hash);
+                    judged = true;
+                }
+                if admitted {
                     self.evict_slot(victim, out);
                 } else {
                     self.evict_slot(candidate, out);
                     break;
                 }
+            }
+            if !judged {
+                self.sketch.increment(candidate_hash);
             }
         }
         while self.total_weight > self.max {
@@ -329,6 +340,16 @@ impl<K, V> Policy<K, V> {
         }
     }
 
+    /// Whether the candidate should replace the victim.
+    ///
+    /// The candidate is judged on its history *before* the access that
+    /// brought it in, which the sketch counts only after this judgement
+    /// (Caffeine counts it on insert). Counted first, a newcomer on a loop
+    /// larger than the cache always beats the incumbent it is compared with,
+    /// which has not been seen yet on this pass, and the cache degrades to
+    /// LRU: a hit ratio of 0 on a loop. Judged on its history, it ties and is
+    /// turned away, so the cache keeps a fixed part of the loop, which is
+    /// the best any cache can do there.
     fn admit(&mut self, candidate: u32, victim: u32) -> bool {
         let candidate_freq = self.sketch.frequency(self.meta[candidate as usize].hash);
         let victim_freq = self.sketch.frequency(self.meta[victim as usize].hash);

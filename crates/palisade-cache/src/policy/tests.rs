@@ -60,7 +60,11 @@ fn the_weight_never_exceeds_the_maximum_after_eviction() {
     let mut out = Vec::new();
     for key in 0..1_000u64 {
         let e = entry(&mut policy, key % 37);
-        if out.iter().any(|r: &Removed<u64, ()>| r.entry.key == key % 37) || key < 37 {
+        if out
+            .iter()
+            .any(|r: &Removed<u64, ()>| r.entry.key == key % 37)
+            || key < 37
+        {
             policy.add(e);
         } else {
             policy.release(e.slot);

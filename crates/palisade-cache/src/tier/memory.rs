@@ -34,7 +34,9 @@ pub struct InMemoryTier<K, V> {
 
 impl<K, V> std::fmt::Debug for InMemoryTier<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InMemoryTier").field("member", &self.member).finish_non_exhaustive()
+        f.debug_struct("InMemoryTier")
+            .field("member", &self.member)
+            .finish_non_exhaustive()
     }
 }
 

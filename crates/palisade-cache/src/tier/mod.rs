@@ -29,9 +29,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
+pub use self::codec::Codec;
 #[cfg(feature = "redis")]
 pub use self::codec::JsonCodec;
-pub use self::codec::Codec;
 pub use self::memory::InMemoryTier;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisTier;

@@ -26,7 +26,8 @@ use super::codec::{Codec, JsonCodec};
 use super::{Invalidation, Invalidations, RemoteTier, TierError};
 
 /// The first and the longest wait between two attempts to resubscribe.
-const RESUBSCRIBE_BACKOFF: (Duration, Duration) = (Duration::from_millis(20), Duration::from_secs(2));
+const RESUBSCRIBE_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(20), Duration::from_secs(2));
 
 fn backend(e: &redis::RedisError) -> TierError {
     TierError::Backend(e.to_string())
@@ -99,7 +100,12 @@ where
         // after it can be missed.
         let pubsub = subscribe(&client, &channel).await?;
         let (invalidations, _) = broadcast::channel(1024);
-        let listener = tokio::spawn(listen(client, channel.clone(), pubsub, invalidations.clone()));
+        let listener = tokio::spawn(listen(
+            client,
+            channel.clone(),
+            pubsub,
+            invalidations.clone(),
+        ));
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),
@@ -218,7 +224,11 @@ mod tests {
 
     #[test]
     fn payloads_round_trip_and_garbage_is_ignored() {
-        let payload = format!("{:016x}{}", 0xABCu64, serde_json::to_string("user:7").unwrap());
+        let payload = format!(
+            "{:016x}{}",
+            0xABCu64,
+            serde_json::to_string("user:7").unwrap()
+        );
         assert_eq!(
             parse::<String>(payload.as_bytes()),
             Some((0xABC, Invalidation::Key("user:7".to_string())))

@@ -202,7 +202,10 @@ where
         if let Ok(Ok(value)) = outcome {
             Some(value)
         } else {
-            self.inner.counters.remote_errors.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .counters
+                .remote_errors
+                .fetch_add(1, Ordering::Relaxed);
             None
         }
     }
@@ -280,6 +283,7 @@ where
     pub async fn invalidate(&self, key: &K) {
         self.inner.local.invalidate(key);
         self.remote(self.inner.remote.remove(key)).await;
-        self.remote(self.inner.remote.publish_invalidation(key)).await;
+        self.remote(self.inner.remote.publish_invalidation(key))
+            .await;
     }
 }
