@@ -50,8 +50,10 @@ impl StatsCounter {
         &self.stripes[thread_hint() & self.mask]
     }
 
-    #[inline]
-    pub(crate) fn hit(&self) {
+    /// A hit that could not be left in the read buffer (full, and the
+    /// maintenance lock busy). Every other hit is counted as the buffer is
+    /// drained, so the read path needs no counter of its own.
+    pub(crate) fn unbuffered_hit(&self) {
         self.cells().hits.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -78,7 +80,7 @@ impl StatsCounter {
         self.cells().removals[cause_index(cause)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Sums the stripes.
+    /// Sums the stripes (hits: only the unbuffered ones).
     pub(crate) fn snapshot(&self) -> CacheStats {
         let mut s = CacheStats::default();
         for cells in &*self.stripes {

@@ -99,7 +99,7 @@ where
         .with_description("Cache lookups, by outcome and tier")
         .with_callback(move |observer| {
             if let Some(inner) = w.upgrade() {
-                let s = inner.stats.snapshot();
+                let s = crate::Cache { inner }.stats();
                 observer.observe(s.hits, &hit);
                 observer.observe(s.misses, &miss);
                 observer.observe(s.stale_hits, &stale);
