@@ -361,7 +361,9 @@ where
             }
         }
         let m_ref = &mut *m;
+        let from = m_ref.removed.len();
         m_ref.policy.evict(&mut m_ref.removed);
+        self.take_out(m_ref, from);
         self.finish(m);
     }
 
@@ -415,7 +417,9 @@ where
         let mut m = self.lock_maintenance();
         self.maintain(&mut m);
         let m_ref = &mut *m;
+        let from = m_ref.removed.len();
         m_ref.policy.evict(&mut m_ref.removed);
+        self.take_out(m_ref, from);
         self.finish(m);
         if let Some(negative) = &self.inner.negative {
             negative.run_pending_tasks();
@@ -452,18 +456,27 @@ where
         });
         m.buffered_hits += hits;
         if inner.timed {
+            let from = m.removed.len();
             m.policy.expire(inner.clock.now_nanos(), &mut m.removed);
+            self.take_out(m, from);
         }
     }
 
-    /// Takes evicted and expired entries out of the map, counts every
-    /// removal, lets go of the lock, then tells the listener.
+    /// Takes the entries the policy evicted or expired (`m.removed[from..]`)
+    /// out of the map at once, so that the map never holds an entry the
+    /// policy has let go of.
+    fn take_out(&self, m: &Maintenance<K, V>, from: usize) {
+        for removed in &m.removed[from..] {
+            if removed.cause.was_evicted() {
+                self.inner.store.remove_exact(&removed.entry);
+            }
+        }
+    }
+
+    /// Counts every removal, lets go of the lock, then tells the listener.
     fn finish(&self, mut m: MutexGuard<'_, Maintenance<K, V>>) {
         let inner = &*self.inner;
         for removed in &m.removed {
-            if removed.cause.was_evicted() {
-                inner.store.remove_exact(&removed.entry);
-            }
             inner.stats.removal(removed.cause);
         }
         inner.entries.store(m.policy.len(), Ordering::Relaxed);
