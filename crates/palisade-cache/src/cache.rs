@@ -83,7 +83,7 @@ pub(crate) struct Inner<K, V> {
     pub(crate) soft_timeout: Option<Duration>,
     pub(crate) hard_timeout: Option<Duration>,
     #[cfg(feature = "otel")]
-    pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
+    pub(crate) telemetry: crate::telemetry::Telemetry,
 }
 
 struct Maintenance<K, V> {
@@ -602,9 +602,7 @@ where
         let nanos = self.inner.clock.now_nanos().saturating_sub(started);
         self.inner.stats.load(ok, nanos);
         #[cfg(feature = "otel")]
-        if let Some(t) = &self.inner.telemetry {
-            t.record_load(ok, nanos);
-        }
+        self.inner.telemetry.record_load(ok, nanos);
     }
 
     /// Caches a failed load's error when negative caching is on.

@@ -46,11 +46,11 @@ pub(crate) struct Telemetry {
 }
 
 impl Telemetry {
-    pub(crate) fn new(name: &str, meter: Option<Meter>) -> Option<Self> {
+    pub(crate) fn new(name: &str, meter: Option<Meter>) -> Self {
         let meter = meter.unwrap_or_else(global_meter);
         let instance = KeyValue::new(INSTANCE, name.to_owned());
         let outcome = |o: &'static str| [instance.clone(), KeyValue::new(OUTCOME, o)];
-        Some(Self {
+        Self {
             load_duration: meter
                 .f64_histogram(LOAD_DURATION)
                 .with_unit("s")
@@ -58,7 +58,7 @@ impl Telemetry {
                 .build(),
             by_load_outcome: [outcome("success"), outcome("failure")],
             meter,
-        })
+        }
     }
 
     pub(crate) fn record_load(&self, ok: bool, nanos: u64) {
@@ -74,10 +74,7 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    let Some(telemetry) = &inner.telemetry else {
-        return;
-    };
-    let meter = &telemetry.meter;
+    let meter = &inner.telemetry.meter;
     let instance = KeyValue::new(INSTANCE, inner.name.clone());
     let weak: Weak<Inner<K, V>> = Arc::downgrade(inner);
     let request_attrs = |o: &'static str| {
