@@ -8,6 +8,8 @@
 //! | feature | turns on | default |
 //! |---|---|---|
 //! | `circuit-breaker` | `circuit_breaker`: count and time windows, failure and slow-call rates, half-open probes | no |
+//! | `cache` | `cache`: a bounded cache with adaptive W-TinyLFU, expiry, one load per key, refresh-ahead, stale-if-error, two tiers | no |
+//! | `redis` | the cache's remote tier over Redis, with pub/sub invalidation | no |
 //! | `event-store` | `event_store`: streams with optimistic concurrency, a subscriber-safe global order, subscriptions, snapshots, upcasting; in memory | no |
 //! | `sqlite` | the event store on one SQLite file (WAL) | no |
 //! | `postgres` | the event store on PostgreSQL (pooled, LISTEN/NOTIFY) | no |
@@ -57,6 +59,11 @@ pub use palisade_core as core;
 #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 #[doc(inline)]
 pub use palisade_circuit_breaker as circuit_breaker;
+
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+#[doc(inline)]
+pub use palisade_cache as cache;
 
 #[cfg(feature = "event-store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "event-store")))]
