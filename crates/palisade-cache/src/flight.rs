@@ -54,8 +54,11 @@ impl<V: Clone> Flight<V> {
     }
 }
 
+/// A key's flight, filed under the key's hash.
+type Filed<K, V> = (u64, K, Arc<Flight<V>>);
+
 struct Shard<K, V> {
-    table: Mutex<HashTable<(u64, K, Arc<Flight<V>>)>>,
+    table: Mutex<HashTable<Filed<K, V>>>,
 }
 
 /// The loads under way, by key.

@@ -204,7 +204,7 @@ where
         let hash = cache.hash_key(&key);
         if let Some(found) = cache.get_hashed(hash, &key) {
             if found.refresh {
-                self.refresh(hash, key);
+                self.refresh(hash, &key);
             }
             return Ok(found.value);
         }
@@ -253,11 +253,11 @@ where
     }
 
     /// Starts a background reload of `key` unless a load of it is under way.
-    fn refresh(&self, hash: u64, key: K) {
-        match self.cache.inner.flights.join(hash, &key) {
+    fn refresh(&self, hash: u64, key: &K) {
+        match self.cache.inner.flights.join(hash, key) {
             Join::Leader(leader) => {
                 if !self.spawn_load(leader, hash, key.clone(), true) {
-                    self.cache.end_refresh(hash, &key);
+                    self.cache.end_refresh(hash, key);
                 }
             }
             Join::Waiter(_) => {}

@@ -356,7 +356,7 @@ impl<K, V> Policy<K, V> {
         if candidate_freq > victim_freq {
             true
         } else if candidate_freq >= ADMIT_FLOOR {
-            self.rng.u32(..) & 127 == 0
+            self.rng.u32(..).trailing_zeros() >= 7
         } else {
             false
         }
@@ -376,7 +376,7 @@ impl<K, V> Policy<K, V> {
         if deadline != NEVER {
             let reclaim_at = deadline.saturating_add(self.keep_stale);
             self.meta[idx as usize].filed =
-                self.wheel.schedule(&mut self.timer_links, idx, reclaim_at);
+                Some(self.wheel.schedule(&mut self.timer_links, idx, reclaim_at));
         }
     }
 

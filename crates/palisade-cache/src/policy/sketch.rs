@@ -81,7 +81,7 @@ impl FrequencySketch {
     /// Halves every counter (the "aging" of TinyLFU).
     fn halve(&mut self) {
         let mut odd = 0u64;
-        for word in self.table.iter_mut() {
+        for word in &mut self.table {
             odd += u64::from((*word & ONE_MASK).count_ones());
             *word = (*word >> 1) & RESET_MASK;
         }

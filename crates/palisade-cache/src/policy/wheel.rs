@@ -25,6 +25,9 @@ pub(crate) struct TimerWheel {
 /// Where an entry is filed: (level, bucket), or `None` when not filed.
 pub(crate) type Filed = Option<(u8, u8)>;
 
+/// The level and bucket an entry was filed in.
+pub(crate) type Bucket = (u8, u8);
+
 impl TimerWheel {
     pub(crate) fn new(now: u64) -> Self {
         Self {
@@ -34,14 +37,14 @@ impl TimerWheel {
     }
 
     /// Files slot `idx` to come round at `deadline`.
-    pub(crate) fn schedule(&mut self, links: &mut [Links], idx: u32, deadline: u64) -> Filed {
+    pub(crate) fn schedule(&mut self, links: &mut [Links], idx: u32, deadline: u64) -> Bucket {
         let delta = deadline.saturating_sub(self.time);
         let level = (0..LEVELS - 1)
             .find(|&l| delta < (BUCKETS << SHIFTS[l]))
             .unwrap_or(LEVELS - 1);
         let bucket = ((deadline.max(self.time) >> SHIFTS[level]) & (BUCKETS - 1)) as usize;
         self.buckets[level][bucket].push_back(links, idx);
-        Some((level as u8, bucket as u8))
+        (level as u8, bucket as u8)
     }
 
     /// Takes slot `idx` out of the bucket it was filed in.
@@ -59,8 +62,7 @@ impl TimerWheel {
         if now <= self.time {
             return;
         }
-        for level in 0..LEVELS {
-            let shift = SHIFTS[level];
+        for (level, &shift) in SHIFTS.iter().enumerate() {
             let from = self.time >> shift;
             let to = now >> shift;
             if from == to {

@@ -4,7 +4,7 @@ use super::TierError;
 
 /// Encodes values for a remote tier and decodes them back.
 ///
-/// [`JsonCodec`](crate::tier::JsonCodec) (feature `redis`) is the default;
+/// `JsonCodec` (feature `redis`) is the default;
 /// implement this for a compact or versioned format.
 pub trait Codec<V>: Send + Sync + 'static {
     /// The bytes stored for `value`.

@@ -65,6 +65,7 @@ where
     }
 
     /// Another member of the same tier, as a second service instance would be.
+    #[must_use]
     pub fn connect(&self) -> Self {
         Self {
             shared: Arc::clone(&self.shared),

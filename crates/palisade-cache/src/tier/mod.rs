@@ -15,7 +15,7 @@
 //!   cache is emptied, because invalidations may have been missed.
 //!
 //! [`InMemoryTier`] is a remote tier inside one process (tests, and several
-//! caches in one service); [`RedisTier`](crate::tier::RedisTier) (feature
+//! caches in one service); `RedisTier` (feature
 //! `redis`) is the real one.
 
 mod codec;
