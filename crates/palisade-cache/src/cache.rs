@@ -379,8 +379,10 @@ where
             negative.invalidate(key);
         }
         let mut m = self.lock_maintenance();
+        // A load under way read the value from before this invalidation: it
+        // must not be stored, whether or not the key has a value now.
+        inner.flights.supersede(hash, key);
         if let Some(entry) = inner.store.remove(hash, key) {
-            inner.flights.supersede(hash, &entry.key);
             m.policy.remove(entry.slot);
             m.removed.push(Removed {
                 entry,
@@ -397,9 +399,9 @@ where
             negative.invalidate_all();
         }
         let mut m = self.lock_maintenance();
+        inner.flights.supersede_all();
         let all: Vec<_> = m.policy.entries().cloned().collect();
         for entry in all {
-            inner.flights.supersede(entry.hash, &entry.key);
             inner.store.remove_exact(&entry);
             m.policy.remove(entry.slot);
             m.removed.push(Removed {

@@ -8,6 +8,7 @@
 //! one of them becomes the next leader. Nobody waits for a load nobody runs.
 
 use std::any::Any;
+use std::borrow::Borrow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -111,11 +112,26 @@ impl<K: Eq + Clone, V> Flights<K, V> {
         })
     }
 
-    /// Marks the key's running load, if any, as superseded by a write.
-    pub(crate) fn supersede(&self, hash: u64, key: &K) {
+    /// Marks the key's running load, if any, as superseded by a write or an
+    /// invalidation.
+    pub(crate) fn supersede<Q>(&self, hash: u64, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
         let table = self.shard(hash).table.lock();
-        if let Some((_, _, flight)) = table.find(hash, |(h, k, _)| *h == hash && k == key) {
+        if let Some((_, _, flight)) = table.find(hash, |(h, k, _)| *h == hash && k.borrow() == key)
+        {
             flight.superseded.store(true, Ordering::Release);
+        }
+    }
+
+    /// Marks every running load as superseded.
+    pub(crate) fn supersede_all(&self) {
+        for shard in &self.shards {
+            for (_, _, flight) in shard.table.lock().iter() {
+                flight.superseded.store(true, Ordering::Release);
+            }
         }
     }
 

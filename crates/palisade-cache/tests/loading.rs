@@ -317,3 +317,29 @@ async fn a_loading_cache_caller_that_gives_up_does_not_stop_the_load() {
     assert_eq!(cache.cache().get(&3), Some(3_001));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_during_a_load_keeps_the_loaded_value_out_of_the_cache() {
+    let cache = cache();
+    for invalidate_all in [false, true] {
+        let loading = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_with(1, async {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        100 // read before the invalidation below
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if invalidate_all {
+            cache.invalidate_all();
+        } else {
+            cache.invalidate(&1); // the key has no value yet
+        }
+        assert_eq!(loading.await.unwrap(), 100, "the waiters still get it");
+        assert_eq!(cache.get(&1), None, "but it is not stored");
+    }
+}

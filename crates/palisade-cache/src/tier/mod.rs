@@ -66,7 +66,7 @@ pub enum TierError {
 /// A shared store behind the local caches of many instances.
 ///
 /// Every implementation passes the same conformance tests
-/// (`tests/tier_conformance.rs`): values round-trip, time to live is passed
+/// (`tests/tier.rs`): values round-trip, time to live is passed
 /// on, removal works, and a published invalidation reaches every other
 /// subscriber but not the publisher.
 #[async_trait]

@@ -88,8 +88,13 @@ where
     /// connections are re-established by themselves.
     pub async fn connect_with_codec(url: &str, prefix: &str, codec: C) -> Result<Self, TierError> {
         let client = redis::Client::open(url).map_err(|e| backend(&e))?;
+        // Few retries per reconnection: a caller waits at most its remote
+        // timeout anyway, and an unreachable Redis at startup should fail
+        // `connect` in about a second rather than after redis' default seven.
+        // A failed reconnection is tried again by the next command.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(2));
         let connection = client
             .get_connection_manager_with_config(config)

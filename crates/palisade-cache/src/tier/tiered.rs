@@ -37,6 +37,8 @@ struct Counters {
     remote_errors: AtomicU64,
     invalidations_received: AtomicU64,
     resyncs: AtomicU64,
+    /// Bumped by the listener before it applies an invalidation or a resync.
+    epoch: AtomicU64,
 }
 
 struct Inner<K, V> {
@@ -135,6 +137,7 @@ where
         let listener_counters = Arc::clone(&counters);
         let listener = runtime.spawn(async move {
             while let Some(invalidation) = invalidations.recv().await {
+                listener_counters.epoch.fetch_add(1, Ordering::SeqCst);
                 match invalidation {
                     Invalidation::Key(key) => {
                         local.invalidate(&key);
@@ -215,13 +218,21 @@ where
         if let Some(value) = self.inner.local.get(key) {
             return Some(value);
         }
+        let epoch = self.inner.counters.epoch.load(Ordering::SeqCst);
         let value = self.remote_get(key).await?;
         self.inner.local.insert(key.clone(), value.clone());
+        // An invalidation applied during the remote read found nothing to
+        // drop; the value read may be what it invalidated.
+        if self.inner.counters.epoch.load(Ordering::SeqCst) != epoch {
+            self.inner.local.invalidate(key);
+        }
         Some(value)
     }
 
+    /// The remote value of `key`, counting a hit or a miss (an error is
+    /// counted as an error only, by [`remote`](Self::remote)).
     async fn remote_get(&self, key: &K) -> Option<V> {
-        let found = self.remote(self.inner.remote.get(key)).await.flatten();
+        let found = self.remote(self.inner.remote.get(key)).await?;
         let counter = if found.is_some() {
             &self.inner.counters.remote_hits
         } else {
