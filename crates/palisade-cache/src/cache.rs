@@ -192,7 +192,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.inner.store.hash(key);
-        self.get_hashed(hash, key).map(|found| found.value)
+        self.get_hashed(hash, key, false).map(|found| found.value)
     }
 
     /// `true` if `key` has a live value; counts as a read.
@@ -205,7 +205,10 @@ where
     }
 
     #[inline]
-    pub(crate) fn get_hashed<Q>(&self, hash: u64, key: &Q) -> Option<Found<V>>
+    /// The live value for `key`; with `claim_refresh`, also claims the
+    /// refresh of a value older than `refresh_after` (only `LoadingCache`,
+    /// which then reloads it, asks).
+    pub(crate) fn get_hashed<Q>(&self, hash: u64, key: &Q, claim_refresh: bool) -> Option<Found<V>>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
@@ -225,7 +228,8 @@ where
                 if inner.tti != 0 {
                     e.accessed_at.store(now, Ordering::Relaxed);
                 }
-                let refresh = inner.refresh_after != 0
+                let refresh = claim_refresh
+                    && inner.refresh_after != 0
                     && now.saturating_sub(e.written_at) >= inner.refresh_after
                     && e.start_refresh();
                 Some((e.value.clone(), e.slot, refresh))
@@ -562,7 +566,7 @@ where
     {
         let hash = self.inner.store.hash(&key);
         let leader = loop {
-            if let Some(found) = self.get_hashed(hash, &key) {
+            if let Some(found) = self.get_hashed(hash, &key, false) {
                 return Ok(found.value);
             }
             if let Some(error) = self.negative_hit(&key) {

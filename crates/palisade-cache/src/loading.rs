@@ -202,7 +202,7 @@ where
     pub async fn get(&self, key: K) -> Result<V, LoadError<L::Error>> {
         let cache = &self.cache;
         let hash = cache.hash_key(&key);
-        if let Some(found) = cache.get_hashed(hash, &key) {
+        if let Some(found) = cache.get_hashed(hash, &key, true) {
             if found.refresh {
                 self.refresh(hash, &key);
             }
@@ -260,7 +260,9 @@ where
                     self.cache.end_refresh(hash, key);
                 }
             }
-            Join::Waiter(_) => {}
+            // A load is under way; if it is not stored (a write superseded
+            // it), a later read must be able to claim the refresh again.
+            Join::Waiter(_) => self.cache.end_refresh(hash, key),
         }
     }
 
