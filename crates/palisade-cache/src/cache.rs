@@ -93,6 +93,49 @@ struct Maintenance<K, V> {
     buffered_hits: u64,
 }
 
+/// Times a load and counts it as failed unless told otherwise, so that a
+/// loader that panics, or a caller dropped mid-load, still counts.
+pub(crate) struct LoadTimer<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    cache: Cache<K, V>,
+    started: u64,
+    done: bool,
+}
+
+impl<K, V> LoadTimer<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub(crate) fn start(cache: &Cache<K, V>) -> Self {
+        Self {
+            cache: cache.clone(),
+            started: cache.inner.clock.now_nanos(),
+            done: false,
+        }
+    }
+
+    pub(crate) fn finish(mut self, ok: bool) {
+        self.done = true;
+        self.cache.record_load(ok, self.started);
+    }
+}
+
+impl<K, V> Drop for LoadTimer<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn drop(&mut self) {
+        if !self.done {
+            self.cache.record_load(false, self.started);
+        }
+    }
+}
+
 /// A value read from the cache together with what refresh-ahead needs.
 pub(crate) struct Found<V> {
     pub(crate) value: V,
@@ -586,9 +629,14 @@ where
                 Join::Leader(leader) => break leader,
             }
         };
-        let started = self.inner.clock.now_nanos();
+        // The value may have been stored between our miss and our joining.
+        if let Some(value) = self.peek(hash, &key) {
+            leader.finish(Ok(value.clone()));
+            return Ok(value);
+        }
+        let timer = LoadTimer::start(self);
         let result = init.await;
-        self.record_load(result.is_ok(), started);
+        timer.finish(result.is_ok());
         match result {
             Ok(value) => {
                 self.insert_loaded(hash, key, value.clone(), &leader);
@@ -597,11 +645,29 @@ where
             }
             Err(error) => {
                 let error = Arc::new(error);
-                self.remember_failure(key, Arc::clone(&error) as SharedError);
+                if !leader.flight().is_superseded() {
+                    self.remember_failure(key, Arc::clone(&error) as SharedError);
+                }
                 leader.finish(Err(Arc::clone(&error) as SharedError));
                 Err(error)
             }
         }
+    }
+
+    /// The live value for `key`, without counting a read or touching the policy.
+    pub(crate) fn peek(&self, hash: u64, key: &K) -> Option<V> {
+        let inner = &*self.inner;
+        let now = if inner.timed {
+            inner.clock.now_nanos()
+        } else {
+            0
+        };
+        inner
+            .store
+            .read(hash, key, |e| {
+                (!inner.timed || e.deadline(inner.tti) > now).then(|| e.value.clone())
+            })
+            .flatten()
     }
 
     pub(crate) fn record_load(&self, ok: bool, started: u64) {

@@ -29,8 +29,9 @@ pub(crate) struct Flight<V> {
     state: Mutex<State<V>>,
     done: Notify,
     /// Set when the key was written or invalidated during the load: the
-    /// loaded value is then handed to the waiters but not stored, so it
-    /// cannot overwrite a newer value.
+    /// loaded value (or error) is then handed to the waiters already there
+    /// but not stored, so it cannot overwrite a newer value; the flight is
+    /// also taken out of the table, so later callers load afresh.
     superseded: AtomicBool,
 }
 
@@ -119,17 +120,19 @@ impl<K: Eq + Clone, V> Flights<K, V> {
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        let table = self.shard(hash).table.lock();
-        if let Some((_, _, flight)) = table.find(hash, |(h, k, _)| *h == hash && k.borrow() == key)
-        {
+        let mut table = self.shard(hash).table.lock();
+        if let Ok(entry) = table.find_entry(hash, |(h, k, _)| *h == hash && k.borrow() == key) {
+            // Detached as well as marked: callers from now on start a load
+            // of their own instead of joining one that read the old value.
+            let ((_, _, flight), _) = entry.remove();
             flight.superseded.store(true, Ordering::Release);
         }
     }
 
-    /// Marks every running load as superseded.
+    /// Marks every running load as superseded, and detaches it.
     pub(crate) fn supersede_all(&self) {
         for shard in &self.shards {
-            for (_, _, flight) in shard.table.lock().iter() {
+            for (_, _, flight) in shard.table.lock().drain() {
                 flight.superseded.store(true, Ordering::Release);
             }
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use palisade_core::ConfigError;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, LoadTimer};
 use crate::config::CacheBuilder;
 use crate::flight::{Join, Leader, SharedError};
 
@@ -41,6 +41,30 @@ where
 
     fn load(&self, key: K) -> impl Future<Output = Result<V, E>> + Send + 'static {
         self(key)
+    }
+}
+
+/// Gives a refresh claim back when dropped: after a failed or panicking refresh.
+struct RefreshClaim<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    cache: Cache<K, V>,
+    hash: u64,
+    key: K,
+    armed: bool,
+}
+
+impl<K, V> Drop for RefreshClaim<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn drop(&mut self) {
+        if self.armed {
+            self.cache.end_refresh(self.hash, &self.key);
+        }
     }
 }
 
@@ -208,14 +232,18 @@ where
             }
             return Ok(found.value);
         }
-        if let Some(error) = cache.negative_hit::<LoadError<L::Error>>(&key) {
-            return Err((*error).clone());
-        }
         let stale = if cache.inner.keep_stale == 0 {
             None
         } else {
             cache.get_stale(hash, &key)
         };
+        if let Some(error) = cache.negative_hit::<LoadError<L::Error>>(&key) {
+            // A recent load failed: serve what is left, as that load's callers were.
+            return match stale {
+                Some(value) => Ok(self.serve_stale(value)),
+                None => Err((*error).clone()),
+            };
+        }
         let flight = match cache.inner.flights.join(hash, &key) {
             Join::Waiter(flight) => flight,
             Join::Leader(leader) => {
@@ -276,7 +304,15 @@ where
         let load = self.loader.load(key.clone());
         let hard_timeout = cache.inner.hard_timeout;
         runtime.spawn(async move {
-            let started = cache.inner.clock.now_nanos();
+            // If the loader panics, the timer counts a failed load and the
+            // claim gives the refresh back, as they unwind.
+            let timer = LoadTimer::start(&cache);
+            let claim = refresh.then(|| RefreshClaim {
+                cache: cache.clone(),
+                hash,
+                key: key.clone(),
+                armed: true,
+            });
             let result = match hard_timeout {
                 Some(limit) => match tokio::time::timeout(limit, load).await {
                     Ok(result) => result.map_err(|e| LoadError::Loader(Arc::new(e))),
@@ -284,19 +320,21 @@ where
                 },
                 None => load.await.map_err(|e| LoadError::Loader(Arc::new(e))),
             };
-            cache.record_load(result.is_ok(), started);
+            timer.finish(result.is_ok());
             match result {
                 Ok(value) => {
+                    if let Some(mut claim) = claim {
+                        claim.armed = false; // the new entry starts unclaimed
+                    }
                     cache.insert_loaded(hash, key, value.clone(), &leader);
                     leader.finish(Ok(value));
                 }
                 Err(error) => {
                     let error: Arc<LoadError<L::Error>> = Arc::new(error);
-                    if refresh {
-                        cache.end_refresh(hash, &key);
-                    } else {
+                    if !refresh && !leader.flight().is_superseded() {
                         cache.remember_failure(key, Arc::clone(&error) as SharedError);
                     }
+                    drop(claim); // a failed refresh may be tried again
                     leader.finish(Err(error));
                 }
             }

@@ -216,7 +216,12 @@ mod loom_tests {
 
     #[test]
     fn loom_accepted_hits_are_drained_exactly_once() {
-        loom::model(|| {
+        // Bounded preemptions keep the model to a few minutes; three are
+        // enough for a reader to stop between claiming and publishing while
+        // the other reader and a drain run.
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
             let buffer = Arc::new(ReadBuffer::with_stripes(1));
             let drained = Arc::new(Mutex::new(Vec::new()));
             let readers: Vec<_> = (0..2u32)

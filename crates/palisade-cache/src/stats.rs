@@ -115,7 +115,7 @@ pub struct CacheStats {
     pub stale_hits: u64,
     /// Loads that produced a value.
     pub loads: u64,
-    /// Loads that failed, timed out or panicked.
+    /// Loads that failed, timed out, panicked, or whose caller gave up on them.
     pub load_failures: u64,
     /// Time spent in loads, in nanoseconds.
     pub total_load_nanos: u64,

@@ -343,3 +343,77 @@ async fn an_invalidation_during_a_load_keeps_the_loaded_value_out_of_the_cache()
         assert_eq!(cache.get(&1), None, "but it is not stored");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_arriving_after_an_invalidation_does_not_join_the_older_load() {
+    let cache = cache();
+    let old = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_with(1, async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    100
+                })
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    cache.invalidate(&1); // the source changed to 200
+    assert_eq!(cache.get_with(1, async { 200 }).await, 200);
+    assert_eq!(old.await.unwrap(), 100);
+    assert_eq!(cache.get(&1), Some(200));
+}
+
+#[tokio::test(start_paused = true)]
+async fn negative_caching_still_serves_a_stale_value_under_stale_if_error() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let fail: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+    let cache = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(Duration::from_secs(60))
+        .stale_if_error(Duration::from_secs(120))
+        .negative_ttl(Duration::from_secs(30))
+        .clock(TokioClock::shared())
+        .build_with_loader(counting_loader(&calls, &fail, Duration::from_millis(10)))
+        .unwrap();
+    assert_eq!(cache.get(1).await.unwrap(), 1_001);
+    fail.store(true, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(cache.get(1).await.unwrap(), 1_001); // the load fails: stale
+    assert_eq!(cache.get(1).await.unwrap(), 1_001); // the error is cached: still stale
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the cached error spared the source"
+    );
+    assert_eq!(cache.cache().stats().stale_hits, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_refresh_is_counted_and_can_be_tried_again() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&calls);
+    let cache = Cache::builder()
+        .max_capacity(10)
+        .time_to_live(Duration::from_secs(60))
+        .refresh_after(Duration::from_secs(30))
+        .clock(TokioClock::shared())
+        .build_with_loader(move |key: u64| {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                assert!(n != 2, "the loader panics on its second call");
+                Ok::<_, &str>(key + n)
+            }
+        })
+        .unwrap();
+    assert_eq!(cache.get(1).await.unwrap(), 2);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert_eq!(cache.get(1).await.unwrap(), 2); // starts the refresh, which panics
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(cache.cache().stats().load_failures, 1);
+    assert_eq!(cache.get(1).await.unwrap(), 2); // claims the refresh again
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(cache.get(1).await.unwrap(), 4);
+}

@@ -429,6 +429,15 @@ impl RemoteTier<String, String> for GatedTier {
         self.inner.set(key, value, ttl).await
     }
 
+    async fn set_if_absent(
+        &self,
+        key: &String,
+        value: &String,
+        ttl: Option<Duration>,
+    ) -> Result<bool, TierError> {
+        self.inner.set_if_absent(key, value, ttl).await
+    }
+
     async fn remove(&self, key: &String) -> Result<(), TierError> {
         self.inner.remove(key).await
     }
@@ -567,6 +576,16 @@ impl RemoteTier<String, String> for StalledTier {
         Ok(())
     }
 
+    async fn set_if_absent(
+        &self,
+        _: &String,
+        _: &String,
+        _: Option<Duration>,
+    ) -> Result<bool, TierError> {
+        tokio::time::sleep(AN_HOUR).await;
+        Ok(true)
+    }
+
     async fn remove(&self, _: &String) -> Result<(), TierError> {
         tokio::time::sleep(AN_HOUR).await;
         Ok(())
@@ -628,6 +647,59 @@ async fn a_stalled_tier_costs_each_remote_call_exactly_the_remote_timeout() {
     assert_eq!(cache.get(&s("k")).await, None);
     assert_eq!(start.elapsed(), Duration::from_millis(50));
     assert_eq!(counts(cache.tier_stats()), (0, 0, 8, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_load_overtaken_by_a_write_of_this_instance_is_not_written_back() {
+    for write in ["invalidate", "insert"] {
+        let tier = InMemoryTier::<String, String>::new();
+        let remote = tier.connect();
+        let cache = tiered_over(tier, Duration::from_millis(50));
+        let loading = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_with(s("k"), async {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        s("read before the write")
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if write == "insert" {
+            cache.insert(s("k"), s("new")).await;
+        } else {
+            cache.invalidate(&s("k")).await;
+        }
+        assert_eq!(loading.await.unwrap(), "read before the write");
+        let expected = (write == "insert").then(|| s("new"));
+        assert_eq!(
+            remote.get(&s("k")).await.unwrap(),
+            expected,
+            "after {write}"
+        );
+        assert_eq!(cache.local().get("k"), expected, "after {write}");
+    }
+}
+
+#[tokio::test]
+async fn a_loaded_value_does_not_overwrite_a_value_another_instance_wrote() {
+    let tier = InMemoryTier::<String, String>::new();
+    let other = tier.connect();
+    assert!(
+        other
+            .set_if_absent(&s("k"), &s("first"), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !other
+            .set_if_absent(&s("k"), &s("second"), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(other.get(&s("k")).await.unwrap().as_deref(), Some("first"));
 }
 
 // ------------------------------------------------------------------ Redis

@@ -21,6 +21,7 @@ struct Shared<K, V> {
     channel: broadcast::Sender<Message<K>>,
     clock: SharedClock,
     next_member: AtomicU64,
+    writes: AtomicU64,
 }
 
 /// A remote tier held in memory and shared by the caches that
@@ -59,6 +60,7 @@ where
                 channel,
                 clock,
                 next_member: AtomicU64::new(1),
+                writes: AtomicU64::new(0),
             }),
             member: 0,
         }
@@ -111,11 +113,30 @@ where
     async fn set(&self, key: &K, value: &V, ttl: Option<Duration>) -> Result<(), TierError> {
         let now = self.shared.clock.now_nanos();
         let expires = ttl.map_or(u64::MAX, |t| now.saturating_add(duration_to_nanos(t)));
-        self.shared
-            .values
-            .lock()
-            .insert(key.clone(), (value.clone(), expires));
+        let mut values = self.shared.values.lock();
+        values.insert(key.clone(), (value.clone(), expires));
+        // Expired values are dropped on read; a sweep every 1,024 writes keeps
+        // keys that are never read again from piling up.
+        if self.shared.writes.fetch_add(1, Ordering::Relaxed) % 1_024 == 1_023 {
+            values.retain(|_, (_, e)| *e > now);
+        }
         Ok(())
+    }
+
+    async fn set_if_absent(
+        &self,
+        key: &K,
+        value: &V,
+        ttl: Option<Duration>,
+    ) -> Result<bool, TierError> {
+        let now = self.shared.clock.now_nanos();
+        let expires = ttl.map_or(u64::MAX, |t| now.saturating_add(duration_to_nanos(t)));
+        let mut values = self.shared.values.lock();
+        if values.get(key).is_some_and(|(_, e)| *e > now) {
+            return Ok(false);
+        }
+        values.insert(key.clone(), (value.clone(), expires));
+        Ok(true)
     }
 
     async fn remove(&self, key: &K) -> Result<(), TierError> {

@@ -77,6 +77,16 @@ pub trait RemoteTier<K, V>: Send + Sync + 'static {
     /// Stores `value` for `key`, expiring after `ttl` if given.
     async fn set(&self, key: &K, value: &V, ttl: Option<Duration>) -> Result<(), TierError>;
 
+    /// Stores `value` for `key` unless the key already has a value; `true`
+    /// if it was stored. A loaded value is written back this way, so that it
+    /// cannot overwrite a newer value another instance wrote meanwhile.
+    async fn set_if_absent(
+        &self,
+        key: &K,
+        value: &V,
+        ttl: Option<Duration>,
+    ) -> Result<bool, TierError>;
+
     /// Removes `key`.
     async fn remove(&self, key: &K) -> Result<(), TierError>;
 

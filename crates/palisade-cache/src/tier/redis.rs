@@ -123,6 +123,23 @@ where
         })
     }
 
+    /// `SET key value [PX ttl]`.
+    fn set_command(
+        &self,
+        key: &K,
+        value: &V,
+        ttl: Option<Duration>,
+    ) -> Result<redis::Cmd, TierError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.redis_key(key)?).arg(self.codec.encode(value)?);
+        if let Some(ttl) = ttl {
+            // Capped at MAX_REMOTE_TTL by the builder; at least 1 ms.
+            cmd.arg("PX")
+                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        }
+        Ok(cmd)
+    }
+
     fn redis_key(&self, key: &K) -> Result<String, TierError> {
         let json = serde_json::to_string(key).map_err(|e| TierError::Codec(e.to_string()))?;
         Ok(format!("{}{json}", self.prefix))
@@ -186,17 +203,27 @@ where
     }
 
     async fn set(&self, key: &K, value: &V, ttl: Option<Duration>) -> Result<(), TierError> {
-        let redis_key = self.redis_key(key)?;
-        let bytes = self.codec.encode(value)?;
+        let cmd = self.set_command(key, value, ttl)?;
         let mut connection = self.connection.clone();
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(redis_key).arg(bytes);
-        if let Some(ttl) = ttl {
-            cmd.arg("PX").arg(ttl.as_millis().max(1) as u64);
-        }
         cmd.query_async::<()>(&mut connection)
             .await
             .map_err(|e| backend(&e))
+    }
+
+    async fn set_if_absent(
+        &self,
+        key: &K,
+        value: &V,
+        ttl: Option<Duration>,
+    ) -> Result<bool, TierError> {
+        let mut cmd = self.set_command(key, value, ttl)?;
+        cmd.arg("NX");
+        let mut connection = self.connection.clone();
+        let reply: Option<String> = cmd
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| backend(&e))?;
+        Ok(reply.is_some())
     }
 
     async fn remove(&self, key: &K) -> Result<(), TierError> {

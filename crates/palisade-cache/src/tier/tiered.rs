@@ -14,6 +14,9 @@ use tokio::task::JoinHandle;
 use super::{Invalidation, RemoteTier, TierError};
 use crate::Cache;
 
+/// The longest `remote_ttl`: 100 years, well inside what Redis accepts in `PX`.
+const MAX_REMOTE_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
+
 /// What the remote tier did for a [`TieredCache`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -37,7 +40,9 @@ struct Counters {
     remote_errors: AtomicU64,
     invalidations_received: AtomicU64,
     resyncs: AtomicU64,
-    /// Bumped by the listener before it applies an invalidation or a resync.
+    /// Bumped before any write or invalidation reaches the local cache: this
+    /// instance's own, or another's through the listener. A remote read or a
+    /// load that saw it move does not keep (or write back) what it got.
     epoch: AtomicU64,
 }
 
@@ -124,6 +129,12 @@ where
         check_positive_duration("remote_timeout", self.remote_timeout)?;
         if let Some(ttl) = self.remote_ttl {
             check_positive_duration("remote_ttl", ttl)?;
+            if ttl > MAX_REMOTE_TTL {
+                return Err(ConfigError::new(
+                    "remote_ttl",
+                    format!("must be at most {MAX_REMOTE_TTL:?} (about 100 years), got {ttl:?}"),
+                ));
+            }
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Err(ConfigError::new(
@@ -271,10 +282,15 @@ where
                 if let Some(value) = self.remote_get(&remote_key).await {
                     return Ok(value);
                 }
+                let epoch = self.inner.counters.epoch.load(Ordering::SeqCst);
                 let value = init.await?;
-                let ttl = self.inner.remote_ttl;
-                self.remote(self.inner.remote.set(&remote_key, &value, ttl))
-                    .await;
+                // Written back only if nothing was written or invalidated
+                // meanwhile, and only where no other instance wrote first.
+                if self.inner.counters.epoch.load(Ordering::SeqCst) == epoch {
+                    let ttl = self.inner.remote_ttl;
+                    self.remote(self.inner.remote.set_if_absent(&remote_key, &value, ttl))
+                        .await;
+                }
                 Ok(value)
             })
             .await
@@ -284,6 +300,7 @@ where
     /// instances to drop their copies.
     pub async fn insert(&self, key: K, value: V) {
         let ttl = self.inner.remote_ttl;
+        self.inner.counters.epoch.fetch_add(1, Ordering::SeqCst);
         self.inner.local.insert(key.clone(), value.clone());
         self.remote(self.inner.remote.set(&key, &value, ttl)).await;
         self.remote(self.inner.remote.publish_invalidation(&key))
@@ -292,6 +309,7 @@ where
 
     /// Removes `key` here and remotely, and tells the other instances to drop their copies.
     pub async fn invalidate(&self, key: &K) {
+        self.inner.counters.epoch.fetch_add(1, Ordering::SeqCst);
         self.inner.local.invalidate(key);
         self.remote(self.inner.remote.remove(key)).await;
         self.remote(self.inner.remote.publish_invalidation(key))
