@@ -227,7 +227,9 @@ where
         &self.inner.name
     }
 
-    /// The live value for `key`, if any. Takes no global lock and allocates nothing.
+    /// The live value for `key`, if any. Allocates nothing and waits for no
+    /// lock but its shard's; every 16th hit or so on a thread may apply the
+    /// buffered reads if the maintenance lock happens to be free.
     #[inline]
     pub fn get<Q>(&self, key: &Q) -> Option<V>
     where
@@ -350,7 +352,8 @@ where
         if let Some(negative) = &inner.negative {
             negative.invalidate(&key);
         }
-        let weight = inner.weigher.as_ref().map_or(1, |w| w(&key, &value));
+        // A weight of 0 counts as 1: the bound then also bounds the entry count.
+        let weight = inner.weigher.as_ref().map_or(1, |w| w(&key, &value).max(1));
         if u64::from(weight) > inner.max {
             // Heavier than the whole cache: never stored; any older value goes.
             self.invalidate(&key);
@@ -368,8 +371,13 @@ where
         self.maintain(&mut m);
         let reserved = m.policy.reserve();
         let mut stored = None;
-        let replaced = inner.store.upsert(hash, key, |key, old| {
-            let lifetime = inner.expiry.as_ref().and_then(|expiry| match old {
+        // The user's `Expiry` runs before the shard is locked (the entry it
+        // sees cannot change: writers hold the maintenance lock), so it may
+        // read the cache.
+        let lifetime = inner
+            .expiry
+            .as_ref()
+            .and_then(|expiry| match inner.store.get(hash, &key) {
                 Some(old) => {
                     let left = old.deadline(inner.tti);
                     let remaining =
@@ -378,9 +386,10 @@ where
                 }
                 None => expiry.expire_after_create(&key, &value),
             });
-            let expires_at = lifetime
-                .map_or(NEVER, |d| now.saturating_add(duration_to_nanos(d)))
-                .min(now.saturating_add(inner.ttl));
+        let expires_at = lifetime
+            .map_or(NEVER, |d| now.saturating_add(duration_to_nanos(d)))
+            .min(now.saturating_add(inner.ttl));
+        let replaced = inner.store.upsert(hash, key, |key, old| {
             let entry = Arc::new(Entry {
                 key,
                 value,

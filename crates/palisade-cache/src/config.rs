@@ -100,7 +100,8 @@ where
 
     /// Weighs each entry (in any unit: bytes, cost…); the cache then holds
     /// at most `max_capacity` total weight. An entry heavier than the whole
-    /// capacity is not stored. Default: every entry weighs 1.
+    /// capacity is not stored; a weight of 0 counts as 1, so that the cache
+    /// cannot grow without bound. Default: every entry weighs 1.
     #[must_use]
     pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> u32 + Send + Sync + 'static) -> Self {
         self.weigher = Some(Arc::new(weigher));

@@ -6,7 +6,8 @@ use std::time::Duration;
 ///
 /// Returning `None` means "no expiry of its own": the cache-wide time to live
 /// and time to idle still apply. An entry expires at the earliest of its
-/// deadlines.
+/// deadlines. The callbacks run on the writing thread while it holds the
+/// cache's maintenance lock: they may read the cache, but must not write to it.
 ///
 /// ```
 /// use palisade_cache::{Cache, Expiry};

@@ -53,8 +53,9 @@
 //!   every instance.
 //! - **Telemetry**: [`CacheStats`], a [`RemovalListener`] with the cause, and
 //!   OpenTelemetry instruments (feature `otel`).
-//! - **Cheap reads**: a hit takes one shard's read lock, allocates nothing and
-//!   leaves a note for the policy in a striped, lossy buffer.
+//! - **Cheap reads**: a hit takes one shard's read lock, allocates nothing,
+//!   never waits for any other lock, and leaves a note for the policy in a
+//!   striped, lossy buffer.
 //!
 //! | feature | turns on | default |
 //! |---|---|---|

@@ -171,6 +171,9 @@ impl<K, V> Policy<K, V> {
         self.window_weight += weight;
         self.total_weight += weight;
         self.file(idx, deadline);
+        if self.len() > self.sketch.capacity() {
+            self.sketch.grow_for(self.len() * 2);
+        }
         let adjustment = self.climber.record(false);
         self.climb(adjustment);
     }

@@ -7,6 +7,11 @@
 //! of the four. After `10 × capacity` increments every counter is halved, so
 //! the estimate follows recent popularity rather than all-time counts.
 
+/// The first table: 8 KiB.
+const INITIAL_WORDS: u64 = 1 << 10;
+/// The largest table: 512 MiB, for 64 million entries.
+const MAX_WORDS: u64 = 1 << 26;
+
 const RESET_MASK: u64 = 0x7777_7777_7777_7777;
 const ONE_MASK: u64 = 0x1111_1111_1111_1111;
 
@@ -20,15 +25,36 @@ pub(crate) struct FrequencySketch {
 
 impl FrequencySketch {
     /// A sketch sized for about `capacity` distinct entries.
+    /// A sketch for about `capacity` distinct entries; its table starts at
+    /// no more than [`INITIAL_WORDS`] and grows with [`grow_for`](Self::grow_for),
+    /// so a cache that never fills (or is bounded by weight, in bytes say)
+    /// does not pay for a table it does not use.
     pub(crate) fn new(capacity: u64) -> Self {
-        let words = capacity.clamp(16, 1 << 26).next_power_of_two() as usize;
+        let words = capacity.clamp(16, INITIAL_WORDS).next_power_of_two() as usize;
         Self {
             table: vec![0; words].into_boxed_slice(),
             // Blocks of 8 words: the mask picks a block's first word.
             mask: (words / 8 - 1) << 3,
             additions: 0,
-            sample_size: capacity.clamp(16, 1 << 26).saturating_mul(10),
+            sample_size: capacity.clamp(16, MAX_WORDS).saturating_mul(10),
         }
+    }
+
+    /// Makes room for `entries` distinct entries (one word each, a power of
+    /// two, at most [`MAX_WORDS`]); the counts start over when it grows, as
+    /// they do in Caffeine.
+    pub(crate) fn grow_for(&mut self, entries: u64) {
+        let words = entries.clamp(16, MAX_WORDS).next_power_of_two() as usize;
+        if words > self.table.len() {
+            self.table = vec![0; words].into_boxed_slice();
+            self.mask = (words / 8 - 1) << 3;
+            self.additions = 0;
+        }
+    }
+
+    /// Entries the table is sized for.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.table.len() as u64
     }
 
     /// Number of increments between two halvings.
@@ -105,6 +131,18 @@ mod tests {
         assert_eq!(sketch.frequency(42), 15);
         assert_eq!(sketch.frequency(7), 3);
         assert_eq!(sketch.frequency(99), 0);
+    }
+
+    #[test]
+    fn the_table_starts_small_and_grows_with_the_entries() {
+        let mut sketch = FrequencySketch::new(1 << 30); // a cache bounded by bytes, say
+        assert_eq!(sketch.capacity(), 1 << 10);
+        sketch.increment(5);
+        sketch.grow_for(5_000);
+        assert_eq!(sketch.capacity(), 1 << 13);
+        assert_eq!(sketch.frequency(5), 0, "counts start over");
+        sketch.grow_for(100);
+        assert_eq!(sketch.capacity(), 1 << 13, "never shrinks");
     }
 
     #[test]
