@@ -8,7 +8,6 @@
 //! learns of it at the next maintenance.
 
 use std::borrow::Borrow;
-use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
@@ -23,7 +22,7 @@ use crate::config::{CacheBuilder, Weigher};
 use crate::entry::{Entry, NEVER};
 use crate::event::{RemovalCause, RemovalListener};
 use crate::expiry::Expiry;
-use crate::flight::{Flights, Join, Leader, SharedError};
+use crate::flight::{Flights, Join, Leader, SharedError, infallible, value_of};
 use crate::policy::{Policy, Removed};
 use crate::read_buffer::{Push, ReadBuffer};
 use crate::stats::{CacheStats, StatsCounter};
@@ -593,13 +592,7 @@ where
     /// every caller gets its value. If that caller's future is dropped or its
     /// `init` panics, a waiting caller runs its own `init` instead.
     pub async fn get_with(&self, key: K, init: impl Future<Output = V>) -> V {
-        match self
-            .try_get_with(key, async { Ok::<V, Infallible>(init.await) })
-            .await
-        {
-            Ok(value) => value,
-            Err(never) => match *never {},
-        }
+        value_of(self.try_get_with(key, infallible(init)).await)
     }
 
     /// The value for `key`, loading it with the fallible `init` on a miss.

@@ -9,6 +9,8 @@
 
 use std::any::Any;
 use std::borrow::Borrow;
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -18,6 +20,19 @@ use tokio::sync::Notify;
 
 /// A failed load's error, shared by every waiter and typed again by the caller.
 pub(crate) type SharedError = Arc<dyn Any + Send + Sync>;
+
+/// `init` as a load that cannot fail, for the `get_with`s built on `try_get_with`.
+pub(crate) async fn infallible<V>(init: impl Future<Output = V>) -> Result<V, Infallible> {
+    Ok(init.await)
+}
+
+/// The value of a load that cannot fail.
+pub(crate) fn value_of<V>(result: Result<V, Arc<Infallible>>) -> V {
+    match result {
+        Ok(value) => value,
+        Err(never) => match *never {},
+    }
+}
 
 enum State<V> {
     Running,

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::{Invalidation, RemoteTier, TierError};
 use crate::Cache;
+use crate::flight::{infallible, value_of};
 
 /// The longest `remote_ttl`: 100 years, well inside what Redis accepts in `PX`.
 const MAX_REMOTE_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
@@ -256,13 +257,7 @@ where
     /// The value for `key`: local, then remote, then `init`, with one load
     /// per key in this instance. A loaded value is written to the remote tier.
     pub async fn get_with(&self, key: K, init: impl Future<Output = V>) -> V {
-        match self
-            .try_get_with(key, async { Ok::<V, std::convert::Infallible>(init.await) })
-            .await
-        {
-            Ok(value) => value,
-            Err(never) => match *never {},
-        }
+        value_of(self.try_get_with(key, infallible(init)).await)
     }
 
     /// As [`get_with`](Self::get_with) with a fallible loader; the error is
