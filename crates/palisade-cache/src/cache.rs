@@ -85,6 +85,25 @@ pub(crate) struct Inner<K, V> {
     pub(crate) telemetry: crate::telemetry::Telemetry,
 }
 
+impl<K, V> Inner<K, V> {
+    /// The time, if any expiry or refresh is configured; 0 otherwise, so an
+    /// untimed cache never reads the clock.
+    #[inline]
+    fn now_if_timed(&self) -> u64 {
+        if self.timed {
+            self.clock.now_nanos()
+        } else {
+            0
+        }
+    }
+
+    /// `true` if `entry` may be returned at `now` (from [`now_if_timed`](Self::now_if_timed)).
+    #[inline]
+    fn is_live(&self, entry: &Entry<K, V>, now: u64) -> bool {
+        !self.timed || entry.deadline(self.tti) > now
+    }
+}
+
 struct Maintenance<K, V> {
     policy: Policy<K, V>,
     removed: Vec<Removed<K, V>>,
@@ -248,25 +267,21 @@ where
         self.get(key).is_some()
     }
 
-    #[inline]
     /// The live value for `key`; with `claim_refresh`, also claims the
     /// refresh of a value older than `refresh_after` (only `LoadingCache`,
     /// which then reloads it, asks).
+    #[inline]
     pub(crate) fn get_hashed<Q>(&self, hash: u64, key: &Q, claim_refresh: bool) -> Option<Found<V>>
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
         let inner = &*self.inner;
-        let now = if inner.timed {
-            inner.clock.now_nanos()
-        } else {
-            0
-        };
+        let now = inner.now_if_timed();
         let found = inner
             .store
             .read(hash, key, |e| {
-                if inner.timed && e.deadline(inner.tti) <= now {
+                if !inner.is_live(e, now) {
                     return None;
                 }
                 if inner.tti != 0 {
@@ -362,7 +377,7 @@ where
             inner.stats.removal(RemovalCause::Size);
             return;
         }
-        let now = inner.clock.now_nanos();
+        let now = inner.now_if_timed();
         let mut m = self.lock_maintenance();
         if loaded_by.is_some_and(|leader| leader.flight().is_superseded()) {
             return;
@@ -659,15 +674,11 @@ where
     /// The live value for `key`, without counting a read or touching the policy.
     pub(crate) fn peek(&self, hash: u64, key: &K) -> Option<V> {
         let inner = &*self.inner;
-        let now = if inner.timed {
-            inner.clock.now_nanos()
-        } else {
-            0
-        };
+        let now = inner.now_if_timed();
         inner
             .store
             .read(hash, key, |e| {
-                (!inner.timed || e.deadline(inner.tti) > now).then(|| e.value.clone())
+                inner.is_live(e, now).then(|| e.value.clone())
             })
             .flatten()
     }

@@ -18,7 +18,8 @@ pub(crate) struct Entry<K, V> {
     /// The policy's arena slot of this key.
     pub(crate) slot: u32,
     pub(crate) weight: u32,
-    /// When the value was written, ns (refresh-ahead measures age from here).
+    /// When the value was written, ns (refresh-ahead measures age from
+    /// here); 0 in a cache with no expiry or refresh, which never reads the clock.
     pub(crate) written_at: u64,
     /// The write-based deadline (time to live, per-entry expiry), ns, or [`NEVER`].
     pub(crate) expires_at: u64,

@@ -12,7 +12,7 @@ use std::borrow::Borrow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use hashbrown::HashTable;
 use parking_lot::Mutex;
@@ -81,6 +81,9 @@ struct Shard<K, V> {
 /// The loads under way, by key.
 pub(crate) struct Flights<K, V> {
     shards: Box<[Shard<K, V>]>,
+    /// How many flights the tables hold, so that a write with no load under
+    /// way (nearly every write) skips the shard lock in `supersede`.
+    registered: AtomicUsize,
 }
 
 /// What [`Flights::join`] made of the caller.
@@ -97,6 +100,7 @@ impl<K: Eq + Clone, V> Flights<K, V> {
                     table: Mutex::new(HashTable::new()),
                 })
                 .collect(),
+            registered: AtomicUsize::new(0),
         }
     }
 
@@ -120,6 +124,7 @@ impl<K: Eq + Clone, V> Flights<K, V> {
             (hash, key.clone(), Arc::clone(&flight)),
             |(h, _, _)| *h,
         );
+        self.registered.fetch_add(1, Ordering::SeqCst);
         Join::Leader(Leader {
             flights: Arc::clone(self),
             hash,
@@ -135,8 +140,12 @@ impl<K: Eq + Clone, V> Flights<K, V> {
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
+        if self.registered.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let mut table = self.shard(hash).table.lock();
         if let Ok(entry) = table.find_entry(hash, |(h, k, _)| *h == hash && k.borrow() == key) {
+            self.registered.fetch_sub(1, Ordering::SeqCst);
             // Detached as well as marked: callers from now on start a load
             // of their own instead of joining one that read the old value.
             let ((_, _, flight), _) = entry.remove();
@@ -148,6 +157,7 @@ impl<K: Eq + Clone, V> Flights<K, V> {
     pub(crate) fn supersede_all(&self) {
         for shard in &self.shards {
             for (_, _, flight) in shard.table.lock().drain() {
+                self.registered.fetch_sub(1, Ordering::SeqCst);
                 flight.superseded.store(true, Ordering::Release);
             }
         }
@@ -157,6 +167,7 @@ impl<K: Eq + Clone, V> Flights<K, V> {
         let mut table = self.shard(hash).table.lock();
         if let Ok(entry) = table.find_entry(hash, |(_, _, f)| Arc::ptr_eq(f, flight)) {
             entry.remove();
+            self.registered.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
