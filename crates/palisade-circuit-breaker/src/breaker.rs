@@ -29,10 +29,10 @@ use std::time::Duration;
 use palisade_core::{Classifier, DefaultClassifier, Listeners, Outcome, SharedClock};
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::config::{Builder, Config};
-use crate::error::{CallError, Rejected};
+use crate::config::{CircuitBreakerBuilder, Config};
+use crate::error::{CallError, Rejected, rejection};
 use crate::event::Event;
-use crate::permit::Permit;
+use crate::permit::{OwnedPermit, Permit};
 use crate::snapshot::Snapshot;
 use crate::state::{State, Word};
 use crate::window::{CachePadded, Tally, Window};
@@ -114,8 +114,8 @@ impl Ticket {
 impl CircuitBreaker {
     /// A builder with the defaults: a count window of 100 calls, 100 minimum
     /// calls, failure rate 0.5, 10 half-open probes, 60 s open.
-    pub fn builder() -> Builder {
-        Builder::default()
+    pub fn builder() -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder::default()
     }
 
     pub(crate) fn from_config(
@@ -169,6 +169,17 @@ impl CircuitBreaker {
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
         self.acquire_ticket()
             .map(|ticket| Permit::new(self, ticket))
+    }
+
+    /// Like [`try_acquire`](Self::try_acquire), with a permit that owns a
+    /// handle to the breaker, so it can move into a `'static` task.
+    ///
+    /// # Errors
+    /// As [`try_acquire`](Self::try_acquire).
+    #[inline]
+    pub fn try_acquire_owned(&self) -> Result<OwnedPermit, Rejected> {
+        self.acquire_ticket()
+            .map(|ticket| OwnedPermit::new(self.clone(), ticket))
     }
 
     /// Runs `call` if the breaker permits it and records the outcome (`Err` is a failure).
@@ -319,7 +330,7 @@ impl CircuitBreaker {
             state,
             retry_after: retry_after_nanos.map(Duration::from_nanos),
         });
-        Rejected::new(state, retry_after_nanos)
+        rejection(state, retry_after_nanos)
     }
 
     #[inline]

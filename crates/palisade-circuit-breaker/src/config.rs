@@ -95,7 +95,7 @@ pub(crate) struct Config {
 /// # Ok::<(), palisade_circuit_breaker::ConfigError>(())
 /// ```
 #[must_use]
-pub struct Builder {
+pub struct CircuitBreakerBuilder {
     name: Arc<str>,
     window: SlidingWindow,
     minimum_calls: u32,
@@ -105,16 +105,18 @@ pub struct Builder {
     consecutive_failures: Option<u32>,
     half_open_probes: u32,
     open_backoff: Backoff,
+    /// The method that set `open_backoff`, for the error if it is invalid.
+    open_backoff_set_by: &'static str,
     max_wait_in_half_open: Option<Duration>,
     clock: Option<SharedClock>,
     listeners: Listeners<Event>,
     #[cfg(feature = "otel")]
-    meter: Option<opentelemetry::metrics::Meter>,
+    pub(crate) otel: Option<palisade_core::telemetry::MeterSource>,
     #[cfg(feature = "tracing")]
-    tracing: bool,
+    pub(crate) tracing: bool,
 }
 
-impl Default for Builder {
+impl Default for CircuitBreakerBuilder {
     fn default() -> Self {
         Self {
             name: Arc::from("default"),
@@ -126,19 +128,20 @@ impl Default for Builder {
             consecutive_failures: None,
             half_open_probes: 10,
             open_backoff: Backoff::fixed(Duration::from_secs(60)),
+            open_backoff_set_by: "open_duration",
             max_wait_in_half_open: None,
             clock: None,
             listeners: Listeners::new(),
             #[cfg(feature = "otel")]
-            meter: None,
+            otel: None,
             #[cfg(feature = "tracing")]
             tracing: false,
         }
     }
 }
 
-impl Builder {
-    /// The instance name used in events and as the `palisade.instance` attribute (default `"default"`).
+impl CircuitBreakerBuilder {
+    /// The instance name in telemetry (`palisade.instance`) and in `tracing` events. Default: `"default"`; must not be empty.
     pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
         self
@@ -189,13 +192,15 @@ impl Builder {
     /// How long the breaker stays open before admitting probes (default 60 s).
     pub fn open_duration(mut self, duration: Duration) -> Self {
         self.open_backoff = Backoff::fixed(duration);
+        self.open_backoff_set_by = "open_duration";
         self
     }
 
     /// Open duration computed from the number of consecutive openings (1 for the
-    /// first), for example exponential with jitter and a cap. Replaces [`Builder::open_duration`].
+    /// first), for example exponential with jitter and a cap. Replaces [`CircuitBreakerBuilder::open_duration`].
     pub fn open_backoff(mut self, backoff: Backoff) -> Self {
         self.open_backoff = backoff;
+        self.open_backoff_set_by = "open_backoff";
         self
     }
 
@@ -220,32 +225,6 @@ impl Builder {
         self
     }
 
-    /// Records the OpenTelemetry instruments of `docs/telemetry.md` on `meter`
-    /// (feature `otel`). Without it, [`Builder::otel`] uses the global provider.
-    #[cfg(feature = "otel")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
-    pub fn meter(mut self, meter: opentelemetry::metrics::Meter) -> Self {
-        self.meter = Some(meter);
-        self
-    }
-
-    /// Records the OpenTelemetry instruments on the global meter provider as it is
-    /// when `build()` runs (feature `otel`).
-    #[cfg(feature = "otel")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
-    pub fn otel(self) -> Self {
-        let meter = crate::telemetry::global_meter();
-        self.meter(meter)
-    }
-
-    /// Emits every event as a `tracing` event with target `palisade_circuit_breaker` (feature `tracing`).
-    #[cfg(feature = "tracing")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
-    pub fn tracing(mut self) -> Self {
-        self.tracing = true;
-        self
-    }
-
     /// Validates the settings and builds the breaker.
     ///
     /// # Errors
@@ -263,7 +242,7 @@ impl Builder {
             check_nonzero("consecutive_failures", u64::from(n))?;
         }
         check_nonzero("half_open_probes", u64::from(self.half_open_probes))?;
-        self.open_backoff.validate("open_duration")?;
+        self.open_backoff.validate(self.open_backoff_set_by)?;
         if let Some(d) = self.max_wait_in_half_open {
             check_positive_duration("max_wait_in_half_open", d)?;
         }
@@ -297,8 +276,8 @@ impl Builder {
         }
         #[cfg(feature = "otel")]
         let otel = self
-            .meter
-            .map(|meter| Arc::new(crate::telemetry::OtelListener::new(&meter, &config.name)));
+            .otel
+            .map(|source| Arc::new(crate::telemetry::OtelListener::new(source, &config.name)));
         #[cfg(feature = "otel")]
         if let Some(otel) = &otel {
             listeners.push(Arc::clone(otel) as Arc<dyn Listener<Event>>);

@@ -1,57 +1,34 @@
 //! What a guarded call returns when the breaker says no, or the call fails.
+//!
+//! A rejection is core's [`Rejected`], the one rejection type of every
+//! Palisade pattern, with [`Pattern::CircuitBreaker`](palisade_core::Pattern)
+//! and the state that rejected as its reason; [`State::rejected_by`](crate::State::rejected_by)
+//! reads the state back.
 
+use std::error::Error;
 use std::fmt;
-use std::time::Duration;
+
+use palisade_core::Pattern;
+pub use palisade_core::Rejected;
 
 use crate::State;
 
-/// The breaker did not permit the call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub struct Rejected {
-    /// Nanoseconds until a probe, or `u64::MAX` when unknown: a plain word keeps
-    /// the rejection in registers on the hot path.
-    retry_after_nanos: u64,
-    state: State,
-}
-
-impl Rejected {
-    #[inline]
-    pub(crate) fn new(state: State, retry_after_nanos: Option<u64>) -> Self {
-        Self {
-            retry_after_nanos: retry_after_nanos.map_or(u64::MAX, |n| n.min(u64::MAX - 1)),
-            state,
-        }
-    }
-
-    /// The state that rejected the call: open, half-open (all probes taken) or forced open.
-    pub fn state(&self) -> State {
-        self.state
-    }
-
-    /// How long until the breaker admits a probe, when known (open state only).
-    pub fn retry_after(&self) -> Option<Duration> {
-        (self.retry_after_nanos != u64::MAX).then(|| Duration::from_nanos(self.retry_after_nanos))
-    }
-}
-
-impl fmt::Display for Rejected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "circuit breaker is {}", self.state)?;
-        if let Some(after) = self.retry_after() {
-            write!(f, "; next probe in {after:?}")?;
-        }
-        Ok(())
-    }
+#[inline]
+pub(crate) fn rejection(state: State, retry_after_nanos: Option<u64>) -> Rejected {
+    Rejected::with_nanos(Pattern::CircuitBreaker, state.as_str(), retry_after_nanos)
 }
 
 /// The error of [`CircuitBreaker::call`](crate::CircuitBreaker::call): a rejection, or the call's own error.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// It displays as the rejection or as the call's error. A rejection is also
+/// its [`source`](Error::source), so [`Rejected::find`] finds it through any
+/// wrapping; the call's own error is displayed and sourced as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CallError<E> {
     /// The breaker did not permit the call; the call did not run.
-    #[error(transparent)]
     Rejected(Rejected),
     /// The call ran and returned this error.
-    #[error(transparent)]
     Inner(E),
 }
 
@@ -79,15 +56,51 @@ impl<E> From<Rejected> for CallError<E> {
     }
 }
 
+impl<E: fmt::Display> fmt::Display for CallError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rejected(r) => r.fmt(f),
+            Self::Inner(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: Error + 'static> Error for CallError<E> {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Self::Rejected(r) => Some(r),
+            Self::Inner(e) => e.source(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn rejection_says_why_and_when() {
-        let r = Rejected::new(State::Open, Some(1_500_000_000));
-        assert_eq!(r.to_string(), "circuit breaker is open; next probe in 1.5s");
-        let r = Rejected::new(State::ForcedOpen, None);
-        assert_eq!(r.to_string(), "circuit breaker is forced_open");
+        let r = rejection(State::Open, Some(1_500_000_000));
+        assert_eq!(
+            r.to_string(),
+            "circuit breaker rejected the call (open); retry after 1.5s"
+        );
+        assert_eq!(State::rejected_by(&r), Some(State::Open));
+        let r = rejection(State::ForcedOpen, None);
+        assert_eq!(
+            r.to_string(),
+            "circuit breaker rejected the call (forced_open)"
+        );
+    }
+
+    #[test]
+    fn a_rejection_is_found_through_the_call_error() {
+        let e: CallError<std::io::Error> = CallError::Rejected(rejection(State::HalfOpen, None));
+        let boxed: Box<dyn Error + Send + Sync> = Box::new(e);
+        let found = Rejected::find(&*boxed).expect("found");
+        assert_eq!(State::rejected_by(found), Some(State::HalfOpen));
+        let e: CallError<std::io::Error> = CallError::Inner(std::io::Error::other("refused"));
+        assert_eq!(Rejected::find(&e), None);
+        assert_eq!(e.to_string(), "refused");
     }
 }

@@ -7,8 +7,7 @@
 //! instead of piling up behind a dependency that will not answer.
 //!
 //! ```
-//! use palisade_circuit_breaker::{CallError, CircuitBreaker, SlidingWindow, State};
-//! use palisade_core::ManualClock;
+//! use palisade_circuit_breaker::{CircuitBreaker, ManualClock, SlidingWindow, State};
 //! use std::time::Duration;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -48,9 +47,9 @@
 //!   last period in buckets ([`SlidingWindow::time`]); both O(1) per call and
 //!   bounded in memory whatever the call rate.
 //! - **Opening rules**: failure rate, slow-call rate (calls slower than
-//!   [`Builder::slow_call_duration`]), each once the window holds
-//!   [`Builder::minimum_calls`]; and optionally N consecutive failures.
-//! - **Half-open**: exactly [`Builder::half_open_probes`] probes are admitted;
+//!   [`CircuitBreakerBuilder::slow_call_duration`]), each once the window holds
+//!   [`CircuitBreakerBuilder::minimum_calls`]; and optionally N consecutive failures.
+//! - **Half-open**: exactly [`CircuitBreakerBuilder::half_open_probes`] probes are admitted;
 //!   a probe dropped without an outcome gives its place back, and an outcome
 //!   from before a state change is ignored.
 //! - **Open duration**: fixed, or from a [`Backoff`] over
@@ -58,8 +57,14 @@
 //! - **Manual states**: [`State::ForcedOpen`], [`State::Disabled`],
 //!   [`State::MetricsOnly`] through [`CircuitBreaker::transition_to`], and [`CircuitBreaker::reset`].
 //! - **Three ways in**: [`CircuitBreaker::call`] for async closures,
-//!   [`CircuitBreaker::try_acquire`] for a [`Permit`] to record by hand, and
-//!   `CircuitBreakerLayer` for tower (feature `tower`).
+//!   [`CircuitBreaker::try_acquire`] for a [`Permit`] to record by hand
+//!   ([`CircuitBreaker::try_acquire_owned`] for an [`OwnedPermit`] that a
+//!   `'static` task can hold), and `CircuitBreakerLayer` for tower (feature
+//!   `tower`), whose errors are tower's `BoxError` and whose `poll_ready` can
+//!   hold callers back while the breaker is open.
+//! - **Rejections** are core's [`Rejected`], the type every Palisade pattern
+//!   rejects with; [`Rejected::find`] finds one in any error chain, and
+//!   [`State::rejected_by`] tells which state rejected.
 //! - **Observability**: [`Event`]s to listeners, a [`Snapshot`], OpenTelemetry
 //!   instruments (feature `otel`) and `tracing` events (feature `tracing`).
 //!
@@ -69,8 +74,8 @@
 //! | feature | turns on | default |
 //! |---|---|---|
 //! | `tower` | `CircuitBreakerLayer`, `CircuitBreakerService` | no |
-//! | `otel` | `Builder::meter`, `Builder::otel`: the instruments of `docs/telemetry.md` | no |
-//! | `tracing` | `Builder::tracing`: events with target `palisade_circuit_breaker` | no |
+//! | `otel` | `CircuitBreakerBuilder::otel` and `::meter`: the instruments of `docs/telemetry.md` | no |
+//! | `tracing` | `CircuitBreakerBuilder::tracing`: events with target `palisade_circuit_breaker` | no |
 //!
 //! The guide is `docs/circuit-breaker.md` in the repository.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -93,13 +98,16 @@ mod tower;
 mod tracing_listener;
 
 pub use breaker::CircuitBreaker;
-pub use config::{Builder, SlidingWindow};
+pub use config::{CircuitBreakerBuilder, SlidingWindow};
 pub use error::{CallError, Rejected};
 pub use event::Event;
-pub use palisade_core::{Backoff, ConfigError, Jitter, Outcome};
-pub use permit::Permit;
+pub use palisade_core::{
+    Backoff, Classifier, Clock, ConfigError, Jitter, Listener, ManualClock, Outcome, Pattern,
+    SharedClock, SharedSleeper, Sleeper, SystemClock,
+};
+pub use permit::{OwnedPermit, Permit};
 pub use snapshot::Snapshot;
 pub use state::State;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
-pub use tower::{CircuitBreakerLayer, CircuitBreakerService, ResponseFuture};
+pub use tower::{BoxError, CircuitBreakerLayer, CircuitBreakerService, ResponseFuture};

@@ -44,6 +44,17 @@ impl State {
         }
     }
 
+    /// The state of the breaker that made `rejected`, or `None` when another
+    /// pattern made it.
+    pub fn rejected_by(rejected: &palisade_core::Rejected) -> Option<State> {
+        if rejected.pattern() != palisade_core::Pattern::CircuitBreaker {
+            return None;
+        }
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == rejected.reason())
+    }
+
     /// The value of the `palisade.circuit_breaker.state` gauge: 0 closed, 1 open, 2 half-open, 3+ manual.
     pub fn gauge_value(self) -> u64 {
         self as u64

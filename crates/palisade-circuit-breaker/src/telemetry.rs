@@ -1,16 +1,19 @@
-//! OpenTelemetry instruments and span events for a breaker (feature `otel`).
+//! OpenTelemetry instruments and span events for a breaker (feature `otel`):
+//! an adapter over the breaker's [`Event`]s, added when the builder asks with
+//! [`otel`](CircuitBreakerBuilder::otel) or [`meter`](CircuitBreakerBuilder::meter).
 //!
 //! Names follow `docs/telemetry.md`. Instruments are made once, when the
 //! breaker is built; attribute sets are made then too, so recording a call
-//! allocates nothing.
+//! allocates nothing. Everything the `otel` feature adds to the crate is in
+//! this module.
 
+use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
 use opentelemetry::trace::get_active_span;
-use opentelemetry::{InstrumentationScope, KeyValue};
-use palisade_core::telemetry::{INSTANCE, OUTCOME};
+use palisade_core::telemetry::{INSTANCE, MeterSource, OUTCOME};
 use palisade_core::{Listener, Outcome};
 
-use crate::{Event, State};
+use crate::{CircuitBreakerBuilder, Event, State};
 
 /// `palisade.circuit_breaker.calls`: calls by outcome (success, failure, ignored, rejected).
 pub const CALLS: &str = "palisade.circuit_breaker.calls";
@@ -29,12 +32,19 @@ pub const STATE_TO: &str = "palisade.state.to";
 
 const STATES: [State; 6] = State::ALL;
 
-pub(crate) fn global_meter() -> Meter {
-    opentelemetry::global::meter_with_scope(
-        InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build(),
-    )
+impl CircuitBreakerBuilder {
+    /// Records the instruments of `docs/telemetry.md` on the global meter
+    /// provider as it is when `build()` runs.
+    pub fn otel(mut self) -> Self {
+        self.otel = Some(MeterSource::Global);
+        self
+    }
+
+    /// Records the instruments of `docs/telemetry.md` on `meter`.
+    pub fn meter(mut self, meter: Meter) -> Self {
+        self.otel = Some(MeterSource::Meter(meter));
+        self
+    }
 }
 
 pub(crate) struct OtelListener {
@@ -50,7 +60,8 @@ pub(crate) struct OtelListener {
 }
 
 impl OtelListener {
-    pub(crate) fn new(meter: &Meter, name: &str) -> Self {
+    pub(crate) fn new(source: MeterSource, name: &str) -> Self {
+        let meter = source.meter(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
         let instance = KeyValue::new(INSTANCE, name.to_owned());
         let outcome = |o: &'static str| [instance.clone(), KeyValue::new(OUTCOME, o)];
         let by_transition = STATES

@@ -1,10 +1,23 @@
-//! Events as `tracing` events with target `palisade_circuit_breaker` (feature `tracing`).
+//! Events as `tracing` events with target `palisade_circuit_breaker` (feature
+//! `tracing`): an adapter over the breaker's [`Event`]s, added when the
+//! builder asks with [`tracing`](CircuitBreakerBuilder::tracing).
 
 use std::sync::Arc;
 
 use palisade_core::Listener;
 
-use crate::Event;
+use crate::{CircuitBreakerBuilder, Event};
+
+impl CircuitBreakerBuilder {
+    /// Emits every event as a `tracing` event with target
+    /// `palisade_circuit_breaker`: transitions at `INFO`, rejections at
+    /// `DEBUG`, finished calls at `TRACE`.
+    #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+    pub fn tracing(mut self) -> Self {
+        self.tracing = true;
+        self
+    }
+}
 
 pub(crate) struct TracingListener {
     pub(crate) name: Arc<str>,

@@ -249,7 +249,7 @@ fn run(kind: Kind, ops: &[Op]) -> Result<(), TestCaseError> {
                     open.push((permit, ticket));
                 }
                 (Err(rejected), Err((state, after))) => {
-                    prop_assert_eq!(rejected.state(), state, "step {}", step);
+                    prop_assert_eq!(State::rejected_by(&rejected), Some(state), "step {}", step);
                     prop_assert_eq!(
                         rejected.retry_after(),
                         after.map(Duration::from_nanos),

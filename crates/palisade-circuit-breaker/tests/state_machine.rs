@@ -4,11 +4,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade_circuit_breaker::{
-    Backoff, Builder, CircuitBreaker, Event, Jitter, Outcome, SlidingWindow, State,
+    Backoff, CircuitBreaker, CircuitBreakerBuilder, Event, Jitter, Outcome, SlidingWindow, State,
 };
 use palisade_core::ManualClock;
 
-fn builder(clock: &ManualClock) -> Builder {
+fn builder(clock: &ManualClock) -> CircuitBreakerBuilder {
     CircuitBreaker::builder()
         .clock(clock.shared())
         .sliding_window(SlidingWindow::count(10))
@@ -92,7 +92,7 @@ fn open_rejects_with_the_time_left_then_admits_exactly_n_probes() {
 
     clock.advance(Duration::from_secs(4));
     let rejected = breaker.try_acquire().unwrap_err();
-    assert_eq!(rejected.state(), State::Open);
+    assert_eq!(State::rejected_by(&rejected).unwrap(), State::Open);
     assert_eq!(rejected.retry_after(), Some(Duration::from_secs(6)));
 
     clock.advance(Duration::from_secs(6));
@@ -101,7 +101,7 @@ fn open_rejects_with_the_time_left_then_admits_exactly_n_probes() {
     assert_eq!(first.state(), State::HalfOpen);
     let second = breaker.try_acquire().expect("second probe");
     let third = breaker.try_acquire().unwrap_err();
-    assert_eq!(third.state(), State::HalfOpen);
+    assert_eq!(State::rejected_by(&third), Some(State::HalfOpen));
     assert_eq!(third.retry_after(), None);
 
     first.success();
@@ -249,7 +249,7 @@ fn half_open_reopens_when_probes_take_too_long() {
     let _second = breaker.try_acquire().expect("probe");
     clock.advance(Duration::from_secs(5));
     let rejected = breaker.try_acquire().unwrap_err();
-    assert_eq!(rejected.state(), State::Open);
+    assert_eq!(State::rejected_by(&rejected).unwrap(), State::Open);
     assert_eq!(rejected.retry_after(), Some(Duration::from_secs(10)));
     probe.success();
     assert_eq!(breaker.state(), State::Open);
@@ -263,7 +263,10 @@ fn manual_states() {
     breaker.transition_to(State::ForcedOpen);
     let rejected = breaker.try_acquire().unwrap_err();
     assert_eq!(
-        (rejected.state(), rejected.retry_after()),
+        (
+            State::rejected_by(&rejected).unwrap(),
+            rejected.retry_after()
+        ),
         (State::ForcedOpen, None)
     );
     clock.advance(Duration::from_secs(3600));
@@ -387,7 +390,7 @@ fn events_describe_calls_rejections_and_transitions_in_order() {
 
 #[test]
 fn bad_configuration_names_the_field() {
-    let cases: Vec<(Builder, &str)> = vec![
+    let cases: Vec<(CircuitBreakerBuilder, &str)> = vec![
         (
             CircuitBreaker::builder().failure_rate_threshold(0.0),
             "failure_rate_threshold",
@@ -431,6 +434,16 @@ fn bad_configuration_names_the_field() {
             "open_duration",
         ),
         (
+            CircuitBreaker::builder().open_backoff(Backoff::exponential(Duration::ZERO)),
+            "open_backoff",
+        ),
+        (
+            CircuitBreaker::builder()
+                .open_backoff(Backoff::exponential(Duration::from_secs(1)))
+                .open_duration(Duration::ZERO),
+            "open_duration",
+        ),
+        (
             CircuitBreaker::builder().slow_call_duration(Duration::ZERO),
             "slow_call_duration",
         ),
@@ -469,8 +482,7 @@ async fn call_runs_the_closure_only_when_permitted() {
         .unwrap_err();
     assert!(!ran);
     assert_eq!(
-        err.rejected()
-            .map(palisade_circuit_breaker::Rejected::state),
+        err.rejected().and_then(State::rejected_by),
         Some(State::ForcedOpen)
     );
 }

@@ -1,9 +1,12 @@
 //! Monotonic time as nanoseconds, behind a trait so tests can drive it.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
+
+use crate::sleep::{SharedSleeper, Sleep, Sleeper};
 
 /// A monotonic clock read in nanoseconds since an arbitrary origin.
 ///
@@ -57,6 +60,10 @@ impl Clock for SystemClock {
 
 /// A clock that moves only when told to; clones share the same time.
 ///
+/// It is also a [`Sleeper`]: a sleep on it ends when the clock is advanced
+/// past its deadline, so one manual clock drives both what a pattern reads
+/// and what it waits for.
+///
 /// ```
 /// use palisade_core::{Clock, ManualClock};
 /// use std::time::Duration;
@@ -67,7 +74,14 @@ impl Clock for SystemClock {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct ManualClock {
-    nanos: Arc<AtomicU64>,
+    shared: Arc<ManualTime>,
+}
+
+#[derive(Debug, Default)]
+struct ManualTime {
+    nanos: AtomicU64,
+    /// Sleeps not yet due: their deadline and the waker of their last poll.
+    sleeping: Mutex<Vec<(u64, Waker)>>,
 }
 
 impl ManualClock {
@@ -76,27 +90,85 @@ impl ManualClock {
         Self::default()
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by`, and wakes the sleeps that are then due.
     pub fn advance(&self, by: Duration) {
-        self.nanos
+        self.shared
+            .nanos
             .fetch_add(duration_to_nanos(by), Ordering::SeqCst);
+        self.wake_due();
     }
 
     /// Moves the clock forward to `nanos`; an earlier time is ignored, so the clock stays monotonic.
     pub fn set_nanos(&self, nanos: u64) {
-        self.nanos.fetch_max(nanos, Ordering::SeqCst);
+        self.shared.nanos.fetch_max(nanos, Ordering::SeqCst);
+        self.wake_due();
     }
 
     /// This clock as a [`SharedClock`] (sharing the same time as `self`).
     pub fn shared(&self) -> SharedClock {
         Arc::new(self.clone())
     }
+
+    /// This clock as a [`SharedSleeper`] (woken as `self` advances).
+    pub fn sleeper(&self) -> SharedSleeper {
+        Arc::new(self.clone())
+    }
+
+    fn wake_due(&self) {
+        let now = self.now_nanos();
+        let due: Vec<Waker> = {
+            let mut sleeping = self
+                .shared
+                .sleeping
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let (due, waiting) = std::mem::take(&mut *sleeping)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(deadline, _)| *deadline <= now);
+            *sleeping = waiting;
+            due.into_iter().map(|(_, waker)| waker).collect()
+        };
+        // Woken outside the lock: a woken task may sleep again at once.
+        for waker in due {
+            waker.wake();
+        }
+    }
 }
 
 impl Clock for ManualClock {
     #[inline]
     fn now_nanos(&self) -> u64 {
-        self.nanos.load(Ordering::SeqCst)
+        self.shared.nanos.load(Ordering::SeqCst)
+    }
+}
+
+impl Sleeper for ManualClock {
+    fn sleep(&self, duration: Duration) -> Sleep {
+        let deadline = self.now_nanos().saturating_add(duration_to_nanos(duration));
+        let clock = self.clone();
+        Box::pin(std::future::poll_fn(move |cx| {
+            if clock.now_nanos() >= deadline {
+                return Poll::Ready(());
+            }
+            let mut sleeping = clock
+                .shared
+                .sleeping
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Checked again under the lock: an advance between the first check
+            // and here has already taken the list, and would not wake us.
+            if clock.now_nanos() >= deadline {
+                return Poll::Ready(());
+            }
+            // A sleep polled again before it is due keeps one entry.
+            if !sleeping
+                .iter()
+                .any(|(d, w)| *d == deadline && w.will_wake(cx.waker()))
+            {
+                sleeping.push((deadline, cx.waker().clone()));
+            }
+            Poll::Pending
+        }))
     }
 }
 
@@ -167,6 +239,38 @@ mod tests {
         let a = clock.now_nanos();
         let b = clock.now_nanos();
         assert!(b >= a);
+    }
+
+    #[test]
+    fn a_manual_sleep_ends_when_the_clock_passes_its_deadline() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::{Context, Wake};
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&woken));
+        let mut cx = Context::from_waker(&waker);
+
+        let clock = ManualClock::new();
+        let sleeper = clock.sleeper();
+        let mut sleep = sleeper.sleep(Duration::from_secs(2));
+        assert!(sleep.as_mut().poll(&mut cx).is_pending());
+        clock.advance(Duration::from_millis(1999));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0);
+        assert!(sleep.as_mut().poll(&mut cx).is_pending());
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(sleep.as_mut().poll(&mut cx), Poll::Ready(()));
+        // A zero sleep is due at once.
+        assert_eq!(
+            sleeper.sleep(Duration::ZERO).as_mut().poll(&mut cx),
+            Poll::Ready(())
+        );
     }
 
     #[cfg(feature = "tokio")]

@@ -3,9 +3,14 @@
 //!
 //! - [`Clock`]: monotonic nanoseconds. [`SystemClock`] by default, [`ManualClock`]
 //!   for tests, `TokioClock` (feature `tokio`) to follow `tokio::time::pause`.
-//! - [`Sleeper`]: waiting without tying a pattern to one runtime.
+//! - [`Sleeper`]: waiting without tying a pattern to one runtime; [`timeout`]
+//!   over any sleeper. A [`ManualClock`] is a sleeper too, so one manual clock
+//!   drives what a pattern reads and what it waits for.
+//! - [`Rejected`]: the one rejection type of every pattern, found in any
+//!   error chain with [`Rejected::find`].
 //! - [`Outcome`] and [`Classifier`]: the three-way verdict on a `Result`.
-//! - [`Backoff`]: fixed or exponential delays with [`Jitter`].
+//! - [`Backoff`]: fixed or exponential delays with [`Jitter`]; every
+//!   reconnect loop and retry waits by one.
 //! - [`Listener`] and [`Listeners`]: typed events that the `otel` and `tracing`
 //!   features of each pattern build on.
 //! - [`CachePadded`]: a hot atomic on cache lines of its own.
@@ -33,6 +38,7 @@
 //! | feature | turns on | default |
 //! |---|---|---|
 //! | `tokio` | `TokioClock`, `TokioSleeper` | no |
+//! | `otel` | `telemetry::MeterSource` and the scope helpers of the pattern crates' adapters | no |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
@@ -41,6 +47,7 @@ pub mod config;
 mod listener;
 mod outcome;
 mod padded;
+mod rejected;
 mod sleep;
 pub mod telemetry;
 
@@ -52,6 +59,7 @@ pub use config::ConfigError;
 pub use listener::{Listener, Listeners};
 pub use outcome::{Classifier, DefaultClassifier, Outcome};
 pub use padded::CachePadded;
-pub use sleep::Sleeper;
+pub use rejected::{Pattern, Rejected};
 #[cfg(feature = "tokio")]
 pub use sleep::TokioSleeper;
+pub use sleep::{Elapsed, SharedSleeper, Sleep, Sleeper, Timeout, timeout};

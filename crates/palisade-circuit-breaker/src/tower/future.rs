@@ -5,7 +5,8 @@ use std::task::{Context, Poll, ready};
 use palisade_core::Classifier;
 use pin_project_lite::pin_project;
 
-use crate::error::{CallError, Rejected};
+use super::BoxError;
+use crate::error::Rejected;
 use crate::permit::OwnedPermit;
 
 pin_project! {
@@ -55,9 +56,10 @@ impl<F, C> ResponseFuture<F, C> {
 impl<F, C, T, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
     C: Classifier<T, E>,
 {
-    type Output = Result<T, CallError<E>>;
+    type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
@@ -67,10 +69,10 @@ where
                 classifier,
             } => {
                 let result = ready!(future.poll(cx));
-                permit.record(classifier.classify(&result));
-                Poll::Ready(result.map_err(CallError::Inner))
+                permit.record_in_place(classifier.classify(&result));
+                Poll::Ready(result.map_err(Into::into))
             }
-            KindProj::Rejected { rejected } => Poll::Ready(Err(CallError::Rejected(*rejected))),
+            KindProj::Rejected { rejected } => Poll::Ready(Err(Box::new(*rejected))),
         }
     }
 }

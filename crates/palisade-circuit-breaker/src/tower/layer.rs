@@ -1,7 +1,9 @@
-use palisade_core::DefaultClassifier;
+use std::time::Duration;
+
+use palisade_core::{DefaultClassifier, SharedSleeper};
 use tower_layer::Layer;
 
-use super::CircuitBreakerService;
+use super::{Backpressure, CircuitBreakerService};
 use crate::CircuitBreaker;
 
 /// Wraps services in one shared [`CircuitBreaker`] (feature `tower`).
@@ -21,10 +23,20 @@ use crate::CircuitBreaker;
 /// # let _ = layer;
 /// # Ok::<(), palisade_circuit_breaker::ConfigError>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CircuitBreakerLayer<C = DefaultClassifier> {
     breaker: CircuitBreaker,
     classifier: C,
+    backpressure: Option<(SharedSleeper, Duration)>,
+}
+
+impl<C> std::fmt::Debug for CircuitBreakerLayer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreakerLayer")
+            .field("breaker", &self.breaker.name())
+            .field("backpressure", &self.backpressure.as_ref().map(|(_, d)| d))
+            .finish_non_exhaustive()
+    }
 }
 
 impl CircuitBreakerLayer {
@@ -33,6 +45,7 @@ impl CircuitBreakerLayer {
         Self {
             breaker,
             classifier: DefaultClassifier,
+            backpressure: None,
         }
     }
 }
@@ -43,7 +56,22 @@ impl<C> CircuitBreakerLayer<C> {
         CircuitBreakerLayer {
             breaker: self.breaker,
             classifier,
+            backpressure: self.backpressure,
         }
+    }
+
+    /// Holds callers back in `poll_ready` instead of rejecting in `call`:
+    /// `poll_ready` takes the permit, and while the breaker rejects it stays
+    /// pending, woken through `sleeper` when a probe is due or, when the
+    /// breaker cannot say (all probes taken, forced open), after `recheck`.
+    /// For stacks that shed on readiness (`LoadShed`) or queue (`Buffer`).
+    /// Default: off. Each pending `poll_ready` that the breaker refuses counts
+    /// as one rejection in the breaker's events. A `recheck` under 1 ms counts
+    /// as 1 ms, so that a breaker that cannot say never makes `poll_ready` spin.
+    #[must_use]
+    pub fn backpressure(mut self, sleeper: SharedSleeper, recheck: Duration) -> Self {
+        self.backpressure = Some((sleeper, recheck.max(Duration::from_millis(1))));
+        self
     }
 }
 
@@ -52,5 +80,10 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
 
     fn layer(&self, inner: S) -> Self::Service {
         CircuitBreakerService::new(inner, self.breaker.clone(), self.classifier.clone())
+            .with_backpressure(
+                self.backpressure
+                    .as_ref()
+                    .map(|(sleeper, recheck)| Backpressure::new(sleeper.clone(), *recheck)),
+            )
     }
 }
