@@ -3,10 +3,13 @@
 //! [`TieredCache`] instances over one shared tier, and how the cache copes
 //! with a remote tier that stalls, loses its connections or is not there.
 //!
-//! Redis tests read `PALISADE_REDIS_URL` and say they were skipped when it is
-//! unset (under `PALISADE_REQUIRE_SERVICES=1` they fail instead). Each uses a
-//! key prefix of its own, so they run in parallel; the one that kills
-//! connections does it in a database of its own.
+//! Redis tests use `PALISADE_REDIS_URL`, by default the local server, and
+//! say plainly that they were skipped when it cannot be reached (under
+//! `PALISADE_REQUIRE_SERVICES=1` they fail instead). Each uses a key prefix
+//! of its own, so they run in parallel, and deletes its keys when it ends,
+//! passed or failed; the one that kills connections does it in a database of
+//! its own.
+#![cfg(feature = "tokio")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -41,8 +44,11 @@ struct Memory {
 }
 
 impl Memory {
-    #[expect(clippy::unnecessary_wraps, reason = "as optional as the Redis backend")]
-    fn new() -> Option<Self> {
+    #[expect(
+        clippy::unused_async,
+        reason = "the same signature as the Redis backend's"
+    )]
+    async fn new(_test: &str) -> Option<Self> {
         let clock = ManualClock::new();
         Some(Self {
             root: InMemoryTier::with_clock(clock.shared()),
@@ -153,13 +159,14 @@ async fn assert_silent(stream: &mut Invalidations<String>) {
     assert!(got.is_err(), "unexpected {got:?}");
 }
 
-/// Runs each named check against the backend `$backend` (an
-/// `Option<impl Backend>`; `None` skips).
+/// Runs each named check against the backend `$backend(test).await` (an
+/// `Option<impl Backend>`; `None`: skipped, and the backend has said so).
 macro_rules! for_backend {
-    ($backend:expr; $($check:ident),* $(,)?) => {$(
+    ($backend:path; $($check:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $check() {
-            if let Some(backend) = $backend {
+            let test = concat!(module_path!(), "::", stringify!($check));
+            if let Some(backend) = $backend(test).await {
                 super::$check(&backend).await;
             }
         }
@@ -167,7 +174,7 @@ macro_rules! for_backend {
 }
 
 macro_rules! suite {
-    ($backend:expr) => {
+    ($backend:path) => {
         for_backend!($backend;
             values_round_trip,
             a_missing_key_is_none,
@@ -365,7 +372,7 @@ async fn the_remote_ttl_is_passed_to_the_tier<B: Backend>(backend: &B) {
 mod in_memory {
     use super::*;
 
-    suite!(Memory::new());
+    suite!(Memory::new);
 }
 
 // ------------------------------------------- in-memory and fake tiers only
@@ -708,28 +715,8 @@ async fn a_loaded_value_does_not_overwrite_a_value_another_instance_wrote() {
 mod redis_tier {
     use super::*;
     use palisade_cache::tier::RedisTier;
+    use palisade_test_support::{redis_url, test_name};
     use redis::aio::MultiplexedConnection;
-
-    /// The server URL, or `None` (the test is skipped) when
-    /// `PALISADE_REDIS_URL` is unset; under `PALISADE_REQUIRE_SERVICES=1` a
-    /// missing URL fails the test.
-    fn redis_url() -> Option<String> {
-        let url = std::env::var("PALISADE_REDIS_URL")
-            .ok()
-            .filter(|url| !url.is_empty());
-        if url.is_none() {
-            let required = std::env::var("PALISADE_REQUIRE_SERVICES").as_deref() == Ok("1");
-            assert!(
-                !required,
-                "PALISADE_REQUIRE_SERVICES=1 but PALISADE_REDIS_URL is unset"
-            );
-            eprintln!(
-                "skipped {}: PALISADE_REDIS_URL is unset",
-                std::thread::current().name().unwrap_or("a Redis test")
-            );
-        }
-        url
-    }
 
     /// The database of `url` (`redis://host:port/db?query`; 0 without a path).
     fn database(url: &str) -> (String, u64, Option<String>) {
@@ -787,7 +774,7 @@ mod redis_tier {
 
     impl RedisBackend {
         async fn on(url: String) -> Self {
-            let prefix = format!("palisade_test_{:016x}:", fastrand::u64(..));
+            let prefix = format!("{}:", palisade_test_support::unique_name("palisade_test"));
             let admin = redis::Client::open(url.as_str())
                 .unwrap()
                 .get_multiplexed_async_connection()
@@ -796,8 +783,12 @@ mod redis_tier {
             Self { url, prefix, admin }
         }
 
-        async fn new() -> Option<Self> {
-            Some(Self::on(redis_url()?).await)
+        /// A share of the server of `PALISADE_REDIS_URL` (by default the
+        /// local one), or `None` when that cannot be reached: `test` is then
+        /// skipped, and the output says so (under
+        /// `PALISADE_REQUIRE_SERVICES=1` it fails instead).
+        async fn new(test: &str) -> Option<Self> {
+            Some(Self::on(redis_url(test)?).await)
         }
 
         /// The Redis key of `key`: `{prefix}{key as JSON}`.
@@ -855,11 +846,11 @@ mod redis_tier {
         }
     }
 
-    suite!(RedisBackend::new().await);
+    suite!(RedisBackend::new);
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn values_are_json_under_the_prefixed_key_and_payloads_from_elsewhere_are_read() {
-        let Some(backend) = RedisBackend::new().await else {
+        let Some(backend) = RedisBackend::new(test_name!()).await else {
             return;
         };
         let member = backend.member().await;
@@ -965,7 +956,9 @@ mod redis_tier {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_cache_keeps_serving_while_its_connections_are_killed_and_then_recovers() {
-        let Some(url) = redis_url() else { return };
+        let Some(url) = redis_url(test_name!()) else {
+            return;
+        };
         let (url, db) = isolated_database_url(&url);
         let backend = RedisBackend::on(url).await;
         let admin_id: u64 = backend.query(redis::cmd("CLIENT").arg("ID")).await;

@@ -8,48 +8,78 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use palisade_event_store::*;
+use palisade_test_support::{Cleanup, test_name};
 use tokio_postgres::NoTls;
 
-/// The server URL, or `None` (the test is skipped) when `PALISADE_POSTGRES_URL`
-/// is unset; under `PALISADE_REQUIRE_SERVICES=1` a missing URL fails the test.
-fn url() -> Option<String> {
-    let url = std::env::var("PALISADE_POSTGRES_URL").ok();
-    let required = std::env::var("PALISADE_REQUIRE_SERVICES").as_deref() == Ok("1");
-    assert!(
-        url.is_some() || !required,
-        "PALISADE_REQUIRE_SERVICES=1 but PALISADE_POSTGRES_URL is unset"
-    );
-    url
+/// A schema of its own for one test, so tests run in parallel, dropped with
+/// everything in it when the test ends, passed or failed. Shows as its name.
+struct Schema {
+    url: String,
+    name: String,
+    cleanup: Cleanup,
 }
 
-/// A schema of its own for every test, so tests run in parallel.
-fn fresh_schema() -> String {
-    format!("palisade_test_{}", uuid::Uuid::new_v4().simple())[..38].to_owned()
+impl Schema {
+    /// A fresh schema on the server of `PALISADE_POSTGRES_URL` (by default
+    /// the local one), or `None` when that cannot be reached: `test` is then
+    /// skipped, and the output says so (under `PALISADE_REQUIRE_SERVICES=1`
+    /// it fails instead).
+    fn new(test: &str) -> Option<Self> {
+        let url = palisade_test_support::postgres_url(test)?;
+        let name = palisade_test_support::unique_name("palisade_test");
+        let cleanup = drop_schema_on_drop(url.clone(), name.clone());
+        Some(Self { url, name, cleanup })
+    }
 }
 
-async fn store_in(schema: &str) -> Option<PostgresEventStore> {
-    let url = url()?;
-    Some(
-        PostgresEventStore::builder(url)
-            .schema(schema)
-            .pool_size(8)
-            .poll_interval(Duration::from_millis(100))
-            .connect()
-            .await
-            .expect("connect to PostgreSQL"),
-    )
+impl std::fmt::Display for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
 }
 
-async fn postgres(_test: &str) -> Option<conformance::Store> {
-    Some(Arc::new(store_in(&fresh_schema()).await?))
+/// A guard that drops `schema` (if it was made) on `url` when dropped.
+fn drop_schema_on_drop(url: String, schema: String) -> Cleanup {
+    Cleanup::new(format!("drop schema {schema}"), move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime
+            .block_on(async {
+                let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!(
+                        "SET lock_timeout = '10s'; SET client_min_messages = warning; \
+                         DROP SCHEMA IF EXISTS {schema} CASCADE"
+                    ))
+                    .await
+            })
+            .map_err(|e| e.to_string())
+    })
+}
+
+async fn store_in(schema: &Schema) -> PostgresEventStore {
+    PostgresEventStore::builder(&schema.url)
+        .schema(&schema.name)
+        .pool_size(8)
+        .poll_interval(Duration::from_millis(100))
+        .connect()
+        .await
+        .expect("connect to PostgreSQL")
+}
+
+async fn postgres(test: &str) -> Option<(conformance::Store, Cleanup)> {
+    let schema = Schema::new(test)?;
+    let store = Arc::new(store_in(&schema).await);
+    Some((store, schema.cleanup))
 }
 
 conformance_tests!(postgres);
 
-async fn raw_client() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&url().unwrap(), NoTls)
-        .await
-        .unwrap();
+async fn raw_client(schema: &Schema) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&schema.url, NoTls).await.unwrap();
     tokio::spawn(connection);
     client
 }
@@ -70,12 +100,12 @@ async fn read_all(store: &PostgresEventStore, after: Position) -> Vec<RecordedEv
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_commit_is_never_skipped_by_a_reader() {
-    let schema = fresh_schema();
-    let Some(store) = store_in(&schema).await else {
-        return eprintln!("skipped: PALISADE_POSTGRES_URL unset");
+    let Some(schema) = Schema::new(test_name!()) else {
+        return;
     };
+    let store = store_in(&schema).await;
     // Transaction A takes the earlier sequence but commits last.
-    let mut a = raw_client().await;
+    let mut a = raw_client(&schema).await;
     let tx = a.transaction().await.unwrap();
     tx.query_one(
         &format!("SELECT * FROM {schema}.append('slow-1', 0, 0, $1, ARRAY['E'], ARRAY[1], ARRAY['\\x01'::bytea], ARRAY['{{}}'::bytea])"),
@@ -138,10 +168,10 @@ async fn a_late_commit_is_never_skipped_by_a_reader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_killed_mid_append_leaves_nothing_and_the_store_recovers() {
-    let schema = fresh_schema();
-    let Some(store) = store_in(&schema).await else {
-        return eprintln!("skipped: PALISADE_POSTGRES_URL unset");
+    let Some(schema) = Schema::new(test_name!()) else {
+        return;
     };
+    let store = store_in(&schema).await;
     let stream = name("victim-1");
     store
         .append(
@@ -153,7 +183,7 @@ async fn a_connection_killed_mid_append_leaves_nothing_and_the_store_recovers() 
         .unwrap();
 
     // Hold the stream's row lock so the next append stops inside its transaction.
-    let mut holder = raw_client().await;
+    let mut holder = raw_client(&schema).await;
     let lock = holder.transaction().await.unwrap();
     lock.execute(
         &format!("SELECT 1 FROM {schema}.streams WHERE name = 'victim-1' FOR UPDATE"),
@@ -174,7 +204,7 @@ async fn a_connection_killed_mid_append_leaves_nothing_and_the_store_recovers() 
         })
     };
     // Find the blocked backend and kill it.
-    let killer = raw_client().await;
+    let killer = raw_client(&schema).await;
     let mut killed = 0i64;
     for _ in 0..100 {
         let row = killer
@@ -227,10 +257,10 @@ async fn a_connection_killed_mid_append_leaves_nothing_and_the_store_recovers() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_and_checkpoints_survive_a_new_store() {
-    let schema = fresh_schema();
-    let Some(first) = store_in(&schema).await else {
-        return eprintln!("skipped: PALISADE_POSTGRES_URL unset");
+    let Some(schema) = Schema::new(test_name!()) else {
+        return;
     };
+    let first = store_in(&schema).await;
     let s = name("durable-1");
     first
         .append(
@@ -244,7 +274,7 @@ async fn events_and_checkpoints_survive_a_new_store() {
     first.save("projector", last.position).await.unwrap();
     drop(first);
 
-    let second = store_in(&schema).await.unwrap();
+    let second = store_in(&schema).await;
     assert_eq!(
         second.stream_state(&s).await.unwrap(),
         StreamState::Active { version: 2 }
@@ -258,14 +288,14 @@ async fn events_and_checkpoints_survive_a_new_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_process_is_woken_by_notify_not_by_polling() {
-    let schema = fresh_schema();
-    let Some(writer) = store_in(&schema).await else {
-        return eprintln!("skipped: PALISADE_POSTGRES_URL unset");
+    let Some(schema) = Schema::new(test_name!()) else {
+        return;
     };
+    let writer = store_in(&schema).await;
     // The reader polls once a minute: only a notification can wake it in time.
     let reader: Arc<dyn EventStore> = Arc::new(
-        PostgresEventStore::builder(url().unwrap())
-            .schema(&schema)
+        PostgresEventStore::builder(&schema.url)
+            .schema(&schema.name)
             .pool_size(2)
             .poll_interval(Duration::from_secs(60))
             .connect()

@@ -1,8 +1,9 @@
 //! The contract of `EventStore`, written once and run against every backend.
 //!
-//! A backend's test file calls `conformance_tests!(factory)`, where `factory()`
-//! is an async fn returning `Option<Arc<dyn EventStore>>` (None: the backend's
-//! server is not configured, and the test says it was skipped).
+//! A backend's test file calls `conformance_tests!(factory)`, where
+//! `factory(test)` is an async fn returning an `Option` of a [`Store`] or of a
+//! `(Store, Cleanup)` (see [`Fixture`]); `None`: the backend's server cannot
+//! be reached, and the factory has said that `test` was skipped.
 #![allow(dead_code)]
 
 use std::collections::HashSet;
@@ -14,6 +15,32 @@ use palisade_event_store::*;
 use uuid::Uuid;
 
 pub(crate) type Store = Arc<dyn EventStore>;
+
+/// What a conformance test runs on: the store, and what removes the data it
+/// made on a shared server (a schema) when the test ends, passed or failed.
+pub(crate) struct Fixture {
+    pub(crate) store: Store,
+    /// Dropped after `store`, so the store's connections close first.
+    pub(crate) cleanup: Option<palisade_test_support::Cleanup>,
+}
+
+impl From<Store> for Fixture {
+    fn from(store: Store) -> Self {
+        Self {
+            store,
+            cleanup: None,
+        }
+    }
+}
+
+impl From<(Store, palisade_test_support::Cleanup)> for Fixture {
+    fn from((store, cleanup): (Store, palisade_test_support::Cleanup)) -> Self {
+        Self {
+            store,
+            cleanup: Some(cleanup),
+        }
+    }
+}
 
 pub(crate) fn name(s: &str) -> StreamName {
     StreamName::new(s).unwrap()
@@ -75,9 +102,11 @@ macro_rules! conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $test() {
-                match $factory(stringify!($test)).await {
-                    Some(store) => $crate::conformance::$test(store).await,
-                    None => eprintln!("skipped {}: backend not configured", stringify!($test)),
+                let test = concat!(module_path!(), "::", stringify!($test));
+                // None: skipped, and the factory has said so where it shows.
+                if let Some(made) = $factory(test).await {
+                    let fixture = $crate::conformance::Fixture::from(made);
+                    $crate::conformance::$test(fixture.store.clone()).await;
                 }
             }
         )*
