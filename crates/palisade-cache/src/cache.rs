@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use palisade_core::{SharedClock, duration_to_nanos};
+use palisade_core::{Listeners, Outcome, SharedClock, duration_to_nanos};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::config::{CacheBuilder, Weigher};
 use crate::entry::{Entry, NEVER};
-use crate::event::{RemovalCause, RemovalListener};
+use crate::event::{Event, RemovalCause, RemovalListener};
 use crate::expiry::Expiry;
 use crate::flight::{Flights, Join, Leader, SharedError, infallible, value_of};
 use crate::policy::{Policy, Removed};
@@ -59,7 +59,7 @@ impl<K, V> fmt::Debug for Cache<K, V> {
 type NegativeCache<K> = Cache<K, SharedError>;
 
 pub(crate) struct Inner<K, V> {
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
     store: Store<K, V>,
     maintenance: Mutex<Maintenance<K, V>>,
     reads: ReadBuffer,
@@ -81,8 +81,8 @@ pub(crate) struct Inner<K, V> {
     pub(crate) keep_stale: u64,
     pub(crate) soft_timeout: Option<Duration>,
     pub(crate) hard_timeout: Option<Duration>,
-    #[cfg(feature = "otel")]
-    pub(crate) telemetry: crate::telemetry::Telemetry,
+    /// The listeners of [`Event`]s: the user's, and the `otel` and `tracing` adapters.
+    pub(crate) events: Listeners<Event>,
 }
 
 impl<K, V> Inner<K, V> {
@@ -191,8 +191,9 @@ where
         let keep_stale = b.max_stale.map_or(0, duration_to_nanos);
         let refresh_after = b.refresh_after.map_or(0, duration_to_nanos);
         let negative = b.negative_ttl.map(|ttl| {
+            // Reports nothing of its own: it has no listeners.
             let negative: CacheBuilder<K, SharedError> = CacheBuilder {
-                name: format!("{}.negative", b.name),
+                name: Arc::from(format!("{}.negative", b.name)),
                 max_capacity: Some(max),
                 time_to_live: Some(ttl),
                 clock: Arc::clone(&b.clock),
@@ -204,8 +205,20 @@ where
         let shards = b
             .shards
             .unwrap_or_else(|| crate::stripe::stripe_count(4).clamp(16, 1024));
+        #[allow(unused_mut)]
+        let mut events = b.listeners;
+        #[cfg(feature = "tracing")]
+        if b.tracing {
+            events.push(Arc::new(crate::tracing_listener::TracingListener {
+                name: Arc::clone(&b.name),
+            }));
+        }
         #[cfg(feature = "otel")]
-        let telemetry = crate::telemetry::Telemetry::new(&b.name, b.meter.clone());
+        if let Some(source) = b.otel {
+            events.push(Arc::new(crate::telemetry::OtelListener::new(
+                source, &b.name,
+            )));
+        }
         let inner = Arc::new(Inner {
             store: Store::new(shards),
             maintenance: Mutex::new(Maintenance {
@@ -232,11 +245,8 @@ where
             soft_timeout: b.soft_timeout,
             hard_timeout: b.hard_timeout,
             name: b.name,
-            #[cfg(feature = "otel")]
-            telemetry,
+            events,
         });
-        #[cfg(feature = "otel")]
-        crate::telemetry::observe(&inner);
         Self { inner }
     }
 
@@ -296,9 +306,11 @@ where
             .flatten();
         if let Some((value, slot, refresh)) = found {
             self.record_read(slot, hash as u32);
+            inner.events.emit_with(|| Event::Hit);
             Some(Found { value, refresh })
         } else {
             inner.stats.miss();
+            inner.events.emit_with(|| Event::Miss);
             None
         }
     }
@@ -375,6 +387,9 @@ where
                 listener.on_removal(&key, &value, RemovalCause::Size);
             }
             inner.stats.removal(RemovalCause::Size);
+            inner.events.emit_with(|| Event::Removed {
+                cause: RemovalCause::Size,
+            });
             return;
         }
         let now = inner.now_if_timed();
@@ -551,10 +566,20 @@ where
         for removed in &m.removed {
             inner.stats.removal(removed.cause);
         }
-        inner.entries.store(m.policy.len(), Ordering::Relaxed);
-        inner
-            .weighted_size
-            .store(m.policy.weighted_size(), Ordering::Relaxed);
+        let (entries, weighted_size) = (m.policy.len(), m.policy.weighted_size());
+        inner.entries.store(entries, Ordering::Relaxed);
+        inner.weighted_size.store(weighted_size, Ordering::Relaxed);
+        if !inner.events.is_empty() {
+            for removed in &m.removed {
+                inner.events.emit_with(|| Event::Removed {
+                    cause: removed.cause,
+                });
+            }
+            inner.events.emit_with(|| Event::Sizes {
+                entries,
+                weighted_size,
+            });
+        }
         match &inner.listener {
             Some(listener) if !m.removed.is_empty() => {
                 let removed = std::mem::take(&mut m.removed);
@@ -686,8 +711,14 @@ where
     pub(crate) fn record_load(&self, ok: bool, started: u64) {
         let nanos = self.inner.clock.now_nanos().saturating_sub(started);
         self.inner.stats.load(ok, nanos);
-        #[cfg(feature = "otel")]
-        self.inner.telemetry.record_load(ok, nanos);
+        self.inner.events.emit_with(|| Event::LoadFinished {
+            outcome: if ok {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+            duration: Duration::from_nanos(nanos),
+        });
     }
 
     /// Caches a failed load's error when negative caching is on.

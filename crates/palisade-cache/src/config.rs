@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::config::{check_nonzero, check_positive_duration};
-use palisade_core::{ConfigError, SharedClock, SystemClock};
+use palisade_core::{ConfigError, Listener, Listeners, SharedClock, SystemClock};
 
 use crate::Cache;
-use crate::event::RemovalListener;
+use crate::event::{Event, RemovalListener};
 use crate::expiry::Expiry;
 
 pub(crate) type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
@@ -17,9 +17,12 @@ pub(crate) type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
 /// Builds a [`Cache`]: `Cache::builder().max_capacity(10_000).time_to_live(d).build()`.
 ///
 /// Every number states its unit and default. `build()` checks the settings
-/// together and names the field of the first one that does not hold.
+/// together and names the field of the first one that does not hold. The
+/// settings of read-through loading (refresh-ahead, stale-if-error, loader
+/// timeouts) are on [`LoadingCacheBuilder`](crate::LoadingCacheBuilder),
+/// reached with `loading()` (feature `tokio`).
 pub struct CacheBuilder<K, V> {
-    pub(crate) name: String,
+    pub(crate) name: Arc<str>,
     pub(crate) max_capacity: Option<u64>,
     pub(crate) weigher: Option<Weigher<K, V>>,
     pub(crate) time_to_live: Option<Duration>,
@@ -33,14 +36,19 @@ pub struct CacheBuilder<K, V> {
     pub(crate) hard_timeout: Option<Duration>,
     pub(crate) shards: Option<usize>,
     pub(crate) clock: SharedClock,
+    pub(crate) listeners: Listeners<Event>,
+    #[cfg(feature = "tokio")]
+    pub(crate) sleeper: Option<palisade_core::SharedSleeper>,
     #[cfg(feature = "otel")]
-    pub(crate) meter: Option<opentelemetry::metrics::Meter>,
+    pub(crate) otel: Option<palisade_core::telemetry::MeterSource>,
+    #[cfg(feature = "tracing")]
+    pub(crate) tracing: bool,
 }
 
 impl<K, V> Default for CacheBuilder<K, V> {
     fn default() -> Self {
         Self {
-            name: "cache".to_owned(),
+            name: Arc::from("default"),
             max_capacity: None,
             weigher: None,
             time_to_live: None,
@@ -54,8 +62,13 @@ impl<K, V> Default for CacheBuilder<K, V> {
             hard_timeout: None,
             shards: None,
             clock: SystemClock::shared(),
+            listeners: Listeners::new(),
+            #[cfg(feature = "tokio")]
+            sleeper: None,
             #[cfg(feature = "otel")]
-            meter: None,
+            otel: None,
+            #[cfg(feature = "tracing")]
+            tracing: false,
         }
     }
 }
@@ -70,10 +83,7 @@ impl<K, V> fmt::Debug for CacheBuilder<K, V> {
             .field("time_to_idle", &self.time_to_idle)
             .field("expiry", &self.expiry.is_some())
             .field("negative_ttl", &self.negative_ttl)
-            .field("refresh_after", &self.refresh_after)
-            .field("max_stale", &self.max_stale)
-            .field("soft_timeout", &self.soft_timeout)
-            .field("hard_timeout", &self.hard_timeout)
+            .field("listeners", &self.listeners)
             .finish_non_exhaustive()
     }
 }
@@ -83,9 +93,10 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// The cache's name in telemetry (`palisade.instance`). Default: `"cache"`.
+    /// The instance name in telemetry (`palisade.instance`) and in `tracing`
+    /// events. Default: `"default"`; must not be empty.
     #[must_use]
-    pub fn name(mut self, name: impl Into<String>) -> Self {
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
         self
     }
@@ -145,41 +156,6 @@ where
         self
     }
 
-    /// [`LoadingCache`](crate::LoadingCache): once a value is this old, the
-    /// next read returns it and reloads it in the background. Must be shorter
-    /// than the time to live. Default: off.
-    #[must_use]
-    pub fn refresh_after(mut self, age: Duration) -> Self {
-        self.refresh_after = Some(age);
-        self
-    }
-
-    /// [`LoadingCache`](crate::LoadingCache), stale-if-error: an expired value
-    /// is kept this long past its expiry and served when a reload fails or
-    /// outlasts the soft timeout. Default: off.
-    #[must_use]
-    pub fn stale_if_error(mut self, max_staleness: Duration) -> Self {
-        self.max_stale = Some(max_staleness);
-        self
-    }
-
-    /// [`LoadingCache`](crate::LoadingCache): when a load takes longer than
-    /// this and a stale value is at hand, the caller gets the stale value and
-    /// the load goes on in the background. Default: off.
-    #[must_use]
-    pub fn soft_timeout(mut self, timeout: Duration) -> Self {
-        self.soft_timeout = Some(timeout);
-        self
-    }
-
-    /// [`LoadingCache`](crate::LoadingCache): a load still running after this
-    /// is abandoned and fails with [`LoadError::Timeout`](crate::LoadError::Timeout). Default: off.
-    #[must_use]
-    pub fn hard_timeout(mut self, timeout: Duration) -> Self {
-        self.hard_timeout = Some(timeout);
-        self
-    }
-
     /// Number of map shards, rounded up to a power of two. Default: 4 per
     /// core, at least 16, at most 1,024.
     #[must_use]
@@ -196,13 +172,12 @@ where
         self
     }
 
-    /// Records the `otel` instruments with this meter instead of the global
-    /// provider's `palisade` meter.
-    #[cfg(feature = "otel")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+    /// Adds a listener that receives every [`Event`], synchronously, on the
+    /// thread that caused it (a hit, a miss, a finished load, a removal).
+    /// Keep it short: it runs on the lookup path. Default: none.
     #[must_use]
-    pub fn meter(mut self, meter: opentelemetry::metrics::Meter) -> Self {
-        self.meter = Some(meter);
+    pub fn listener(mut self, listener: impl Listener<Event>) -> Self {
+        self.listeners.push(Arc::new(listener));
         self
     }
 
@@ -220,6 +195,9 @@ where
             ));
         };
         check_nonzero("max_capacity", max)?;
+        if self.name.is_empty() {
+            return Err(ConfigError::new("name", "must not be empty"));
+        }
         if max > MAX_CAPACITY {
             return Err(ConfigError::new(
                 "max_capacity",
@@ -230,32 +208,10 @@ where
             ("time_to_live", self.time_to_live),
             ("time_to_idle", self.time_to_idle),
             ("negative_ttl", self.negative_ttl),
-            ("refresh_after", self.refresh_after),
-            ("stale_if_error", self.max_stale),
-            ("soft_timeout", self.soft_timeout),
-            ("hard_timeout", self.hard_timeout),
         ] {
             if let Some(d) = value {
                 check_positive_duration(field, d)?;
             }
-        }
-        if let (Some(refresh), Some(ttl)) = (self.refresh_after, self.time_to_live)
-            && refresh >= ttl
-        {
-            return Err(ConfigError::new(
-                "refresh_after",
-                format!(
-                    "must be shorter than time_to_live ({ttl:?}), got {refresh:?}: no value would live long enough to be refreshed"
-                ),
-            ));
-        }
-        if let (Some(soft), Some(hard)) = (self.soft_timeout, self.hard_timeout)
-            && soft >= hard
-        {
-            return Err(ConfigError::new(
-                "soft_timeout",
-                format!("must be shorter than hard_timeout ({hard:?}), got {soft:?}"),
-            ));
         }
         if let Some(shards) = self.shards
             && !(1..=1024).contains(&shards)

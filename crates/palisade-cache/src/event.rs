@@ -1,9 +1,52 @@
-//! Why an entry left the cache, and the listener told about it.
+//! What a cache tells its listeners: typed [`Event`]s for telemetry, and
+//! removed entries with their cause for a [`RemovalListener`].
 
 use std::fmt;
+use std::time::Duration;
+
+use palisade_core::Outcome;
+
+/// Something that happened in a cache; sent to every listener of
+/// [`CacheBuilder::listener`](crate::CacheBuilder::listener) as it happens.
+/// The `otel` and `tracing` adapters are listeners of these.
+///
+/// With no listener, no event is built: a lookup costs one branch more.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A lookup found a live value.
+    Hit,
+    /// A lookup found no live value.
+    Miss,
+    /// A [`LoadingCache`](crate::LoadingCache) served an expired value
+    /// because its reload failed or outlasted the soft timeout.
+    StaleServed,
+    /// A load finished: `Success` with a value, `Failure` when it failed,
+    /// timed out, panicked, or its caller gave up on it.
+    LoadFinished {
+        /// Success or failure.
+        outcome: Outcome,
+        /// How long it ran, by the cache's clock.
+        duration: Duration,
+    },
+    /// An entry left the cache.
+    Removed {
+        /// Why.
+        cause: RemovalCause,
+    },
+    /// The cache applied its pending work after a write or a batch of reads;
+    /// these are its sizes now.
+    Sizes {
+        /// Entries held.
+        entries: u64,
+        /// Total weight held (the entry count without a weigher).
+        weighted_size: u64,
+    },
+}
 
 /// Why an entry left the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum RemovalCause {
     /// Evicted to keep the cache within its capacity.
     Size,

@@ -9,7 +9,7 @@
 //! use palisade_cache::Cache;
 //! use std::time::Duration;
 //!
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! # futures::executor::block_on(async {
 //! let users: Cache<u64, String> = Cache::builder()
 //!     .name("users")
 //!     .max_capacity(10_000)
@@ -46,24 +46,34 @@
 //! - **Loading**: [`Cache::get_with`] and [`Cache::try_get_with`] coalesce
 //!   concurrent misses; a dropped or panicking loader hands over to a waiter.
 //!   Failed loads are not cached unless [`CacheBuilder::negative_ttl`] says so.
-//! - **[`LoadingCache`]**: read-through with a loader,
+//! - **`LoadingCache`** (feature `tokio`): read-through with a loader,
 //!   refresh-ahead, stale-if-error and soft and hard loader timeouts.
-//! - **[`tier`]**: the same API over a local cache and a shared remote tier,
-//!   in memory or Redis (feature `redis`), with invalidation broadcast to
-//!   every instance.
-//! - **Telemetry**: [`CacheStats`], a [`RemovalListener`] with the cause, and
-//!   OpenTelemetry instruments (feature `otel`).
+//! - **`tier`** (feature `tokio`): the same API over a local cache and a
+//!   shared remote tier, in memory or Redis (feature `redis`), with
+//!   invalidation broadcast to every instance.
+//! - **Telemetry**: [`CacheStats`], [`Event`]s to listeners, a
+//!   [`RemovalListener`] with the cause, OpenTelemetry instruments (feature
+//!   `otel`) and `tracing` events (feature `tracing`), each only when the
+//!   builder asks for it.
+//!
+//! The plain [`Cache`] needs no async runtime: `get_with` coalesces loads
+//! with `tokio::sync` alone, which runs on any executor.
 //! - **Cheap reads**: a hit takes one shard's read lock, allocates nothing,
 //!   never waits for any other lock, and leaves a note for the policy in a
 //!   striped, lossy buffer.
 //!
 //! | feature | turns on | default |
 //! |---|---|---|
-//! | `redis` | `tier::RedisTier`, the remote tier over Redis with pub/sub invalidation | no |
-//! | `otel` | `palisade.cache.*` instruments through the OpenTelemetry API | no |
+//! | `tokio` | `LoadingCache` and `tier`: loads and invalidation listeners in tokio tasks | no |
+//! | `redis` | `tier::RedisTier`, the remote tier over Redis with pub/sub invalidation (implies `tokio`) | no |
+//! | `otel` | `CacheBuilder::otel` and `::meter`: the `palisade.cache.*` instruments | no |
+//! | `tracing` | `CacheBuilder::tracing`: events with target `palisade_cache` | no |
 //!
 //! The guide is `docs/cache.md` in the repository.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// The cache keeps what `LoadingCache` and the tiers use (stale values,
+// refresh claims); without feature `tokio` nothing reads it.
+#![cfg_attr(not(feature = "tokio"), allow(dead_code))]
 
 mod cache;
 mod config;
@@ -71,6 +81,7 @@ mod entry;
 mod event;
 mod expiry;
 mod flight;
+#[cfg(feature = "tokio")]
 mod loading;
 mod policy;
 mod read_buffer;
@@ -78,13 +89,23 @@ mod stats;
 mod store;
 mod stripe;
 #[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod telemetry;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod tier;
+#[cfg(feature = "tracing")]
+mod tracing_listener;
 
 pub use cache::Cache;
 pub use config::CacheBuilder;
-pub use event::{RemovalCause, RemovalListener};
+pub use event::{Event, RemovalCause, RemovalListener};
 pub use expiry::Expiry;
-pub use loading::{LoadError, Loader, LoadingCache};
-pub use palisade_core::{ConfigError, ManualClock, SharedClock};
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use loading::{LoadError, Loader, LoadingCache, LoadingCacheBuilder};
+pub use palisade_core::{
+    Clock, ConfigError, Listener, ManualClock, Outcome, SharedClock, SharedSleeper, Sleeper,
+    SystemClock,
+};
 pub use stats::CacheStats;

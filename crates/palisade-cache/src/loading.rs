@@ -12,7 +12,8 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core::ConfigError;
+use palisade_core::config::check_positive_duration;
+use palisade_core::{ConfigError, SharedSleeper, TokioSleeper};
 
 use crate::cache::{Cache, LoadTimer};
 use crate::config::CacheBuilder;
@@ -143,7 +144,8 @@ impl<E: fmt::Debug> fmt::Debug for LoadError<E> {
 /// A [`Cache`] that loads missing values itself, refreshes them ahead of
 /// expiry and serves stale values when the source fails.
 ///
-/// Build one with [`CacheBuilder::build_with_loader`]. Needs a tokio runtime.
+/// Build one with the cache's settings, then [`CacheBuilder::loading`] and
+/// the loading settings (feature `tokio`). Loads run on a tokio runtime.
 ///
 /// ```
 /// use palisade_cache::{Cache, LoadingCache};
@@ -153,10 +155,11 @@ impl<E: fmt::Debug> fmt::Debug for LoadError<E> {
 /// let prices: LoadingCache<String, u64, _> = Cache::builder()
 ///     .max_capacity(1_000)
 ///     .time_to_live(Duration::from_secs(60))
+///     .loading()
 ///     .refresh_after(Duration::from_secs(45))
 ///     .stale_if_error(Duration::from_secs(300))
 ///     .hard_timeout(Duration::from_secs(2))
-///     .build_with_loader(|sku: String| async move {
+///     .build(|sku: String| async move {
 ///         Ok::<_, std::io::Error>(sku.len() as u64 * 100)
 ///     })
 ///     .unwrap();
@@ -167,6 +170,7 @@ impl<E: fmt::Debug> fmt::Debug for LoadError<E> {
 pub struct LoadingCache<K, V, L> {
     cache: Cache<K, V>,
     loader: Arc<L>,
+    sleeper: SharedSleeper,
 }
 
 impl<K, V, L> Clone for LoadingCache<K, V, L> {
@@ -174,6 +178,7 @@ impl<K, V, L> Clone for LoadingCache<K, V, L> {
         Self {
             cache: self.cache.clone(),
             loader: Arc::clone(&self.loader),
+            sleeper: Arc::clone(&self.sleeper),
         }
     }
 }
@@ -186,19 +191,122 @@ impl<K, V, L> fmt::Debug for LoadingCache<K, V, L> {
     }
 }
 
+/// Builds a [`LoadingCache`]: the settings of read-through loading, after
+/// the cache's own (`Cache::builder()…loading()`).
+#[must_use]
+pub struct LoadingCacheBuilder<K, V> {
+    cache: CacheBuilder<K, V>,
+}
+
+impl<K, V> fmt::Debug for LoadingCacheBuilder<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadingCacheBuilder")
+            .field("cache", &self.cache)
+            .field("refresh_after", &self.cache.refresh_after)
+            .field("stale_if_error", &self.cache.max_stale)
+            .field("soft_timeout", &self.cache.soft_timeout)
+            .field("hard_timeout", &self.cache.hard_timeout)
+            .finish()
+    }
+}
+
 impl<K, V> CacheBuilder<K, V>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// Checks the settings and builds a [`LoadingCache`] around `loader`.
-    pub fn build_with_loader<L: Loader<K, V>>(
-        self,
+    /// Goes on to the settings of a [`LoadingCache`] (feature `tokio`).
+    pub fn loading(self) -> LoadingCacheBuilder<K, V> {
+        LoadingCacheBuilder { cache: self }
+    }
+}
+
+impl<K, V> LoadingCacheBuilder<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Once a value is this old, the next read returns it and reloads it in
+    /// the background. Must be shorter than the time to live. Default: off.
+    pub fn refresh_after(mut self, age: Duration) -> Self {
+        self.cache.refresh_after = Some(age);
+        self
+    }
+
+    /// Stale-if-error: an expired value is kept this long past its expiry
+    /// and served when a reload fails or outlasts the soft timeout. Default: off.
+    pub fn stale_if_error(mut self, max_staleness: Duration) -> Self {
+        self.cache.max_stale = Some(max_staleness);
+        self
+    }
+
+    /// When a load takes longer than this and a stale value is at hand, the
+    /// caller gets the stale value and the load goes on in the background.
+    /// Must be shorter than the hard timeout. Default: off.
+    pub fn soft_timeout(mut self, timeout: Duration) -> Self {
+        self.cache.soft_timeout = Some(timeout);
+        self
+    }
+
+    /// A load still running after this is abandoned and fails with
+    /// [`LoadError::Timeout`]. Default: off.
+    pub fn hard_timeout(mut self, timeout: Duration) -> Self {
+        self.cache.hard_timeout = Some(timeout);
+        self
+    }
+
+    /// What the soft and hard timeouts wait on. Default: tokio's timer
+    /// (`TokioSleeper`, which follows `tokio::time::pause`); tests may pass
+    /// the [`ManualClock`](palisade_core::ManualClock) they gave to `clock`.
+    pub fn sleeper(mut self, sleeper: SharedSleeper) -> Self {
+        self.cache.sleeper = Some(sleeper);
+        self
+    }
+
+    /// Checks the settings (the cache's and these) and builds a
+    /// [`LoadingCache`] around `loader`.
+    pub fn build<L: Loader<K, V>>(
+        mut self,
         loader: L,
     ) -> Result<LoadingCache<K, V, L>, ConfigError> {
+        let c = &self.cache;
+        for (field, value) in [
+            ("refresh_after", c.refresh_after),
+            ("stale_if_error", c.max_stale),
+            ("soft_timeout", c.soft_timeout),
+            ("hard_timeout", c.hard_timeout),
+        ] {
+            if let Some(d) = value {
+                check_positive_duration(field, d)?;
+            }
+        }
+        if let (Some(refresh), Some(ttl)) = (c.refresh_after, c.time_to_live)
+            && refresh >= ttl
+        {
+            return Err(ConfigError::new(
+                "refresh_after",
+                format!(
+                    "must be shorter than time_to_live ({ttl:?}), got {refresh:?}: no value would live long enough to be refreshed"
+                ),
+            ));
+        }
+        if let (Some(soft), Some(hard)) = (c.soft_timeout, c.hard_timeout)
+            && soft >= hard
+        {
+            return Err(ConfigError::new(
+                "soft_timeout",
+                format!("must be shorter than hard_timeout ({hard:?}), got {soft:?}"),
+            ));
+        }
+        let sleeper = self
+            .cache
+            .sleeper
+            .take()
+            .unwrap_or_else(TokioSleeper::shared);
         Ok(LoadingCache {
-            cache: self.build()?,
+            cache: self.cache.build()?,
             loader: Arc::new(loader),
+            sleeper,
         })
     }
 }
@@ -255,10 +363,12 @@ where
             }
         };
         let (outcome, stale) = match (cache.inner.soft_timeout, stale) {
-            (Some(soft), Some(value)) => match tokio::time::timeout(soft, flight.wait()).await {
-                Ok(outcome) => (outcome, Some(value)),
-                Err(_) => return Ok(self.serve_stale(value)),
-            },
+            (Some(soft), Some(value)) => {
+                match palisade_core::timeout(&*self.sleeper, soft, flight.wait()).await {
+                    Ok(outcome) => (outcome, Some(value)),
+                    Err(_) => return Ok(self.serve_stale(value)),
+                }
+            }
             (_, stale) => (flight.wait().await, stale),
         };
         let error = match outcome {
@@ -277,6 +387,10 @@ where
     /// Counts a stale value served, and serves it.
     fn serve_stale(&self, value: V) -> V {
         self.cache.inner.stats.stale_hit();
+        self.cache
+            .inner
+            .events
+            .emit_with(|| crate::Event::StaleServed);
         value
     }
 
@@ -303,6 +417,7 @@ where
         let cache = self.cache.clone();
         let load = self.loader.load(key.clone());
         let hard_timeout = cache.inner.hard_timeout;
+        let sleeper = Arc::clone(&self.sleeper);
         runtime.spawn(async move {
             // If the loader panics, the timer counts a failed load and the
             // claim gives the refresh back, as they unwind.
@@ -314,7 +429,7 @@ where
                 armed: true,
             });
             let result = match hard_timeout {
-                Some(limit) => match tokio::time::timeout(limit, load).await {
+                Some(limit) => match palisade_core::timeout(&*sleeper, limit, load).await {
                     Ok(result) => result.map_err(|e| LoadError::Loader(Arc::new(e))),
                     Err(_) => Err(LoadError::Timeout(limit)),
                 },

@@ -1,19 +1,21 @@
-//! OpenTelemetry instruments of a cache (feature `otel`), named as in
-//! `docs/telemetry.md`.
+//! OpenTelemetry instruments of a cache (feature `otel`): an adapter over
+//! the cache's [`Event`]s, added when the builder asks with
+//! [`otel`](CacheBuilder::otel) or [`meter`](CacheBuilder::meter).
 //!
-//! Request and eviction counts are *observable* counters read from the
-//! cache's striped [`CacheStats`](crate::CacheStats) when the SDK collects,
-//! so a hit costs nothing more with telemetry on. Only loads, which are
-//! rare and slow, record a histogram point as they finish.
+//! Names follow `docs/telemetry.md`. Every instrument is synchronous and is
+//! recorded as its event happens, so a dropped cache stops reporting and
+//! leaves no callback behind. Attribute sets are made when the cache is
+//! built, so recording allocates nothing. Everything the `otel` feature adds
+//! to the crate is in this module.
 
 use std::hash::Hash;
-use std::sync::{Arc, Weak};
 
-use opentelemetry::metrics::{Histogram, Meter};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use palisade_core::telemetry::{INSTANCE, OUTCOME};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
+use palisade_core::telemetry::{INSTANCE, MeterSource, OUTCOME};
+use palisade_core::{Listener, Outcome};
 
-use crate::cache::Inner;
+use crate::{CacheBuilder, Event, RemovalCause};
 
 /// Counter: lookups by `palisade.outcome` (hit, miss, stale) and `palisade.cache.tier`.
 pub const REQUESTS: &str = "palisade.cache.requests";
@@ -28,115 +30,108 @@ pub const TIER: &str = "palisade.cache.tier";
 /// Attribute: why an entry left.
 pub const CAUSE: &str = "palisade.cache.cause";
 
-pub(crate) fn global_meter() -> Meter {
-    opentelemetry::global::meter_with_scope(
-        InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build(),
-    )
+impl<K, V> CacheBuilder<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Records the instruments of `docs/telemetry.md` on the global meter
+    /// provider as it is when `build()` runs. Default: no instruments.
+    #[must_use]
+    pub fn otel(mut self) -> Self {
+        self.otel = Some(MeterSource::Global);
+        self
+    }
+
+    /// Records the instruments of `docs/telemetry.md` on `meter`.
+    #[must_use]
+    pub fn meter(mut self, meter: Meter) -> Self {
+        self.otel = Some(MeterSource::Meter(meter));
+        self
+    }
 }
 
-/// The instruments a cache records into directly; the observable ones live
-/// in the meter's callbacks.
-pub(crate) struct Telemetry {
-    meter: Meter,
+pub(crate) struct OtelListener {
+    requests: Counter<u64>,
     load_duration: Histogram<f64>,
+    evictions: Counter<u64>,
+    entries: Gauge<u64>,
+    instance: [KeyValue; 1],
+    /// hit, miss, stale
+    by_request: [[KeyValue; 3]; 3],
     /// success, failure
-    by_load_outcome: [[KeyValue; 2]; 2],
+    by_load: [[KeyValue; 2]; 2],
+    /// size, expired, explicit, replaced
+    by_cause: [[KeyValue; 2]; 4],
 }
 
-impl Telemetry {
-    pub(crate) fn new(name: &str, meter: Option<Meter>) -> Self {
-        let meter = meter.unwrap_or_else(global_meter);
+impl OtelListener {
+    pub(crate) fn new(source: MeterSource, name: &str) -> Self {
+        let meter = source.meter(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
         let instance = KeyValue::new(INSTANCE, name.to_owned());
-        let outcome = |o: &'static str| [instance.clone(), KeyValue::new(OUTCOME, o)];
+        let request = |o: &'static str| {
+            [
+                instance.clone(),
+                KeyValue::new(OUTCOME, o),
+                KeyValue::new(TIER, "l1"),
+            ]
+        };
+        let load = |o: &'static str| [instance.clone(), KeyValue::new(OUTCOME, o)];
+        let cause = |c: RemovalCause| [instance.clone(), KeyValue::new(CAUSE, c.as_str())];
         Self {
+            requests: meter
+                .u64_counter(REQUESTS)
+                .with_unit("{request}")
+                .with_description("Cache lookups, by outcome and tier")
+                .build(),
             load_duration: meter
                 .f64_histogram(LOAD_DURATION)
                 .with_unit("s")
                 .with_description("Duration of loads, by outcome")
                 .build(),
-            by_load_outcome: [outcome("success"), outcome("failure")],
-            meter,
+            evictions: meter
+                .u64_counter(EVICTIONS)
+                .with_unit("{entry}")
+                .with_description("Entries removed from the cache, by cause")
+                .build(),
+            entries: meter
+                .u64_gauge(ENTRIES)
+                .with_unit("{entry}")
+                .with_description("Entries held by the cache")
+                .build(),
+            by_request: [request("hit"), request("miss"), request("stale")],
+            by_load: [load("success"), load("failure")],
+            by_cause: [
+                cause(RemovalCause::Size),
+                cause(RemovalCause::Expired),
+                cause(RemovalCause::Explicit),
+                cause(RemovalCause::Replaced),
+            ],
+            instance: [instance],
         }
-    }
-
-    pub(crate) fn record_load(&self, ok: bool, nanos: u64) {
-        let attrs = &self.by_load_outcome[usize::from(!ok)];
-        self.load_duration.record(nanos as f64 / 1e9, attrs);
     }
 }
 
-/// Registers the observable instruments of `inner`; they stop reporting once
-/// the cache is dropped.
-pub(crate) fn observe<K, V>(inner: &Arc<Inner<K, V>>)
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-{
-    let meter = &inner.telemetry.meter;
-    let instance = KeyValue::new(INSTANCE, inner.name.clone());
-    let weak: Weak<Inner<K, V>> = Arc::downgrade(inner);
-    let request_attrs = |o: &'static str| {
-        [
-            instance.clone(),
-            KeyValue::new(OUTCOME, o),
-            KeyValue::new(TIER, "l1"),
-        ]
-    };
-    let [hit, miss, stale] = [
-        request_attrs("hit"),
-        request_attrs("miss"),
-        request_attrs("stale"),
-    ];
-    let w = weak.clone();
-    meter
-        .u64_observable_counter(REQUESTS)
-        .with_unit("{request}")
-        .with_description("Cache lookups, by outcome and tier")
-        .with_callback(move |observer| {
-            if let Some(inner) = w.upgrade() {
-                let s = crate::Cache { inner }.stats();
-                observer.observe(s.hits, &hit);
-                observer.observe(s.misses, &miss);
-                observer.observe(s.stale_hits, &stale);
+impl Listener<Event> for OtelListener {
+    fn on_event(&self, event: &Event) {
+        match *event {
+            Event::Hit => self.requests.add(1, &self.by_request[0]),
+            Event::Miss => self.requests.add(1, &self.by_request[1]),
+            Event::StaleServed => self.requests.add(1, &self.by_request[2]),
+            Event::LoadFinished { outcome, duration } => {
+                let attrs = &self.by_load[usize::from(outcome != Outcome::Success)];
+                self.load_duration.record(duration.as_secs_f64(), attrs);
             }
-        })
-        .build();
-    let cause = |c: &'static str| [instance.clone(), KeyValue::new(CAUSE, c)];
-    let [size, expired, explicit, replaced] = [
-        cause("size"),
-        cause("expired"),
-        cause("explicit"),
-        cause("replaced"),
-    ];
-    let w = weak.clone();
-    meter
-        .u64_observable_counter(EVICTIONS)
-        .with_unit("{entry}")
-        .with_description("Entries removed from the cache, by cause")
-        .with_callback(move |observer| {
-            if let Some(inner) = w.upgrade() {
-                let s = inner.stats.snapshot();
-                observer.observe(s.evicted_size, &size);
-                observer.observe(s.expired, &expired);
-                observer.observe(s.invalidated, &explicit);
-                observer.observe(s.replaced, &replaced);
+            Event::Removed { cause } => {
+                let i = match cause {
+                    RemovalCause::Size => 0,
+                    RemovalCause::Expired => 1,
+                    RemovalCause::Explicit => 2,
+                    RemovalCause::Replaced => 3,
+                };
+                self.evictions.add(1, &self.by_cause[i]);
             }
-        })
-        .build();
-    let attrs = [instance];
-    meter
-        .u64_observable_gauge(ENTRIES)
-        .with_unit("{entry}")
-        .with_description("Entries held by the cache")
-        .with_callback(move |observer| {
-            if let Some(inner) = weak.upgrade() {
-                observer.observe(
-                    inner.entries.load(std::sync::atomic::Ordering::Relaxed),
-                    &attrs,
-                );
-            }
-        })
-        .build();
+            Event::Sizes { entries, .. } => self.entries.record(entries, &self.instance),
+        }
+    }
 }

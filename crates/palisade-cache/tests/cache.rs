@@ -225,24 +225,8 @@ fn invalid_settings_fail_in_build_and_name_the_field() {
         "time_to_live"
     );
     assert_eq!(
-        field(
-            Cache::builder()
-                .max_capacity(1)
-                .time_to_live(Duration::from_secs(10))
-                .refresh_after(Duration::from_secs(10))
-                .build()
-        ),
-        "refresh_after"
-    );
-    assert_eq!(
-        field(
-            Cache::builder()
-                .max_capacity(1)
-                .soft_timeout(Duration::from_secs(2))
-                .hard_timeout(Duration::from_secs(1))
-                .build()
-        ),
-        "soft_timeout"
+        field(Cache::builder().max_capacity(1).name("").build()),
+        "name"
     );
     assert_eq!(
         field(Cache::builder().max_capacity(1).shards(0).build()),
@@ -250,4 +234,52 @@ fn invalid_settings_fail_in_build_and_name_the_field() {
     );
     let error = Cache::<u64, u64>::builder().build().unwrap_err();
     assert!(error.to_string().contains("max_capacity"), "{error}");
+}
+
+/// Every lookup, load, removal and resize reaches a listener as a typed event.
+#[test]
+fn listeners_receive_every_event_in_order() {
+    use palisade_cache::{Event, Outcome};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let clock = ManualClock::new();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(1)
+        .clock(clock.shared())
+        .time_to_live(Duration::from_secs(60))
+        .listener(move |e: &Event| sink.lock().push(*e))
+        .build()
+        .unwrap();
+    assert_eq!(cache.get(&1), None);
+    let loaded = futures::executor::block_on(cache.get_with(1, async {
+        clock.advance(Duration::from_millis(30));
+        10
+    }));
+    assert_eq!(loaded, 10);
+    assert_eq!(cache.get(&1), Some(10));
+    cache.invalidate(&1);
+    let events = seen.lock().clone();
+    assert_eq!(
+        events,
+        [
+            Event::Miss,
+            Event::Miss,
+            Event::LoadFinished {
+                outcome: Outcome::Success,
+                duration: Duration::from_millis(30)
+            },
+            Event::Sizes {
+                entries: 1,
+                weighted_size: 1
+            },
+            Event::Hit,
+            Event::Removed {
+                cause: RemovalCause::Explicit
+            },
+            Event::Sizes {
+                entries: 0,
+                weighted_size: 0
+            },
+        ]
+    );
 }

@@ -2,6 +2,7 @@
 //! left hanging by a cancelled or panicking leader; `LoadingCache`'s
 //! refresh-ahead, stale-if-error, timeouts and negative caching under
 //! `tokio::time::pause`.
+#![cfg(feature = "tokio")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -221,9 +222,10 @@ async fn refresh_ahead_serves_the_old_value_while_reloading_once_in_the_backgrou
     let cache = Cache::builder()
         .max_capacity(10)
         .time_to_live(Duration::from_secs(60))
-        .refresh_after(Duration::from_secs(30))
         .clock(TokioClock::shared())
-        .build_with_loader(counting_loader(&calls, &fail, Duration::from_millis(100)))
+        .loading()
+        .refresh_after(Duration::from_secs(30))
+        .build(counting_loader(&calls, &fail, Duration::from_millis(100)))
         .unwrap();
     assert_eq!(cache.get(1).await.unwrap(), 1_001);
     tokio::time::advance(Duration::from_secs(30)).await;
@@ -244,9 +246,10 @@ async fn stale_if_error_serves_the_expired_value_until_the_maximum_staleness() {
     let cache = Cache::builder()
         .max_capacity(10)
         .time_to_live(Duration::from_secs(60))
-        .stale_if_error(Duration::from_secs(120))
         .clock(TokioClock::shared())
-        .build_with_loader(counting_loader(&calls, &fail, Duration::from_millis(10)))
+        .loading()
+        .stale_if_error(Duration::from_secs(120))
+        .build(counting_loader(&calls, &fail, Duration::from_millis(10)))
         .unwrap();
     assert_eq!(cache.get(1).await.unwrap(), 1_001);
     fail.store(true, Ordering::SeqCst);
@@ -271,11 +274,12 @@ async fn soft_timeout_returns_the_stale_value_and_hard_timeout_abandons_the_load
     let cache = Cache::builder()
         .max_capacity(10)
         .time_to_live(Duration::from_secs(60))
+        .clock(TokioClock::shared())
+        .loading()
         .stale_if_error(Duration::from_secs(600))
         .soft_timeout(Duration::from_millis(50))
         .hard_timeout(Duration::from_secs(1))
-        .clock(TokioClock::shared())
-        .build_with_loader(counting_loader(&calls, &fail, Duration::from_millis(200)))
+        .build(counting_loader(&calls, &fail, Duration::from_millis(200)))
         .unwrap();
     assert_eq!(cache.get(1).await.unwrap(), 1_001);
     tokio::time::advance(Duration::from_secs(61)).await;
@@ -293,9 +297,10 @@ async fn soft_timeout_returns_the_stale_value_and_hard_timeout_abandons_the_load
     // With no stale value, a load slower than the hard timeout fails with Timeout.
     let slow = Cache::builder()
         .max_capacity(10)
-        .hard_timeout(Duration::from_secs(1))
         .clock(TokioClock::shared())
-        .build_with_loader(counting_loader(&calls, &fail, Duration::from_secs(5)))
+        .loading()
+        .hard_timeout(Duration::from_secs(1))
+        .build(counting_loader(&calls, &fail, Duration::from_secs(5)))
         .unwrap();
     let started = tokio::time::Instant::now();
     assert!(matches!(slow.get(2).await, Err(LoadError::Timeout(d)) if d == Duration::from_secs(1)));
@@ -309,7 +314,8 @@ async fn a_loading_cache_caller_that_gives_up_does_not_stop_the_load() {
     let fail = Arc::default();
     let cache = Cache::builder()
         .max_capacity(10)
-        .build_with_loader(counting_loader(&calls, &fail, Duration::from_millis(100)))
+        .loading()
+        .build(counting_loader(&calls, &fail, Duration::from_millis(100)))
         .unwrap();
     let gave_up = tokio::time::timeout(Duration::from_millis(10), cache.get(3)).await;
     assert!(gave_up.is_err());
@@ -372,10 +378,11 @@ async fn negative_caching_still_serves_a_stale_value_under_stale_if_error() {
     let cache = Cache::builder()
         .max_capacity(10)
         .time_to_live(Duration::from_secs(60))
-        .stale_if_error(Duration::from_secs(120))
         .negative_ttl(Duration::from_secs(30))
         .clock(TokioClock::shared())
-        .build_with_loader(counting_loader(&calls, &fail, Duration::from_millis(10)))
+        .loading()
+        .stale_if_error(Duration::from_secs(120))
+        .build(counting_loader(&calls, &fail, Duration::from_millis(10)))
         .unwrap();
     assert_eq!(cache.get(1).await.unwrap(), 1_001);
     fail.store(true, Ordering::SeqCst);
@@ -397,9 +404,10 @@ async fn a_panicking_refresh_is_counted_and_can_be_tried_again() {
     let cache = Cache::builder()
         .max_capacity(10)
         .time_to_live(Duration::from_secs(60))
-        .refresh_after(Duration::from_secs(30))
         .clock(TokioClock::shared())
-        .build_with_loader(move |key: u64| {
+        .loading()
+        .refresh_after(Duration::from_secs(30))
+        .build(move |key: u64| {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
             async move {
                 assert!(n != 2, "the loader panics on its second call");
@@ -416,4 +424,45 @@ async fn a_panicking_refresh_is_counted_and_can_be_tried_again() {
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(cache.get(1).await.unwrap(), 4);
+}
+
+#[test]
+fn invalid_loading_settings_fail_in_build_and_name_the_field() {
+    let loader = |k: u64| async move { Ok::<u64, String>(k) };
+    let loading_field = |built: Result<
+        palisade_cache::LoadingCache<u64, u64, _>,
+        palisade_cache::ConfigError,
+    >| { built.map(|_| ()).unwrap_err().field() };
+    assert_eq!(
+        loading_field(
+            Cache::builder()
+                .max_capacity(1)
+                .time_to_live(Duration::from_secs(10))
+                .loading()
+                .refresh_after(Duration::from_secs(10))
+                .build(loader)
+        ),
+        "refresh_after"
+    );
+    assert_eq!(
+        loading_field(
+            Cache::builder()
+                .max_capacity(1)
+                .loading()
+                .soft_timeout(Duration::from_secs(2))
+                .hard_timeout(Duration::from_secs(1))
+                .build(loader)
+        ),
+        "soft_timeout"
+    );
+    assert_eq!(
+        loading_field(
+            Cache::builder()
+                .max_capacity(1)
+                .loading()
+                .hard_timeout(Duration::ZERO)
+                .build(loader)
+        ),
+        "hard_timeout"
+    );
 }

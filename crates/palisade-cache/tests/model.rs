@@ -132,6 +132,7 @@ fn run(ops: &[Op], tti: bool) -> Result<(), TestCaseError> {
                 RemovalCause::Explicit | RemovalCause::Replaced => {
                     prop_assert!(model.get(&k).is_none_or(|h| h.value != v));
                 }
+                other => prop_assert!(false, "a cause the model does not know: {other}"),
             }
         }
         prop_assert!(cache.entry_count() <= CAPACITY);

@@ -114,7 +114,7 @@ async fn requests_loads_evictions_and_entries_are_reported() {
     };
     assert_eq!(sums.get(&request("hit")), Some(&2), "{sums:#?}");
     assert_eq!(sums.get(&request("miss")), Some(&5));
-    assert_eq!(sums.get(&request("stale")), Some(&0));
+    assert_eq!(sums.get(&request("stale")), None, "nothing served stale");
     let eviction = |cause: &str| {
         (
             EVICTIONS.to_string(),
@@ -126,7 +126,7 @@ async fn requests_loads_evictions_and_entries_are_reported() {
     };
     assert_eq!(sums.get(&eviction("size")), Some(&1));
     assert_eq!(sums.get(&eviction("explicit")), Some(&1));
-    assert_eq!(sums.get(&eviction("expired")), Some(&0));
+    assert_eq!(sums.get(&eviction("expired")), None, "nothing expired");
     let entries = (
         ENTRIES.to_string(),
         pairs(&[("palisade.instance", "users")]),
@@ -145,4 +145,48 @@ async fn requests_loads_evictions_and_entries_are_reported() {
     assert_eq!(histograms.get(&load("failure")), Some(&(1, 0.5)));
     assert_eq!(units.get(LOAD_DURATION).map(String::as_str), Some("s"));
     assert_eq!(units.get(REQUESTS).map(String::as_str), Some("{request}"));
+}
+
+/// A cache reports only when its builder asks: not to the global provider
+/// by default, and to it with `.otel()`, read when `build()` runs.
+#[test]
+fn a_cache_reports_to_the_global_provider_only_when_asked() {
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    opentelemetry::global::set_meter_provider(provider.clone());
+
+    let silent: Cache<u64, u64> = Cache::builder()
+        .name("silent")
+        .max_capacity(4)
+        .build()
+        .unwrap();
+    let _ = silent.get(&1);
+    let heard: Cache<u64, u64> = Cache::builder()
+        .name("heard")
+        .max_capacity(4)
+        .otel()
+        .build()
+        .unwrap();
+    let _ = heard.get(&1);
+
+    provider.force_flush().unwrap();
+    let exported = exporter.get_finished_metrics().unwrap();
+    let mut instances = std::collections::BTreeSet::new();
+    for scope in exported.last().expect("one export").scope_metrics() {
+        assert_eq!(scope.scope().name(), "palisade-cache");
+        for metric in scope.metrics() {
+            if let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() {
+                for p in sum.data_points() {
+                    for kv in p.attributes() {
+                        if kv.key.as_str() == "palisade.instance" {
+                            instances.insert(kv.value.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(instances.into_iter().collect::<Vec<_>>(), ["heard"]);
 }

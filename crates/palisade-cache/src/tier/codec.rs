@@ -25,10 +25,10 @@ where
     V: serde::Serialize + serde::de::DeserializeOwned,
 {
     fn encode(&self, value: &V) -> Result<Vec<u8>, TierError> {
-        serde_json::to_vec(value).map_err(|e| TierError::Codec(e.to_string()))
+        serde_json::to_vec(value).map_err(|e| TierError::Codec(Box::new(e)))
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<V, TierError> {
-        serde_json::from_slice(bytes).map_err(|e| TierError::Codec(e.to_string()))
+        serde_json::from_slice(bytes).map_err(|e| TierError::Codec(Box::new(e)))
     }
 }

@@ -51,13 +51,14 @@ pub enum Invalidation<K> {
 
 /// What went wrong talking to a remote tier.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TierError {
-    /// The remote store failed or could not be reached.
+    /// The remote store failed or could not be reached; the store's own error is the source.
     #[error("remote tier error: {0}")]
-    Backend(String),
-    /// A value or key could not be encoded or decoded.
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A value or key could not be encoded or decoded; the codec's error is the source.
     #[error("remote tier codec error: {0}")]
-    Codec(String),
+    Codec(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The call took longer than the remote timeout.
     #[error("remote tier call took longer than {0:?}")]
     Timeout(Duration),

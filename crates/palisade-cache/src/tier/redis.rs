@@ -22,15 +22,22 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
+use palisade_core::{Backoff, Jitter, SharedSleeper, TokioSleeper};
+
 use super::codec::{Codec, JsonCodec};
 use super::{Invalidation, Invalidations, RemoteTier, TierError};
 
-/// The first and the longest wait between two attempts to resubscribe.
-const RESUBSCRIBE_BACKOFF: (Duration, Duration) =
-    (Duration::from_millis(20), Duration::from_secs(2));
+/// The waits between attempts to resubscribe: from 20 ms, doubling up to
+/// 2 s, each drawn in its upper half (equal jitter) so that the instances a
+/// Redis restart disconnected together do not all come back at once.
+fn resubscribe_backoff() -> Backoff {
+    Backoff::exponential(Duration::from_millis(20))
+        .max(Duration::from_secs(2))
+        .jitter(Jitter::Equal)
+}
 
-fn backend(e: &redis::RedisError) -> TierError {
-    TierError::Backend(e.to_string())
+fn backend(e: redis::RedisError) -> TierError {
+    TierError::Backend(Box::new(e))
 }
 
 /// Aborts the subscription task when the last handle to the tier goes.
@@ -87,7 +94,7 @@ where
     /// Fails if Redis cannot be reached now; once connected, lost
     /// connections are re-established by themselves.
     pub async fn connect_with_codec(url: &str, prefix: &str, codec: C) -> Result<Self, TierError> {
-        let client = redis::Client::open(url).map_err(|e| backend(&e))?;
+        let client = redis::Client::open(url).map_err(backend)?;
         // Few retries per reconnection: a caller waits at most its remote
         // timeout anyway, and an unreachable Redis at startup should fail
         // `connect` in about a second rather than after redis' default seven.
@@ -99,7 +106,7 @@ where
         let connection = client
             .get_connection_manager_with_config(config)
             .await
-            .map_err(|e| backend(&e))?;
+            .map_err(backend)?;
         let channel = format!("{prefix}invalidations");
         // Subscribed before `connect` returns, so no invalidation published
         // after it can be missed.
@@ -110,6 +117,7 @@ where
             channel.clone(),
             pubsub,
             invalidations.clone(),
+            TokioSleeper::shared(),
         ));
         Ok(Self {
             connection,
@@ -141,14 +149,14 @@ where
     }
 
     fn redis_key(&self, key: &K) -> Result<String, TierError> {
-        let json = serde_json::to_string(key).map_err(|e| TierError::Codec(e.to_string()))?;
+        let json = serde_json::to_string(key).map_err(|e| TierError::Codec(Box::new(e)))?;
         Ok(format!("{}{json}", self.prefix))
     }
 }
 
 async fn subscribe(client: &redis::Client, channel: &str) -> Result<PubSub, TierError> {
-    let mut pubsub = client.get_async_pubsub().await.map_err(|e| backend(&e))?;
-    pubsub.subscribe(channel).await.map_err(|e| backend(&e))?;
+    let mut pubsub = client.get_async_pubsub().await.map_err(backend)?;
+    pubsub.subscribe(channel).await.map_err(backend)?;
     Ok(pubsub)
 }
 
@@ -159,6 +167,7 @@ async fn listen<K: DeserializeOwned>(
     channel: String,
     mut pubsub: PubSub,
     out: broadcast::Sender<(u64, Invalidation<K>)>,
+    sleeper: SharedSleeper,
 ) {
     loop {
         let mut messages = pubsub.into_on_message();
@@ -168,13 +177,14 @@ async fn listen<K: DeserializeOwned>(
             }
         }
         drop(messages);
-        let mut delay = RESUBSCRIBE_BACKOFF.0;
+        let backoff = resubscribe_backoff();
+        let mut attempt = 1;
         pubsub = loop {
-            tokio::time::sleep(delay).await;
+            sleeper.sleep(backoff.delay(attempt)).await;
             if let Ok(pubsub) = subscribe(&client, &channel).await {
                 break pubsub;
             }
-            delay = (delay * 2).min(RESUBSCRIBE_BACKOFF.1);
+            attempt = attempt.saturating_add(1);
         };
         let _ = out.send((u64::MAX, Invalidation::Resync));
     }
@@ -198,7 +208,7 @@ where
     async fn get(&self, key: &K) -> Result<Option<V>, TierError> {
         let redis_key = self.redis_key(key)?;
         let mut connection = self.connection.clone();
-        let bytes: Option<Vec<u8>> = connection.get(redis_key).await.map_err(|e| backend(&e))?;
+        let bytes: Option<Vec<u8>> = connection.get(redis_key).await.map_err(backend)?;
         bytes.map(|b| self.codec.decode(&b)).transpose()
     }
 
@@ -207,7 +217,7 @@ where
         let mut connection = self.connection.clone();
         cmd.query_async::<()>(&mut connection)
             .await
-            .map_err(|e| backend(&e))
+            .map_err(backend)
     }
 
     async fn set_if_absent(
@@ -219,30 +229,24 @@ where
         let mut cmd = self.set_command(key, value, ttl)?;
         cmd.arg("NX");
         let mut connection = self.connection.clone();
-        let reply: Option<String> = cmd
-            .query_async(&mut connection)
-            .await
-            .map_err(|e| backend(&e))?;
+        let reply: Option<String> = cmd.query_async(&mut connection).await.map_err(backend)?;
         Ok(reply.is_some())
     }
 
     async fn remove(&self, key: &K) -> Result<(), TierError> {
         let redis_key = self.redis_key(key)?;
         let mut connection = self.connection.clone();
-        connection
-            .del::<_, ()>(redis_key)
-            .await
-            .map_err(|e| backend(&e))
+        connection.del::<_, ()>(redis_key).await.map_err(backend)
     }
 
     async fn publish_invalidation(&self, key: &K) -> Result<(), TierError> {
-        let json = serde_json::to_string(key).map_err(|e| TierError::Codec(e.to_string()))?;
+        let json = serde_json::to_string(key).map_err(|e| TierError::Codec(Box::new(e)))?;
         let payload = format!("{:016x}{json}", self.me);
         let mut connection = self.connection.clone();
         connection
             .publish::<_, _, ()>(&self.channel, payload)
             .await
-            .map_err(|e| backend(&e))
+            .map_err(backend)
     }
 
     fn subscribe(&self) -> Invalidations<K> {

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use palisade_core::ConfigError;
 use palisade_core::config::check_positive_duration;
+use palisade_core::{ConfigError, SharedSleeper, TokioSleeper};
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use super::{Invalidation, RemoteTier, TierError};
@@ -53,6 +54,7 @@ struct Inner<K, V> {
     remote_timeout: Duration,
     remote_ttl: Option<Duration>,
     counters: Arc<Counters>,
+    sleeper: SharedSleeper,
     listener: JoinHandle<()>,
 }
 
@@ -91,6 +93,8 @@ pub struct TieredCacheBuilder<K, V> {
     remote: Arc<dyn RemoteTier<K, V>>,
     remote_timeout: Duration,
     remote_ttl: Option<Duration>,
+    sleeper: Option<SharedSleeper>,
+    runtime: Option<Handle>,
 }
 
 impl<K, V> fmt::Debug for TieredCacheBuilder<K, V> {
@@ -123,9 +127,29 @@ where
         self
     }
 
+    /// What the remote timeout waits on. Default: tokio's timer
+    /// (`TokioSleeper`, which follows `tokio::time::pause`).
+    #[must_use]
+    pub fn sleeper(mut self, sleeper: SharedSleeper) -> Self {
+        self.sleeper = Some(sleeper);
+        self
+    }
+
+    /// The runtime the invalidation listener runs on. Default: the runtime
+    /// `build()` is called in.
+    #[must_use]
+    pub fn runtime(mut self, runtime: Handle) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
     /// Checks the settings, subscribes to the tier's invalidations and
-    /// builds the cache. Must be called inside a tokio runtime, where the
-    /// invalidation listener runs.
+    /// builds the cache.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `remote_timeout` or `remote_ttl` when out of
+    /// bounds, or `runtime` when none was given and `build()` does not run
+    /// inside a tokio runtime.
     pub fn build(self) -> Result<TieredCache<K, V>, ConfigError> {
         check_positive_duration("remote_timeout", self.remote_timeout)?;
         if let Some(ttl) = self.remote_ttl {
@@ -137,10 +161,10 @@ where
                 ));
             }
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        let Some(runtime) = self.runtime.or_else(|| Handle::try_current().ok()) else {
             return Err(ConfigError::new(
                 "runtime",
-                "TieredCache::build must be called inside a tokio runtime, which runs its invalidation listener",
+                "not set, and build() was not called inside a tokio runtime: the invalidation listener needs one",
             ));
         };
         let counters = Arc::new(Counters::default());
@@ -171,6 +195,7 @@ where
                 remote_timeout: self.remote_timeout,
                 remote_ttl: self.remote_ttl,
                 counters,
+                sleeper: self.sleeper.unwrap_or_else(TokioSleeper::shared),
                 listener,
             }),
         })
@@ -189,6 +214,8 @@ where
             remote: Arc::new(remote),
             remote_timeout: Duration::from_millis(50),
             remote_ttl: None,
+            sleeper: None,
+            runtime: None,
         }
     }
 
@@ -213,7 +240,8 @@ where
     /// Runs one remote call within the remote timeout; an error or timeout
     /// is counted and becomes `None`.
     async fn remote<T>(&self, call: impl Future<Output = Result<T, TierError>>) -> Option<T> {
-        let outcome = tokio::time::timeout(self.inner.remote_timeout, call).await;
+        let outcome =
+            palisade_core::timeout(&*self.inner.sleeper, self.inner.remote_timeout, call).await;
         if let Ok(Ok(value)) = outcome {
             Some(value)
         } else {
