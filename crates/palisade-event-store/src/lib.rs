@@ -57,6 +57,10 @@ mod upcast;
 
 pub use codec::{Codec, JsonCodec};
 pub use error::{Error, Result};
+/// The stream adapters for reading an [`EventStream`]: `next` from
+/// [`StreamExt`], `try_next` and `try_collect` from [`TryStreamExt`]
+/// (re-exported from `futures-util`, so a user needs no dependency of their own).
+pub use futures_util::{StreamExt, TryStreamExt};
 pub use limits::{Limits, MAX_EVENT_TYPE_BYTES};
 pub use memory::InMemoryEventStore;
 #[cfg(feature = "postgres")]

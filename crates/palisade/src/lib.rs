@@ -47,8 +47,10 @@
 //! Async code uses `breaker.call(|| async { … }).await`, and tower users
 //! `CircuitBreakerLayer` (feature `tower`).
 //!
-//! The guides live in the repository's `docs/` folder: one per pattern, plus
-//! `telemetry.md`, `composition.md` and `benchmarks.md`.
+//! The guides live in the repository's `docs/` folder: one per pattern
+//! (`circuit-breaker.md`, `cache.md`, `event-store.md`), plus `telemetry.md`,
+//! `benchmarks.md` and the decisions in `adr/`. Their code blocks, and the
+//! README's, are doctests of this crate.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// Clocks, outcomes, backoff and listeners shared by every pattern.
@@ -69,3 +71,43 @@ pub use palisade_cache as cache;
 #[cfg_attr(docsrs, doc(cfg(feature = "event-store")))]
 #[doc(inline)]
 pub use palisade_event_store as event_store;
+
+/// The README and the guides in `docs/`, included so that their code blocks
+/// are compiled and run as doctests of the facade. Each is gated on the
+/// features its code needs.
+#[cfg(doctest)]
+mod guides {
+    #[cfg(feature = "circuit-breaker")]
+    #[doc = include_str!("../../../README.md")]
+    struct Readme;
+
+    #[cfg(all(feature = "circuit-breaker", feature = "tower"))]
+    #[doc = include_str!("../../../docs/circuit-breaker.md")]
+    struct CircuitBreakerGuide;
+
+    #[cfg(all(feature = "cache", feature = "redis"))]
+    #[doc = include_str!("../../../docs/cache.md")]
+    struct CacheGuide;
+
+    #[cfg(all(feature = "event-store", feature = "sqlite", feature = "postgres"))]
+    #[doc = include_str!("../../../docs/event-store.md")]
+    struct EventStoreGuide;
+
+    #[doc = include_str!("../../../docs/telemetry.md")]
+    struct TelemetryGuide;
+
+    #[doc = include_str!("../../../docs/benchmarks.md")]
+    struct Benchmarks;
+
+    #[doc = include_str!("../../../docs/adr/0001-circuit-breaker-concurrency.md")]
+    struct Adr0001;
+
+    #[doc = include_str!("../../../docs/adr/0002-event-store-global-order.md")]
+    struct Adr0002;
+
+    #[doc = include_str!("../../../docs/adr/0003-event-store-drivers.md")]
+    struct Adr0003;
+
+    #[doc = include_str!("../../../docs/adr/0004-cache-policy-and-concurrency.md")]
+    struct Adr0004;
+}

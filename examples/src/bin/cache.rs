@@ -56,14 +56,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .name("prices")
         .max_capacity(10_000)
         .time_to_live(Duration::from_secs(60))
+        .clock(TokioClock::shared())
+        .removal_listener(|product: &u64, price: &u64, cause: RemovalCause| {
+            let why = match cause {
+                RemovalCause::Replaced => "a new value was written for the key",
+                RemovalCause::Expired => "its time to live passed",
+                RemovalCause::Size => "evicted to stay within max_capacity",
+                RemovalCause::Explicit => "invalidated",
+                _ => "another cause",
+            };
+            println!("   removal listener: price {price} of product {product} removed, cause {cause} ({why})");
+        })
+        .loading()
         .refresh_after(Duration::from_secs(45))
         .stale_if_error(Duration::from_secs(300))
         .hard_timeout(Duration::from_secs(2))
-        .clock(TokioClock::shared())
-        .removal_listener(|product: &u64, price: &u64, cause: RemovalCause| {
-            println!("   removed product {product} (price {price}): {cause}");
-        })
-        .build_with_loader(move |product: u64| {
+        .build(move |product: u64| {
             let db = loader_db.clone();
             async move { db.price_of(product).await }
         })?;
@@ -85,7 +93,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     tokio::time::advance(Duration::from_secs(50)).await;
     let price = prices.get(7).await?;
-    println!("after 50 s: served {price} at once, refreshing in the background");
+    println!(
+        "after 50 s (older than refresh_after = 45 s): served {price} at once, reloading it in the background"
+    );
     tokio::time::sleep(Duration::from_millis(50)).await;
     println!("a moment later: {}", prices.get(7).await?);
 
@@ -99,9 +109,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     db.down.store(false, Ordering::SeqCst);
     let stats = prices.cache().stats();
+    println!("stats:");
     println!(
-        "stats: {} hits, {} misses, {} stale served, {} loads, {} failed loads",
-        stats.hits, stats.misses, stats.stale_hits, stats.loads, stats.load_failures
+        "  {:>4} hits          lookups that found a live value",
+        stats.hits
+    );
+    println!(
+        "  {:>4} misses        lookups that found none: the 100 first requests (which shared one \
+         query),\n                     then products 7 and 8 while the database was down",
+        stats.misses
+    );
+    println!(
+        "  {:>4} stale served  expired values served because their reload failed",
+        stats.stale_hits
+    );
+    println!(
+        "  {:>4} loads         loads that returned a value (the first one and the refresh)",
+        stats.loads
+    );
+    println!(
+        "  {:>4} failed loads  loads that failed (the database was down)",
+        stats.load_failures
     );
 
     println!("\n== two service instances over one shared tier");
@@ -131,10 +159,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     a.insert(42, 9_999).await;
     tokio::time::sleep(Duration::from_millis(1)).await; // let B's listener run
     println!(
-        "A wrote 9999: B's local copy is {:?}, and B now reads {}",
+        "A wrote 9999: B dropped its local copy ({:?}), and B now reads {}",
         b.local().get(&42),
         b.get(&42).await.unwrap_or_default()
     );
-    println!("B's remote tier: {:?}", b.tier_stats());
+    let tier = b.tier_stats();
+    println!(
+        "B's remote tier: {} hits (local misses it answered), {} misses, {} errors, {} invalidation \
+         received from A",
+        tier.remote_hits, tier.remote_misses, tier.remote_errors, tier.invalidations_received
+    );
     Ok(())
 }

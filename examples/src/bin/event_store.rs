@@ -7,10 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
 use palisade::event_store::{
     CheckpointStore, EventStore, ExpectedVersion, Filter, NewEvent, ReadStream, SqliteEventStore,
-    StreamName, Subscription,
+    StreamName, Subscription, TryStreamExt,
 };
 use serde::{Deserialize, Serialize};
 
