@@ -1,5 +1,6 @@
 //! What can go wrong, with enough detail to act on.
 
+use palisade_core::ConfigError;
 use uuid::Uuid;
 
 use crate::types::{ExpectedVersion, StreamName, StreamState};
@@ -96,6 +97,10 @@ pub enum Error {
     /// The database failed or could not be reached; the operation may be retried.
     #[error("backend: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A setting given to a builder (or `open`, `with_limits`) is out of its
+    /// bounds; [`ConfigError::field`] names the method.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 impl Error {

@@ -31,14 +31,17 @@
 //! |---|---|---|
 //! | `sqlite` | `SqliteEventStore`: one file, WAL mode, survives restarts | no |
 //! | `postgres` | `PostgresEventStore`: pooled, batched, LISTEN/NOTIFY | no |
-//! | `otel` | `Instrumented`: spans, instruments and trace context for any store | no |
+//! | `otel` | `otel()`, `meter()`, `tracer()` on `Instrumented::builder` and `Subscription::builder`: spans, instruments, lag and trace context | no |
+//! | `tracing` | `tracing()` on the same builders: events with target `palisade_event_store` | no |
 //!
 //! The in-memory store is always there. The guide is `docs/event-store.md`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod codec;
 mod error;
+mod event;
 mod idempotency;
+mod instrumented;
 mod limits;
 mod memory;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
@@ -52,28 +55,34 @@ mod subscription;
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod telemetry;
+#[cfg(feature = "tracing")]
+mod tracing_listener;
 mod types;
 mod upcast;
 
 pub use codec::{Codec, JsonCodec};
 pub use error::{Error, Result};
+pub use event::{Event, Operation, error_type};
 /// The stream adapters for reading an [`EventStream`]: `next` from
 /// [`StreamExt`], `try_next` and `try_collect` from [`TryStreamExt`]
 /// (re-exported from `futures-util`, so a user needs no dependency of their own).
 pub use futures_util::{StreamExt, TryStreamExt};
+pub use instrumented::{Instrumented, InstrumentedBuilder};
 pub use limits::{Limits, MAX_EVENT_TYPE_BYTES};
 pub use memory::InMemoryEventStore;
+pub use palisade_core::{
+    Clock, ConfigError, Listener, ManualClock, SharedClock, SharedSleeper, Sleeper, SystemClock,
+};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres::{PostgresBuilder, PostgresEventStore};
+pub use postgres::{PostgresEventStore, PostgresEventStoreBuilder};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteEventStore;
 pub use store::{EventStore, EventStream};
-pub use subscription::{CheckpointStore, InMemoryCheckpointStore, Subscription};
-#[cfg(feature = "otel")]
-#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
-pub use telemetry::Instrumented;
+pub use subscription::{
+    CheckpointStore, InMemoryCheckpointStore, Subscription, SubscriptionBuilder,
+};
 pub use types::{
     AppendResult, Direction, ExpectedVersion, Filter, MAX_STREAM_NAME_BYTES, Metadata, NewEvent,
     Position, ReadAll, ReadStream, RecordedEvent, Snapshot, StreamName, StreamState,

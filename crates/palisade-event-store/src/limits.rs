@@ -1,5 +1,7 @@
 //! The checks every backend runs on a batch before writing anything.
 
+use palisade_core::ConfigError;
+
 use crate::error::{Error, Result};
 use crate::types::NewEvent;
 
@@ -25,6 +27,23 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Checks the limits themselves: each must be at least 1, or every append would fail.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming `limits`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_event_bytes == 0 || self.max_batch == 0 {
+            return Err(ConfigError::new(
+                "limits",
+                format!(
+                    "max_event_bytes and max_batch must be at least 1, got {} and {}",
+                    self.max_event_bytes, self.max_batch
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks a batch; returns each event's metadata encoded as JSON, which the
     /// backends store as it is.
     ///

@@ -88,16 +88,23 @@ impl Default for InMemoryEventStore {
 impl InMemoryEventStore {
     /// An empty store with the default [`Limits`].
     pub fn new() -> Self {
-        Self::with_limits(Limits::default())
+        Self {
+            inner: RwLock::new(Inner::default()),
+            limits: Limits::default(),
+            changes: watch::Sender::new(0),
+        }
     }
 
     /// An empty store with these limits.
-    pub fn with_limits(limits: Limits) -> Self {
-        Self {
-            inner: RwLock::new(Inner::default()),
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) naming `limits` if a limit is 0.
+    pub fn with_limits(limits: Limits) -> Result<Self> {
+        limits.validate()?;
+        Ok(Self {
             limits,
-            changes: watch::Sender::new(0),
-        }
+            ..Self::new()
+        })
     }
 }
 

@@ -30,7 +30,7 @@ where
         };
         async move {
             let Some((page, want)) = next else {
-                return Ok(None);
+                return Ok::<_, crate::error::Error>(None);
             };
             let (events, cursor) = page.await?;
             let got = events.len() as u64;

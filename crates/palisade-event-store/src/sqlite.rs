@@ -89,6 +89,7 @@ impl SqliteEventStore {
     /// # Errors
     /// As [`SqliteEventStore::open`].
     pub async fn open_with_limits(path: impl AsRef<Path>, limits: Limits) -> Result<Self> {
+        limits.validate()?;
         let path = path.as_ref().to_path_buf();
         let opened = path.clone();
         let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {

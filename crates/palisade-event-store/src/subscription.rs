@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
+use palisade_core::{ConfigError, Listener, Listeners, SharedSleeper, TokioSleeper};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::store::EventStore;
 use crate::types::{Filter, Position, ReadAll, RecordedEvent, StreamName};
 
@@ -73,7 +75,11 @@ impl CheckpointStore for InMemoryCheckpointStore {
 /// let order = StreamName::new("order-7")?;
 /// store.append(&order, ExpectedVersion::Any, vec![NewEvent::json("OrderPlaced", &1)?]).await?;
 ///
-/// let mut sub = Subscription::start(store.clone(), checkpoints.clone(), "emails", Filter::category("order")).await?;
+/// let mut sub = Subscription::builder(store.clone(), checkpoints.clone(), "emails")
+///     .filter(Filter::category("order"))
+///     .page_size(100)
+///     .start()
+///     .await?;
 /// let event = sub.next().await?;
 /// assert_eq!(event.event_type, "OrderPlaced");
 /// sub.checkpoint().await?; // resume after this event next time
@@ -83,17 +89,126 @@ impl CheckpointStore for InMemoryCheckpointStore {
 pub struct Subscription {
     store: Arc<dyn EventStore>,
     checkpoints: Arc<dyn CheckpointStore>,
-    name: String,
+    name: Arc<str>,
     filter: Filter,
     after: Position,
     buffer: VecDeque<RecordedEvent>,
     page: u64,
     changes: watch::Receiver<u64>,
+    sleeper: SharedSleeper,
+    events: Listeners<Event>,
+}
+
+/// Builds a [`Subscription`]: `Subscription::builder(store, checkpoints, name)…start()`.
+#[must_use]
+pub struct SubscriptionBuilder {
+    store: Arc<dyn EventStore>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    name: Arc<str>,
+    filter: Filter,
+    page: u64,
+    sleeper: Option<SharedSleeper>,
+    listeners: Listeners<Event>,
     #[cfg(feature = "otel")]
-    lag: Option<(
-        opentelemetry::metrics::Gauge<u64>,
-        [opentelemetry::KeyValue; 1],
-    )>,
+    lag: Option<palisade_core::telemetry::MeterSource>,
+    #[cfg(feature = "tracing")]
+    pub(crate) tracing: bool,
+}
+
+impl std::fmt::Debug for SubscriptionBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionBuilder")
+            .field("name", &self.name)
+            .field("page_size", &self.page)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SubscriptionBuilder {
+    /// Only events that pass `filter`. Default: [`Filter::all`].
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// How many events one read fetches. Default 512; at least 1.
+    pub fn page_size(mut self, events: u64) -> Self {
+        self.page = events;
+        self
+    }
+
+    /// What the subscription waits on between reads when it is caught up and
+    /// no notification comes (the store's poll interval). Default: tokio's
+    /// timer (`TokioSleeper`, which follows `tokio::time::pause`).
+    pub fn sleeper(mut self, sleeper: SharedSleeper) -> Self {
+        self.sleeper = Some(sleeper);
+        self
+    }
+
+    /// Adds a listener that receives an [`Event::SubscriptionRead`] after
+    /// each read of the log. Default: none.
+    pub fn listener(mut self, listener: impl Listener<Event>) -> Self {
+        self.listeners.push(Arc::new(listener));
+        self
+    }
+
+    #[cfg(feature = "otel")]
+    pub(crate) fn lag_meter(mut self, source: palisade_core::telemetry::MeterSource) -> Self {
+        self.lag = Some(source);
+        self
+    }
+
+    /// Checks the settings and starts after the saved checkpoint (or from the beginning).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `page_size` or `builder` (an empty name), or
+    /// a backend error loading the checkpoint.
+    pub async fn start(self) -> Result<Subscription> {
+        if self.page == 0 {
+            return Err(Error::Config(ConfigError::new(
+                "page_size",
+                "must be at least 1, got 0",
+            )));
+        }
+        if self.name.is_empty() {
+            return Err(Error::Config(ConfigError::new(
+                "builder",
+                "the subscription name must not be empty",
+            )));
+        }
+        #[allow(unused_mut)]
+        let mut events = self.listeners;
+        #[cfg(feature = "tracing")]
+        if self.tracing {
+            events.push(Arc::new(crate::tracing_listener::TracingListener {
+                name: Arc::clone(&self.name),
+            }));
+        }
+        #[cfg(feature = "otel")]
+        if let Some(source) = self.lag {
+            events.push(Arc::new(crate::telemetry::LagListener::new(
+                source, &self.name,
+            )));
+        }
+        let after = self
+            .checkpoints
+            .load(&self.name)
+            .await?
+            .unwrap_or(Position::START);
+        let changes = self.store.changes();
+        Ok(Subscription {
+            store: self.store,
+            checkpoints: self.checkpoints,
+            name: self.name,
+            filter: self.filter,
+            after,
+            buffer: VecDeque::new(),
+            page: self.page,
+            changes,
+            sleeper: self.sleeper.unwrap_or_else(TokioSleeper::shared),
+            events,
+        })
+    }
 }
 
 impl std::fmt::Debug for Subscription {
@@ -106,81 +221,67 @@ impl std::fmt::Debug for Subscription {
 }
 
 impl Subscription {
-    /// Starts `name` after its saved checkpoint (or from the beginning), over events passing `filter`.
+    /// A builder for the subscription `name` (its checkpoint's key).
+    pub fn builder(
+        store: Arc<dyn EventStore>,
+        checkpoints: Arc<dyn CheckpointStore>,
+        name: impl Into<Arc<str>>,
+    ) -> SubscriptionBuilder {
+        SubscriptionBuilder {
+            store,
+            checkpoints,
+            name: name.into(),
+            filter: Filter::all(),
+            page: 512,
+            sleeper: None,
+            listeners: Listeners::new(),
+            #[cfg(feature = "otel")]
+            lag: None,
+            #[cfg(feature = "tracing")]
+            tracing: false,
+        }
+    }
+
+    /// Starts `name` after its saved checkpoint (or from the beginning), over
+    /// events passing `filter`, with the builder's other defaults.
     ///
     /// # Errors
-    /// A backend error loading the checkpoint.
+    /// As [`SubscriptionBuilder::start`].
     pub async fn start(
         store: Arc<dyn EventStore>,
         checkpoints: Arc<dyn CheckpointStore>,
-        name: impl Into<String>,
+        name: impl Into<Arc<str>>,
         filter: Filter,
     ) -> Result<Self> {
-        let name = name.into();
-        let after = checkpoints.load(&name).await?.unwrap_or(Position::START);
-        let changes = store.changes();
-        Ok(Self {
-            store,
-            checkpoints,
-            name,
-            filter,
-            after,
-            buffer: VecDeque::new(),
-            page: 512,
-            changes,
-            #[cfg(feature = "otel")]
-            lag: None,
-        })
+        Self::builder(store, checkpoints, name)
+            .filter(filter)
+            .start()
+            .await
     }
 
     /// A subscription to one stream (events of that stream, in global order).
     ///
     /// # Errors
-    /// As [`Subscription::start`].
+    /// As [`SubscriptionBuilder::start`].
     pub async fn to_stream(
         store: Arc<dyn EventStore>,
         checkpoints: Arc<dyn CheckpointStore>,
-        name: impl Into<String>,
+        name: impl Into<Arc<str>>,
         stream: &StreamName,
     ) -> Result<Self> {
         Self::start(store, checkpoints, name, Filter::stream(stream)).await
     }
 
-    /// How many events one read fetches (default 512).
-    #[must_use]
-    pub fn page_size(mut self, events: u64) -> Self {
-        self.page = events.max(1);
-        self
-    }
-
-    /// Reports `palisade.event_store.subscription.lag` on `meter` (feature
-    /// `otel`): after each read, how many events stand between the last one
-    /// returned and the newest readable one (exact in memory and on SQLite, an
-    /// estimate from sequence numbers on PostgreSQL). Costs one small query per read.
-    #[cfg(feature = "otel")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
-    #[must_use]
-    pub fn meter(mut self, meter: &opentelemetry::metrics::Meter) -> Self {
-        let gauge = meter
-            .u64_gauge(crate::telemetry::SUBSCRIPTION_LAG)
-            .with_unit("{event}")
-            .with_description(
-                "Events between a subscription's position and the newest readable event",
-            )
-            .build();
-        let name = opentelemetry::KeyValue::new(crate::telemetry::SUBSCRIPTION, self.name.clone());
-        self.lag = Some((gauge, [name]));
-        self
-    }
-
-    #[cfg(feature = "otel")]
-    async fn report_lag(&self) -> Result<()> {
-        if let Some((gauge, attributes)) = &self.lag {
+    /// Reports a read to the listeners, with the lag measured only if someone listens.
+    async fn report_read(&self, events: usize) -> Result<()> {
+        if !self.events.is_empty() {
             let head = self.store.head().await?;
-            gauge.record(
-                head.sequence.saturating_sub(self.after.sequence),
-                attributes,
-            );
+            let lag = head.sequence.saturating_sub(self.after.sequence);
+            self.events.emit_with(|| Event::SubscriptionRead {
+                subscription: Arc::clone(&self.name),
+                events: events as u64,
+                lag,
+            });
         }
         Ok(())
     }
@@ -208,12 +309,11 @@ impl Subscription {
                 .await?
                 .try_collect()
                 .await?;
-            #[cfg(feature = "otel")]
-            self.report_lag().await?;
+            self.report_read(page.len()).await?;
             if page.is_empty() {
                 let poll = self.store.poll_interval();
                 // A closed channel (the store is gone) or a timeout both just mean: read again.
-                let _ = tokio::time::timeout(poll, self.changes.changed()).await;
+                let _ = palisade_core::timeout(&*self.sleeper, poll, self.changes.changed()).await;
             } else {
                 self.buffer.extend(page);
             }

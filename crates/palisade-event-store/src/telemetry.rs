@@ -1,23 +1,32 @@
-//! OpenTelemetry for any event store (feature `otel`): a client span per
-//! operation with `db.*` attributes, the instruments of `docs/telemetry.md`,
-//! and the caller's trace context written into the metadata of appended events.
+//! OpenTelemetry for the event store (feature `otel`): adapters over the
+//! store's [`Event`]s, added when a builder asks with `otel()`, `meter(m)`
+//! or `tracer(t)`.
+//!
+//! - [`Instrumented`](crate::Instrumented): a client span per operation
+//!   (`event_store.{operation}`, with `db.*` attributes), the instruments of
+//!   `docs/telemetry.md`, and the caller's trace context written into the
+//!   metadata of appended events so a consumer can continue the trace.
+//! - [`Subscription`](crate::Subscription): the lag gauge.
+//!
+//! Everything the `otel` feature adds to the crate is in this module.
 
 use std::borrow::Cow;
-use std::time::{Duration, Instant};
+use std::future::Future;
 
-use async_trait::async_trait;
 use opentelemetry::context::FutureExt;
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::metrics::{Counter, Histogram, Meter};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
-use opentelemetry::{Context, InstrumentationScope, KeyValue};
-use tokio::sync::watch;
+use opentelemetry::{Context, KeyValue};
+use palisade_core::Listener;
+use palisade_core::telemetry::{ERROR_TYPE, INSTANCE, MeterSource, global_tracer};
 
-use crate::error::{Error, Result};
-use crate::store::{EventStore, EventStream};
-use crate::types::{
-    AppendResult, ExpectedVersion, NewEvent, ReadAll, ReadStream, Snapshot, StreamName, StreamState,
-};
+use crate::error::Result;
+use crate::event::{Event, Operation, error_type};
+use crate::instrumented::InstrumentedBuilder;
+use crate::store::EventStore;
+use crate::subscription::SubscriptionBuilder;
+use crate::types::{NewEvent, StreamName};
 
 /// `palisade.event_store.operation.duration`: seconds per operation, by `db.operation.name`.
 pub const OPERATION_DURATION: &str = "palisade.event_store.operation.duration";
@@ -34,63 +43,88 @@ const DB_SYSTEM: &str = "db.system.name";
 const DB_OPERATION: &str = "db.operation.name";
 const DB_COLLECTION: &str = "db.collection.name";
 
-const OPERATIONS: [&str; 7] = [
-    "append",
-    "read_stream",
-    "read_all",
-    "stream_state",
-    "delete_stream",
-    "save_snapshot",
-    "load_snapshot",
-];
+const NAME: &str = env!("CARGO_PKG_NAME");
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-fn scope() -> InstrumentationScope {
-    InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build()
+/// Where an instrumented store's spans go.
+enum TracerSource {
+    Global,
+    Tracer(BoxedTracer),
 }
 
-/// Any event store, instrumented. Wrap the store once, at start-up:
-///
-/// ```
-/// use palisade_event_store::{InMemoryEventStore, Instrumented};
-///
-/// // Uses the global meter and tracer providers as they are now.
-/// let store = Instrumented::new(InMemoryEventStore::new());
-/// # let _ = store;
-/// ```
-pub struct Instrumented<S> {
-    inner: S,
-    tracer: BoxedTracer,
+/// What the builder of an [`Instrumented`](crate::Instrumented) store asked for.
+#[derive(Default)]
+pub(crate) struct OtelChoice {
+    meter: Option<MeterSource>,
+    tracer: Option<TracerSource>,
+}
+
+impl<S: EventStore> InstrumentedBuilder<S> {
+    /// Spans and instruments on the global tracer and meter providers as
+    /// they are when `build()` runs. Default: neither.
+    pub fn otel(mut self) -> Self {
+        self.otel.meter = Some(MeterSource::Global);
+        self.otel.tracer = Some(TracerSource::Global);
+        self
+    }
+
+    /// The instruments of `docs/telemetry.md` on `meter`.
+    pub fn meter(mut self, meter: Meter) -> Self {
+        self.otel.meter = Some(MeterSource::Meter(meter));
+        self
+    }
+
+    /// A client span per operation on `tracer`, and its trace context in the
+    /// metadata of appended events.
+    pub fn tracer(mut self, tracer: BoxedTracer) -> Self {
+        self.otel.tracer = Some(TracerSource::Tracer(tracer));
+        self
+    }
+}
+
+impl OtelChoice {
+    pub(crate) fn build(
+        self,
+        name: &str,
+        system: &'static str,
+    ) -> (Option<OtelListener>, Option<Spans>) {
+        let listener = self
+            .meter
+            .map(|source| OtelListener::new(&source.meter(NAME, VERSION), name, system));
+        let spans = self.tracer.map(|source| Spans {
+            tracer: match source {
+                TracerSource::Global => global_tracer(NAME, VERSION),
+                TracerSource::Tracer(tracer) => tracer,
+            },
+            by_operation: Operation::ALL
+                .iter()
+                .map(|op| {
+                    [
+                        KeyValue::new(DB_SYSTEM, system),
+                        KeyValue::new(DB_OPERATION, op.as_str()),
+                    ]
+                })
+                .collect(),
+        });
+        (listener, spans)
+    }
+}
+
+/// The instruments of an instrumented store.
+pub(crate) struct OtelListener {
     duration: Histogram<f64>,
     appended: Counter<u64>,
     conflicts: Counter<u64>,
-    system: [KeyValue; 1],
-    /// Per operation: `db.system.name`, `db.operation.name`.
-    by_operation: Vec<[KeyValue; 2]>,
+    /// `palisade.instance`, `db.system.name`.
+    system: [KeyValue; 2],
+    /// Per operation: instance, system, operation.
+    by_operation: Vec<[KeyValue; 3]>,
 }
 
-impl<S> std::fmt::Debug for Instrumented<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Instrumented").finish_non_exhaustive()
-    }
-}
-
-impl<S: EventStore> Instrumented<S> {
-    /// Instruments `inner` with the global meter and tracer providers as they are now.
-    pub fn new(inner: S) -> Self {
-        let meter = opentelemetry::global::meter_with_scope(scope());
-        let tracer = opentelemetry::global::tracer_with_scope(scope());
-        Self::with(inner, &meter, tracer)
-    }
-
-    /// Instruments `inner` with this meter and tracer (tests inject the SDK's in-memory ones).
-    pub fn with(inner: S, meter: &Meter, tracer: BoxedTracer) -> Self {
-        let system = KeyValue::new(DB_SYSTEM, inner.system_name());
-        let by_operation = OPERATIONS
-            .iter()
-            .map(|op| [system.clone(), KeyValue::new(DB_OPERATION, *op)])
-            .collect();
+impl OtelListener {
+    fn new(meter: &Meter, name: &str, system: &'static str) -> Self {
+        let instance = KeyValue::new(INSTANCE, name.to_owned());
+        let system_kv = KeyValue::new(DB_SYSTEM, system);
         Self {
             duration: meter
                 .f64_histogram(OPERATION_DURATION)
@@ -109,42 +143,80 @@ impl<S: EventStore> Instrumented<S> {
                     "Appends refused because the stream was not at the expected version",
                 )
                 .build(),
-            system: [system],
-            by_operation,
-            tracer,
-            inner,
+            by_operation: Operation::ALL
+                .iter()
+                .map(|op| {
+                    [
+                        instance.clone(),
+                        system_kv.clone(),
+                        KeyValue::new(DB_OPERATION, op.as_str()),
+                    ]
+                })
+                .collect(),
+            system: [instance, system_kv],
         }
     }
+}
 
-    /// The wrapped store.
-    pub fn inner(&self) -> &S {
-        &self.inner
+impl Listener<Event> for OtelListener {
+    fn on_event(&self, event: &Event) {
+        match event {
+            Event::OperationFinished {
+                operation,
+                duration,
+                error,
+            } => {
+                let i = Operation::ALL
+                    .iter()
+                    .position(|op| op == operation)
+                    .unwrap_or(0);
+                self.duration
+                    .record(duration.as_secs_f64(), &self.by_operation[i]);
+                if *operation == Operation::Append && *error == Some("conflict") {
+                    self.conflicts.add(1, &self.system);
+                }
+            }
+            Event::Appended { events } => self.appended.add(*events, &self.system),
+            Event::SubscriptionRead { .. } => {}
+        }
     }
+}
 
-    /// Runs `work` inside a client span named `event_store.{operation}` and records its duration.
-    async fn traced<T, F>(&self, op: usize, stream: Option<&StreamName>, work: F) -> Result<T>
+/// The spans of an instrumented store.
+pub(crate) struct Spans {
+    tracer: BoxedTracer,
+    /// Per operation: `db.system.name`, `db.operation.name`.
+    by_operation: Vec<[KeyValue; 2]>,
+}
+
+impl Spans {
+    /// Runs `work` inside a client span named `event_store.{operation}`,
+    /// a child of the caller's current span.
+    pub(crate) async fn run<T, F>(
+        &self,
+        op: Operation,
+        stream: Option<&StreamName>,
+        work: F,
+    ) -> Result<T>
     where
-        F: std::future::Future<Output = Result<T>> + Send,
+        F: Future<Output = Result<T>> + Send,
     {
-        let name = OPERATIONS[op];
-        let mut attributes = self.by_operation[op].to_vec();
+        let i = Operation::ALL.iter().position(|o| *o == op).unwrap_or(0);
+        let mut attributes = self.by_operation[i].to_vec();
         if let Some(stream) = stream {
             attributes.push(KeyValue::new(DB_COLLECTION, stream.as_str().to_owned()));
         }
         let span = self
             .tracer
-            .span_builder(Cow::Owned(format!("event_store.{name}")))
+            .span_builder(Cow::Owned(format!("event_store.{op}")))
             .with_kind(SpanKind::Client)
             .with_attributes(attributes)
             .start_with_context(&self.tracer, &Context::current());
         let cx = Context::current_with_span(span);
-        let started = Instant::now();
         let result = work.with_context(cx.clone()).await;
-        self.duration
-            .record(started.elapsed().as_secs_f64(), &self.by_operation[op]);
         let span = cx.span();
         if let Err(e) = &result {
-            span.set_attribute(KeyValue::new("error.type", error_type(e)));
+            span.set_attribute(KeyValue::new(ERROR_TYPE, error_type(e)));
             span.set_status(Status::error(e.to_string()));
         }
         span.end();
@@ -152,103 +224,67 @@ impl<S: EventStore> Instrumented<S> {
     }
 }
 
-fn error_type(e: &Error) -> &'static str {
-    match e {
-        Error::Conflict { .. } => "conflict",
-        Error::StreamDeleted { .. } => "stream_deleted",
-        Error::DuplicateEventId { .. } => "duplicate_event_id",
-        Error::Backend(_) => "backend",
-        _ => "invalid_input",
-    }
-}
-
-/// The W3C `traceparent` of the current span, if there is one.
-fn current_traceparent() -> Option<String> {
+/// Writes the W3C `traceparent` of the current span into events that carry none.
+pub(crate) fn propagate_trace(events: &mut [NewEvent]) {
     let cx = Context::current();
     let span = cx.span();
     let sc = span.span_context();
-    sc.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        )
-    })
+    if !sc.is_valid() {
+        return;
+    }
+    let traceparent = format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    );
+    for e in events {
+        e.metadata
+            .traceparent
+            .get_or_insert_with(|| traceparent.clone());
+    }
 }
 
-#[async_trait]
-impl<S: EventStore> EventStore for Instrumented<S> {
-    async fn append(
-        &self,
-        stream: &StreamName,
-        expected: ExpectedVersion,
-        mut events: Vec<NewEvent>,
-    ) -> Result<AppendResult> {
-        let count = events.len() as u64;
-        self.traced(0, Some(stream), async {
-            // Events carry the trace that caused them, so a consumer can continue it.
-            if let Some(traceparent) = current_traceparent() {
-                for e in &mut events {
-                    e.metadata
-                        .traceparent
-                        .get_or_insert_with(|| traceparent.clone());
-                }
-            }
-            let result = self.inner.append(stream, expected, events).await;
-            match &result {
-                Ok(r) if r.written => self.appended.add(count, &self.system),
-                Err(Error::Conflict { .. }) => self.conflicts.add(1, &self.system),
-                _ => {}
-            }
-            result
-        })
-        .await
+impl SubscriptionBuilder {
+    /// Reports `palisade.event_store.subscription.lag` on the global meter
+    /// provider as it is when `start()` runs. Default: off.
+    pub fn otel(self) -> Self {
+        self.lag_meter(MeterSource::Global)
     }
 
-    async fn read_stream(&self, stream: &StreamName, options: ReadStream) -> Result<EventStream> {
-        self.traced(1, Some(stream), self.inner.read_stream(stream, options))
-            .await
+    /// Reports `palisade.event_store.subscription.lag` on `meter`.
+    pub fn meter(self, meter: Meter) -> Self {
+        self.lag_meter(MeterSource::Meter(meter))
     }
+}
 
-    async fn read_all(&self, options: ReadAll) -> Result<EventStream> {
-        self.traced(2, None, self.inner.read_all(options)).await
+/// The lag gauge of a subscription.
+pub(crate) struct LagListener {
+    gauge: Gauge<u64>,
+    attributes: [KeyValue; 1],
+}
+
+impl LagListener {
+    pub(crate) fn new(source: MeterSource, subscription: &str) -> Self {
+        let gauge = source
+            .meter(NAME, VERSION)
+            .u64_gauge(SUBSCRIPTION_LAG)
+            .with_unit("{event}")
+            .with_description(
+                "Events between a subscription's position and the newest readable event",
+            )
+            .build();
+        Self {
+            gauge,
+            attributes: [KeyValue::new(SUBSCRIPTION, subscription.to_owned())],
+        }
     }
+}
 
-    async fn stream_state(&self, stream: &StreamName) -> Result<StreamState> {
-        self.traced(3, Some(stream), self.inner.stream_state(stream))
-            .await
-    }
-
-    async fn delete_stream(&self, stream: &StreamName, expected: ExpectedVersion) -> Result<()> {
-        self.traced(4, Some(stream), self.inner.delete_stream(stream, expected))
-            .await
-    }
-
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
-        let stream = snapshot.stream.clone();
-        self.traced(5, Some(&stream), self.inner.save_snapshot(snapshot))
-            .await
-    }
-
-    async fn load_snapshot(&self, stream: &StreamName) -> Result<Option<Snapshot>> {
-        self.traced(6, Some(stream), self.inner.load_snapshot(stream))
-            .await
-    }
-
-    fn changes(&self) -> watch::Receiver<u64> {
-        self.inner.changes()
-    }
-
-    fn poll_interval(&self) -> Duration {
-        self.inner.poll_interval()
-    }
-
-    async fn head(&self) -> Result<crate::types::Position> {
-        self.inner.head().await
-    }
-
-    fn system_name(&self) -> &'static str {
-        self.inner.system_name()
+impl Listener<Event> for LagListener {
+    fn on_event(&self, event: &Event) {
+        if let Event::SubscriptionRead { lag, .. } = event {
+            self.gauge.record(*lag, &self.attributes);
+        }
     }
 }

@@ -31,11 +31,12 @@ async fn operations_are_spans_and_instruments_and_appends_carry_the_trace() {
     let tracers = SdkTracerProvider::builder()
         .with_simple_exporter(spans.clone())
         .build();
-    let store = Instrumented::with(
-        InMemoryEventStore::new(),
-        &meters.meter("test"),
-        BoxedTracer::new(Box::new(tracers.tracer("test"))),
-    );
+    let store = Instrumented::builder(InMemoryEventStore::new())
+        .name("orders")
+        .meter(meters.meter("test"))
+        .tracer(BoxedTracer::new(Box::new(tracers.tracer("test"))))
+        .build()
+        .unwrap();
     let s = StreamName::new("order-1").unwrap();
 
     // Inside a request span: the append's span is its child and the events carry its trace.
@@ -145,7 +146,10 @@ async fn operations_are_spans_and_instruments_and_appends_carry_the_trace() {
             }
         }
     }
-    let system = BTreeMap::from([("db.system.name".to_string(), "palisade.memory".to_string())]);
+    let system = BTreeMap::from([
+        ("db.system.name".to_string(), "palisade.memory".to_string()),
+        ("palisade.instance".to_string(), "orders".to_string()),
+    ]);
     assert_eq!(
         sums[&(EVENTS_APPENDED.to_string(), system.clone())],
         (2, "{event}".to_string())
@@ -179,10 +183,11 @@ async fn a_subscription_reports_its_lag() {
         .await
         .unwrap();
     let checkpoints = std::sync::Arc::new(InMemoryCheckpointStore::new());
-    let mut sub = Subscription::start(store.clone(), checkpoints, "projector", Filter::all())
+    let mut sub = Subscription::builder(store.clone(), checkpoints, "projector")
+        .meter(meters.meter("test"))
+        .start()
         .await
-        .unwrap()
-        .meter(&meters.meter("test"));
+        .unwrap();
     let lag = || {
         meters.force_flush().unwrap();
         let exported = metrics.get_finished_metrics().unwrap();

@@ -4,8 +4,18 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use palisade_core::{Backoff, Jitter, SharedSleeper};
 use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls};
+
+/// The waits between reconnection attempts: from 100 ms, doubling up to
+/// 5 s, each drawn in its upper half (equal jitter), so that the stores a
+/// server restart disconnected together do not all reconnect at once.
+fn reconnect_backoff() -> Backoff {
+    Backoff::exponential(Duration::from_millis(100))
+        .max(Duration::from_secs(5))
+        .jitter(Jitter::Equal)
+}
 
 /// Listens on `channel` until the store (the owner of `changes`) is gone,
 /// reconnecting after a failure. Every notification, and every reconnection
@@ -14,8 +24,12 @@ pub(super) fn spawn(
     config: tokio_postgres::Config,
     channel: String,
     changes: Weak<watch::Sender<u64>>,
+    sleeper: SharedSleeper,
 ) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
+        let backoff = reconnect_backoff();
+        // Failed attempts since the last connection that listened.
+        let mut failures = 0;
         loop {
             if let Ok((client, mut connection)) = config.connect(NoTls).await {
                 let notify = changes.clone();
@@ -37,6 +51,7 @@ pub(super) fn spawn(
                     .is_ok()
                 {
                     bump(&changes);
+                    failures = 0;
                     let _ = driver.await;
                 } else {
                     driver.abort();
@@ -45,7 +60,8 @@ pub(super) fn spawn(
             if !bump(&changes) {
                 return;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            failures += 1;
+            sleeper.sleep(backoff.delay(failures)).await;
         }
     })
     .abort_handle()

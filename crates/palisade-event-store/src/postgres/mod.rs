@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use palisade_core::config::check_nonzero;
+use palisade_core::{ConfigError, SharedSleeper, TokioSleeper};
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
@@ -34,15 +36,16 @@ const SCHEMA_SQL: &str = include_str!("schema.sql");
 /// Builds a [`PostgresEventStore`].
 #[derive(Debug, Clone)]
 #[must_use]
-pub struct PostgresBuilder {
+pub struct PostgresEventStoreBuilder {
     url: String,
     schema: String,
     pool_size: usize,
     limits: Limits,
     poll_interval: Duration,
+    sleeper: Option<SharedSleeper>,
 }
 
-impl PostgresBuilder {
+impl PostgresEventStoreBuilder {
     /// The schema holding the store's tables (default `palisade`): lower-case
     /// letters, digits and `_`, starting with a letter, at most 40 bytes.
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
@@ -50,7 +53,7 @@ impl PostgresBuilder {
         self
     }
 
-    /// Connections in the pool (default 16).
+    /// Connections in the pool (default 16, at least 1).
     pub fn pool_size(mut self, connections: usize) -> Self {
         self.pool_size = connections;
         self
@@ -62,17 +65,24 @@ impl PostgresBuilder {
         self
     }
 
-    /// How often subscriptions poll when no notification arrives (default 500 ms).
+    /// How often subscriptions read the log when no notification arrives, as
+    /// a fallback for a lost notification (default 500 ms, at least 1 ms).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
         self
     }
 
-    /// Connects, creates or updates the schema, and starts listening for new events.
-    ///
-    /// # Errors
-    /// [`Error::Backend`] if the URL or schema name is invalid or the server cannot be reached.
-    pub async fn connect(self) -> Result<PostgresEventStore> {
+    /// What the notification listener waits on between reconnection
+    /// attempts. Default: tokio's timer (`TokioSleeper`, which follows
+    /// `tokio::time::pause`).
+    pub fn sleeper(mut self, sleeper: SharedSleeper) -> Self {
+        self.sleeper = Some(sleeper);
+        self
+    }
+
+    /// Checks every setting, naming the builder method of the first one out
+    /// of bounds.
+    fn validate(&self) -> Result<tokio_postgres::Config, ConfigError> {
         let valid = !self.schema.is_empty()
             && self.schema.len() <= 40
             && self.schema.starts_with(|c: char| c.is_ascii_lowercase())
@@ -81,14 +91,37 @@ impl PostgresBuilder {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !valid {
-            return Err(Error::backend(InvalidSchema(self.schema)));
+            return Err(ConfigError::new(
+                "schema",
+                format!(
+                    "must be 1 to 40 lower-case letters, digits or `_`, starting with a letter, got {:?}",
+                    self.schema
+                ),
+            ));
         }
-        if self.pool_size == 0 {
-            return Err(Error::backend(InvalidSchema(
-                "pool_size must be at least 1".into(),
-            )));
+        check_nonzero("pool_size", self.pool_size as u64)?;
+        if self.poll_interval < Duration::from_millis(1) {
+            return Err(ConfigError::new(
+                "poll_interval",
+                format!(
+                    "must be at least 1 ms, got {:?}: an idle subscription reads the log once per interval",
+                    self.poll_interval
+                ),
+            ));
         }
-        let config = tokio_postgres::Config::from_str(&self.url).map_err(Error::backend)?;
+        self.limits.validate()?;
+        tokio_postgres::Config::from_str(&self.url)
+            .map_err(|e| ConfigError::new("builder", format!("the URL is not valid: {e}")))
+    }
+
+    /// Connects, creates or updates the schema, and starts listening for new events.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the builder method of a setting out of bounds
+    /// (`builder` for a URL that does not parse); [`Error::Backend`] if the
+    /// server cannot be reached or refuses.
+    pub async fn connect(self) -> Result<PostgresEventStore> {
+        let config = self.validate()?;
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -122,6 +155,7 @@ impl PostgresBuilder {
             config,
             format!("{}_events", self.schema),
             Arc::downgrade(&changes),
+            self.sleeper.unwrap_or_else(TokioSleeper::shared),
         );
         Ok(PostgresEventStore {
             pool,
@@ -142,10 +176,6 @@ fn lock_key(schema: &str) -> u32 {
     });
     hash & 0x7fff_ffff
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("invalid PostgreSQL event store setting: {0}")]
-struct InvalidSchema(String);
 
 /// The statements, with the schema name filled in once.
 #[derive(Debug)]
@@ -241,13 +271,14 @@ impl Drop for PostgresEventStore {
 
 impl PostgresEventStore {
     /// A builder for the server at `url` (`postgres://user@host:5432/db`).
-    pub fn builder(url: impl Into<String>) -> PostgresBuilder {
-        PostgresBuilder {
+    pub fn builder(url: impl Into<String>) -> PostgresEventStoreBuilder {
+        PostgresEventStoreBuilder {
             url: url.into(),
             schema: "palisade".into(),
             pool_size: 16,
             limits: Limits::default(),
             poll_interval: Duration::from_millis(500),
+            sleeper: None,
         }
     }
 
