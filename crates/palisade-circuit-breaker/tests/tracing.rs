@@ -1,51 +1,13 @@
 //! The `tracing` feature: transitions and rejections become events with the crate's target.
 #![cfg(feature = "tracing")]
 
-use std::sync::{Arc, Mutex};
-
 use palisade_circuit_breaker::{CircuitBreaker, SlidingWindow, State};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata, Subscriber};
-
-/// Collects (target, level, message + fields) of every event.
-#[derive(Clone, Default)]
-struct Collect(Arc<Mutex<Vec<(String, Level, String)>>>);
-
-struct Fields(String);
-
-impl Visit for Fields {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        use std::fmt::Write;
-        let _ = write!(self.0, "{}={:?} ", field.name(), value);
-    }
-}
-
-impl Subscriber for Collect {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut fields = Fields(String::new());
-        event.record(&mut fields);
-        self.0.lock().unwrap().push((
-            event.metadata().target().to_string(),
-            *event.metadata().level(),
-            fields.0.trim_end().to_string(),
-        ));
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
+use palisade_test_support::Collector;
+use tracing::Level;
 
 #[test]
 fn transitions_and_rejections_are_traced_with_the_instance_name() {
-    let collect = Collect::default();
+    let collect = Collector::new();
     let breaker = CircuitBreaker::builder()
         .tracing()
         .name("ledger")
@@ -53,15 +15,15 @@ fn transitions_and_rejections_are_traced_with_the_instance_name() {
         .minimum_calls(1)
         .build()
         .unwrap();
-    tracing::subscriber::with_default(collect.clone(), || {
+    collect.run(|| {
         breaker.try_acquire().unwrap().failure();
         assert!(breaker.try_acquire().is_err());
     });
     assert_eq!(breaker.state(), State::Open);
-    let events = collect.0.lock().unwrap();
+    let events = collect.events();
     let seen: Vec<_> = events
         .iter()
-        .map(|(target, level, fields)| (target.as_str(), *level, fields.as_str()))
+        .map(|e| (e.target.as_str(), e.level, e.fields.as_str()))
         .collect();
     assert_eq!(seen.len(), 3, "{seen:#?}");
     assert!(seen.iter().all(|e| e.0 == "palisade_circuit_breaker"));

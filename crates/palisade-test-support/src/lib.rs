@@ -30,6 +30,8 @@
 //! removes with a [`Cleanup`] guard, which runs when the test ends, whether
 //! it passed or panicked.
 
+mod traced;
+
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
@@ -39,6 +41,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+pub use traced::{Collector, Traced};
 
 /// The variable that turns an unreachable server into a failure: set it to `1`.
 pub const REQUIRE_SERVICES_VAR: &str = "PALISADE_REQUIRE_SERVICES";

@@ -14,9 +14,9 @@
 //! | `sqlite` | the event store on one SQLite file (WAL) | no |
 //! | `postgres` | the event store on PostgreSQL (pooled, LISTEN/NOTIFY) | no |
 //! | `tower` | a tower `Layer` for every enabled pattern | no |
-//! | `otel` | OpenTelemetry metrics and span events for every enabled pattern | no |
-//! | `tracing` | `tracing` events for every enabled pattern | no |
-//! | `tokio` | `core::TokioClock` and `core::TokioSleeper`, which follow `tokio::time::pause` | no |
+//! | `otel` | OpenTelemetry instruments and spans for every enabled pattern, for each instance whose builder asks (`.otel()` or `.meter(m)`) | no |
+//! | `tracing` | `tracing` events for every enabled pattern, for each instance whose builder asks (`.tracing()`) | no |
+//! | `tokio` | `core::TokioClock` and `core::TokioSleeper`, which follow `tokio::time::pause`; the cache's `LoadingCache` and `tier` | no |
 //! | `full` | all of the above | no |
 //!
 //! ```
