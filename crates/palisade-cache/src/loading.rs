@@ -73,40 +73,21 @@ where
 ///
 /// Displays the loader's error after its own words when `E: Display`, and
 /// is an `Error` whose `source` is the loader's when `E: Error`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError<E> {
     /// The loader returned an error (shared by every caller of that load).
-    Loader(Arc<E>),
+    #[error("the loader failed: {0}")]
+    Loader(#[source] Arc<E>),
     /// The load ran longer than the hard timeout and was abandoned.
+    #[error("the load ran longer than the hard timeout of {0:?} and was abandoned")]
     Timeout(Duration),
     /// The load's task panicked or was cancelled.
+    #[error("the load was aborted: its task panicked or was cancelled")]
     Aborted,
     /// `get` was called outside a tokio runtime, where no load can be spawned.
+    #[error("no tokio runtime to run the load on")]
     NoRuntime,
-}
-
-impl<E: fmt::Display> fmt::Display for LoadError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Loader(e) => write!(f, "the loader failed: {e}"),
-            Self::Timeout(d) => write!(
-                f,
-                "the load ran longer than the hard timeout of {d:?} and was abandoned"
-            ),
-            Self::Aborted => {
-                f.write_str("the load was aborted: its task panicked or was cancelled")
-            }
-            Self::NoRuntime => f.write_str("no tokio runtime to run the load on"),
-        }
-    }
-}
-
-impl<E: std::error::Error + 'static> std::error::Error for LoadError<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Loader(e) => Some(&**e),
-            _ => None,
-        }
-    }
 }
 
 impl<E> LoadError<E> {
@@ -130,16 +111,6 @@ impl<E> Clone for LoadError<E> {
     }
 }
 
-impl<E: fmt::Debug> fmt::Debug for LoadError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Loader(e) => f.debug_tuple("Loader").field(e).finish(),
-            Self::Timeout(d) => f.debug_tuple("Timeout").field(d).finish(),
-            Self::Aborted => f.write_str("Aborted"),
-            Self::NoRuntime => f.write_str("NoRuntime"),
-        }
-    }
-}
 
 /// A [`Cache`] that loads missing values itself, refreshes them ahead of
 /// expiry and serves stale values when the source fails.

@@ -11,6 +11,7 @@ use crate::event::Event;
 
 /// Which calls the closed state judges: the last N, or those of the last period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SlidingWindow {
     /// The last `size` calls.
     Count {

@@ -6,6 +6,7 @@ use crate::config::{ConfigError, check_positive_duration};
 
 /// How much randomness to add to a computed delay, so that many clients do not wake at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Jitter {
     /// The delay as computed.
     #[default]

@@ -43,6 +43,7 @@ mod otel {
     /// `static`, so an instance built after the application installs its
     /// provider reports to it.
     #[derive(Debug, Clone)]
+    #[non_exhaustive]
     pub enum MeterSource {
         /// `opentelemetry::global::meter_provider()` when the instance is built.
         Global,

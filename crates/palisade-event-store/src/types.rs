@@ -87,6 +87,7 @@ impl From<StreamName> for String {
 /// A stream's version is the number of events it holds: 0 before the first
 /// append, `n` after `n` events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ExpectedVersion {
     /// No check.
     Any,

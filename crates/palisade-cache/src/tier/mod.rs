@@ -41,6 +41,7 @@ use crate::Cache;
 
 /// A message from the remote tier to the local caches that sit on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Invalidation<K> {
     /// Another instance wrote or invalidated this key: drop the local copy.
     Key(K),
