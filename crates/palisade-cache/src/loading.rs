@@ -111,7 +111,6 @@ impl<E> Clone for LoadError<E> {
     }
 }
 
-
 /// A [`Cache`] that loads missing values itself, refreshes them ahead of
 /// expiry and serves stale values when the source fails.
 ///

@@ -18,10 +18,25 @@ fn fresh_path(test: &str) -> PathBuf {
     ))
 }
 
-async fn sqlite(test: &str) -> Option<conformance::Store> {
-    Some(Arc::new(
-        SqliteEventStore::open(fresh_path(test)).await.unwrap(),
-    ))
+/// Removes the database file and its WAL companions when the test ends.
+fn remove_when_done(path: &std::path::Path) -> palisade_test_support::Cleanup {
+    let path = path.to_owned();
+    palisade_test_support::Cleanup::new(format!("remove {}", path.display()), move || {
+        for suffix in ["", "-wal", "-shm"] {
+            match std::fs::remove_file(format!("{}{suffix}", path.display())) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    })
+}
+
+async fn sqlite(test: &str) -> Option<(conformance::Store, palisade_test_support::Cleanup)> {
+    let path = fresh_path(test);
+    let cleanup = remove_when_done(&path);
+    let store: conformance::Store = Arc::new(SqliteEventStore::open(&path).await.unwrap());
+    Some((store, cleanup))
 }
 
 conformance_tests!(sqlite);

@@ -93,8 +93,13 @@ mod guides {
     #[doc = include_str!("../../../docs/event-store.md")]
     struct EventStoreGuide;
 
+    #[cfg(feature = "event-store")]
     #[doc = include_str!("../../../docs/telemetry.md")]
     struct TelemetryGuide;
+
+    #[cfg(all(feature = "circuit-breaker", feature = "tower", feature = "tokio"))]
+    #[doc = include_str!("../../../docs/architecture.md")]
+    struct Architecture;
 
     #[doc = include_str!("../../../docs/benchmarks.md")]
     struct Benchmarks;
