@@ -63,6 +63,25 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A schema version above [`MAX_SCHEMA_VERSION`](crate::MAX_SCHEMA_VERSION), which no backend stores exactly.
+    #[error(
+        "event {id}: schema version {schema_version} is above the largest, {}",
+        crate::MAX_SCHEMA_VERSION
+    )]
+    InvalidSchemaVersion {
+        /// The event id.
+        id: Uuid,
+        /// The schema version given.
+        schema_version: u32,
+    },
+    /// A snapshot with a number no backend stores exactly.
+    #[error("snapshot of `{stream}`: {reason}")]
+    InvalidSnapshot {
+        /// The snapshot's stream.
+        stream: StreamName,
+        /// What is out of range.
+        reason: String,
+    },
     /// A stream name that is empty, too long, or has a character that is not allowed.
     #[error("invalid stream name {name:?}: {reason}")]
     InvalidStreamName {
@@ -104,13 +123,33 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps a database error.
+    /// Wraps a database error. When the server said why (a PostgreSQL error
+    /// anywhere in the chain), the error displays what it said, with its
+    /// SQLSTATE, detail and hint; `source()` still leads to the driver's error.
     pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self::Backend(Box::new(e))
+        let boxed: Box<dyn std::error::Error + Send + Sync> = Box::new(e);
+        #[cfg(feature = "postgres")]
+        if let Some(said) = crate::postgres::server_said(&*boxed) {
+            return Self::Backend(Box::new(ServerSaid {
+                said,
+                source: boxed,
+            }));
+        }
+        Self::Backend(boxed)
     }
 
     /// Whether this is an optimistic-concurrency conflict (reload and retry the command).
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Conflict { .. })
     }
+}
+
+/// A backend error, displayed as what the server said.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+#[derive(Debug, thiserror::Error)]
+#[error("{said}")]
+struct ServerSaid {
+    said: String,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
 }

@@ -23,7 +23,7 @@ pub(crate) fn check_retry(
         return Err(conflict());
     };
     let starts_right = match expected {
-        ExpectedVersion::Exact(v) => first.version == v + 1,
+        ExpectedVersion::Exact(v) => v.checked_add(1) == Some(first.version),
         ExpectedVersion::NoStream => first.version == 1,
         _ => true,
     };

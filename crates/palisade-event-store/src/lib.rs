@@ -68,7 +68,9 @@ pub use event::{Event, Operation, error_type};
 /// (re-exported from `futures-util`, so a user needs no dependency of their own).
 pub use futures_util::{StreamExt, TryStreamExt};
 pub use instrumented::{Instrumented, InstrumentedBuilder};
-pub use limits::{Limits, MAX_EVENT_TYPE_BYTES};
+pub use limits::{
+    Limits, MAX_EVENT_TYPE_BYTES, MAX_SCHEMA_VERSION, MAX_SNAPSHOT_VERSION, check_snapshot,
+};
 pub use memory::InMemoryEventStore;
 pub use palisade_core::{
     Clock, ConfigError, Listener, ManualClock, SharedClock, SharedSleeper, Sleeper, SystemClock,

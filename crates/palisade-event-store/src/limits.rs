@@ -17,6 +17,41 @@ pub struct Limits {
 /// The longest event type name, in bytes.
 pub const MAX_EVENT_TYPE_BYTES: usize = 255;
 
+/// The largest schema version of an event or a snapshot: 2^31 − 1, what
+/// every backend stores exactly (PostgreSQL's `integer`). A larger one is
+/// refused, never stored clamped.
+pub const MAX_SCHEMA_VERSION: u32 = i32::MAX as u32;
+
+/// The largest stream version a snapshot may say it was taken at: what
+/// every backend stores exactly (a signed 64-bit integer).
+pub const MAX_SNAPSHOT_VERSION: u64 = i64::MAX as u64;
+
+/// Checks the numbers of a snapshot that a backend narrows when it stores them.
+///
+/// # Errors
+/// [`Error::InvalidSnapshot`] naming what is out of range.
+pub fn check_snapshot(snapshot: &crate::types::Snapshot) -> Result<()> {
+    if snapshot.schema_version > MAX_SCHEMA_VERSION {
+        return Err(Error::InvalidSnapshot {
+            stream: snapshot.stream.clone(),
+            reason: format!(
+                "schema version {} is above the largest, {MAX_SCHEMA_VERSION}",
+                snapshot.schema_version
+            ),
+        });
+    }
+    if snapshot.version > MAX_SNAPSHOT_VERSION {
+        return Err(Error::InvalidSnapshot {
+            stream: snapshot.stream.clone(),
+            reason: format!(
+                "version {} is above the largest, {MAX_SNAPSHOT_VERSION}",
+                snapshot.version
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -49,7 +84,7 @@ impl Limits {
     ///
     /// # Errors
     /// [`Error::EmptyBatch`], [`Error::BatchTooLarge`], [`Error::EventTooLarge`], [`Error::InvalidEventType`],
-    /// [`Error::DuplicateEventId`] for an id used twice in the batch.
+    /// [`Error::InvalidSchemaVersion`], [`Error::DuplicateEventId`] for an id used twice in the batch.
     pub fn check(&self, events: &[NewEvent]) -> Result<Vec<Vec<u8>>> {
         if events.is_empty() {
             return Err(Error::EmptyBatch);
@@ -69,6 +104,12 @@ impl Limits {
                         "must be 1 to {MAX_EVENT_TYPE_BYTES} bytes, is {}",
                         e.event_type.len()
                     ),
+                });
+            }
+            if e.schema_version > MAX_SCHEMA_VERSION {
+                return Err(Error::InvalidSchemaVersion {
+                    id: e.id,
+                    schema_version: e.schema_version,
                 });
             }
             if events[..i].iter().any(|earlier| earlier.id == e.id) {

@@ -229,6 +229,7 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        crate::limits::check_snapshot(&snapshot)?;
         self.inner
             .write()
             .snapshots

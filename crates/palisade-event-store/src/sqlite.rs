@@ -181,6 +181,47 @@ impl RawEvent {
     }
 }
 
+/// A number as SQLite stores it: above `i64::MAX` no row can hold it, so it
+/// saturates (a bound past every row stays past every row).
+fn stored_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The position after which `read_all` starts, as a sequence number with the
+/// same meaning as everywhere else: events whose `(commit, sequence)` is
+/// greater. Commit order is sequence order here, so a position the store
+/// handed out already is one (its event is at its sequence with its commit);
+/// any other (made up, or past the end) is mapped to the last event at or
+/// before it, with one scan.
+fn sequence_after(conn: &Connection, after: Position) -> Result<Position> {
+    let (commit, sequence) = (stored_int(after.commit), stored_int(after.sequence));
+    if after == Position::START {
+        return Ok(after);
+    }
+    let at: Option<i64> = conn
+        .query_row(
+            "SELECT commit_id FROM events WHERE sequence = ?1",
+            params![sequence],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?;
+    if at == Some(commit) {
+        return Ok(after);
+    }
+    let last: Option<i64> = conn
+        .query_row(
+            "SELECT MAX(sequence) FROM events WHERE commit_id < ?1 OR (commit_id = ?1 AND sequence <= ?2)",
+            params![commit, sequence],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    Ok(Position {
+        commit: after.commit,
+        sequence: last.map_or(0, |s| s as u64),
+    })
+}
+
 fn query_events(
     conn: &Connection,
     sql: &str,
@@ -354,13 +395,12 @@ impl EventStore for SqliteEventStore {
     async fn read_all(&self, options: ReadAll) -> Result<EventStream> {
         let store = self.clone();
         let filter = options.filter;
-        Ok(paged(
-            options.after,
-            options.limit,
-            move |after: Position, n| {
-                let (store, filter) = (store.clone(), filter.clone());
-                async move {
-                    let events = store
+        let after = options.after;
+        let after = self.with(move |conn| sequence_after(conn, after)).await?;
+        Ok(paged(after, options.limit, move |after: Position, n| {
+            let (store, filter) = (store.clone(), filter.clone());
+            async move {
+                let events = store
                     .with(move |conn| {
                         // Commit order is sequence order here, so the sequence alone is the cursor.
                         let sql = format!(
@@ -377,15 +417,14 @@ impl EventStore for SqliteEventStore {
                         query_events(
                             conn,
                             &sql,
-                            params![after.sequence as i64, filter.stream_prefix, filter.exact_stream, types, n as i64],
+                            params![stored_int(after.sequence), filter.stream_prefix, filter.exact_stream, types, stored_int(n)],
                         )
                     })
                     .await?;
-                    let next = events.last().map_or(after, |e| e.position);
-                    Ok((events, next))
-                }
-            },
-        ))
+                let next = events.last().map_or(after, |e| e.position);
+                Ok((events, next))
+            }
+        }))
     }
 
     async fn stream_state(&self, stream: &StreamName) -> Result<StreamState> {
@@ -415,6 +454,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        crate::limits::check_snapshot(&snapshot)?;
         self.with(move |conn| {
             conn.execute(
                 "INSERT INTO snapshots (stream, version, schema_version, payload) VALUES (?1, ?2, ?3, ?4) \

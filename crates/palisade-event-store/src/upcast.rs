@@ -28,8 +28,9 @@ type Step = Arc<dyn Fn(RecordedEvent) -> std::result::Result<RecordedEvent, Stri
 ///     v["amount"] = cents.into();
 ///     e.payload = serde_json::to_vec(&v).map_err(|e| e.to_string())?;
 ///     Ok(e)
-/// });
+/// })?;
 /// # let _ = upcasters;
+/// # Ok::<(), palisade_event_store::Error>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct Upcasters {
@@ -57,18 +58,36 @@ impl Upcasters {
 
     /// Registers the step that turns `event_type` at `from_version` into `from_version + 1`.
     /// The step changes the payload (and may rename the type); the schema version is set for it.
-    #[must_use]
-    pub fn register<F>(mut self, event_type: impl Into<String>, from_version: u32, step: F) -> Self
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `register` when `from_version` is
+    /// [`MAX_SCHEMA_VERSION`](crate::MAX_SCHEMA_VERSION) or above: no
+    /// version an event can be stored with comes after it.
+    pub fn register<F>(
+        mut self,
+        event_type: impl Into<String>,
+        from_version: u32,
+        step: F,
+    ) -> Result<Self>
     where
         F: Fn(RecordedEvent) -> std::result::Result<RecordedEvent, String> + Send + Sync + 'static,
     {
+        if from_version >= crate::MAX_SCHEMA_VERSION {
+            return Err(Error::Config(palisade_core::ConfigError::new(
+                "register",
+                format!(
+                    "from_version must be below {}, the largest schema version, got {from_version}",
+                    crate::MAX_SCHEMA_VERSION
+                ),
+            )));
+        }
         let event_type = event_type.into();
         let to = from_version + 1;
         let latest = self.latest.entry(event_type.clone()).or_insert(to);
         *latest = (*latest).max(to);
         self.steps
             .insert((event_type, from_version), Arc::new(step));
-        self
+        Ok(self)
     }
 
     /// Brings `event` to the newest schema its type has.

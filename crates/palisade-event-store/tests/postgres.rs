@@ -326,3 +326,71 @@ async fn another_process_is_woken_by_notify_not_by_polling() {
         ("Ping", &[7u8][..])
     );
 }
+
+/// An append stuck behind a lock is cancelled by the server at the
+/// statement timeout; the error says what the server said, nothing was
+/// written, and the store works again once the lock is gone.
+#[tokio::test]
+async fn a_statement_timeout_cancels_a_stuck_append_and_says_why() {
+    let Some(schema) = Schema::new(test_name!()) else {
+        return;
+    };
+    let store = PostgresEventStore::builder(&schema.url)
+        .schema(&schema.name)
+        .statement_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .unwrap();
+    let s = StreamName::new("order-1").unwrap();
+    let (mut locker, connection) = tokio_postgres::connect(&schema.url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute(&format!(
+        "LOCK TABLE {schema}.streams IN ACCESS EXCLUSIVE MODE"
+    ))
+    .await
+    .unwrap();
+
+    let err = store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Placed", vec![1])],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Backend(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "backend: ERROR 57014: canceling statement due to statement timeout"
+    );
+    lock.rollback().await.unwrap();
+    assert_eq!(store.stream_state(&s).await.unwrap(), StreamState::NoStream);
+    store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("Placed", vec![1])],
+        )
+        .await
+        .unwrap();
+}
+
+/// A server that accepts the connection and never answers: `connect` gives
+/// up at the connect timeout instead of hanging. Needs no PostgreSQL; the
+/// timeout runs on paused tokio time, so the test waits for nothing.
+#[tokio::test(start_paused = true)]
+async fn connect_gives_up_at_the_connect_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("postgres://postgres@{}/test", silent.local_addr().unwrap());
+    let started = tokio::time::Instant::now();
+    let err = PostgresEventStore::builder(&url)
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Backend(_)), "{err}");
+    assert!(err.to_string().contains("Timeout"), "{err}");
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    drop(silent);
+}

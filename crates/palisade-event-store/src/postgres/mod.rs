@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use palisade_core::config::check_nonzero;
 use palisade_core::{ConfigError, SharedSleeper, TokioSleeper};
 use tokio::sync::watch;
@@ -42,6 +42,9 @@ pub struct PostgresEventStoreBuilder {
     pool_size: usize,
     limits: Limits,
     poll_interval: Duration,
+    connect_timeout: Duration,
+    statement_timeout: Option<Duration>,
+    pool_wait_timeout: Duration,
     sleeper: Option<SharedSleeper>,
 }
 
@@ -69,6 +72,35 @@ impl PostgresEventStoreBuilder {
     /// a fallback for a lost notification (default 500 ms, at least 1 ms).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
+        self
+    }
+
+    /// The longest a new connection may take to open, for the pool and the
+    /// notification listener (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The longest the server runs one statement (an append waiting for a
+    /// lock included) before it cancels it; the call then fails with
+    /// [`Error::Backend`] saying so, and nothing of an append is written
+    /// (default 30 s; PostgreSQL's `statement_timeout`, set on each connection).
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = Some(timeout);
+        self
+    }
+
+    /// No statement timeout: a statement runs as long as the server lets it.
+    pub fn no_statement_timeout(mut self) -> Self {
+        self.statement_timeout = None;
+        self
+    }
+
+    /// The longest a call waits for a free connection when all
+    /// [`pool_size`](Self::pool_size) are busy (default 5 s).
+    pub fn pool_wait_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_wait_timeout = timeout;
         self
     }
 
@@ -110,8 +142,32 @@ impl PostgresEventStoreBuilder {
             ));
         }
         self.limits.validate()?;
-        tokio_postgres::Config::from_str(&self.url)
-            .map_err(|e| ConfigError::new("builder", format!("the URL is not valid: {e}")))
+        for (field, value) in [
+            ("connect_timeout", Some(self.connect_timeout)),
+            ("statement_timeout", self.statement_timeout),
+            ("pool_wait_timeout", Some(self.pool_wait_timeout)),
+        ] {
+            if let Some(d) = value
+                && d < Duration::from_millis(1)
+            {
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be at least 1 ms, got {d:?}"),
+                ));
+            }
+        }
+        let mut config = tokio_postgres::Config::from_str(&self.url)
+            .map_err(|e| ConfigError::new("builder", format!("the URL is not valid: {e}")))?;
+        config.connect_timeout(self.connect_timeout);
+        if let Some(timeout) = self.statement_timeout {
+            let ours = format!("-c statement_timeout={}", timeout.as_millis());
+            let options = match config.get_options() {
+                Some(theirs) if !theirs.is_empty() => format!("{theirs} {ours}"),
+                _ => ours,
+            };
+            config.options(&options);
+        }
+        Ok(config)
     }
 
     /// Connects, creates or updates the schema, and starts listening for new events.
@@ -131,6 +187,9 @@ impl PostgresEventStoreBuilder {
         );
         let pool = Pool::builder(manager)
             .max_size(self.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(self.pool_wait_timeout))
+            .create_timeout(Some(self.connect_timeout))
             .build()
             .map_err(Error::backend)?;
         let sql = Arc::new(Sql::new(&self.schema));
@@ -278,6 +337,9 @@ impl PostgresEventStore {
             pool_size: 16,
             limits: Limits::default(),
             poll_interval: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Some(Duration::from_secs(30)),
+            pool_wait_timeout: Duration::from_secs(5),
             sleeper: None,
         }
     }
@@ -307,6 +369,33 @@ impl PostgresEventStore {
             .collect();
         check_retry(stream, expected, events, &existing)
     }
+}
+
+/// What the PostgreSQL server said, if a server error is anywhere in `e`'s
+/// chain: `ERROR 57014: canceling statement due to statement timeout`, with
+/// its detail and hint when it gave them.
+pub(crate) fn server_said(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let db = e
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::as_db_error)
+            .or_else(|| e.downcast_ref::<tokio_postgres::error::DbError>());
+        if let Some(db) = db {
+            let mut said = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+            if let Some(detail) = db.detail() {
+                said.push_str("; detail: ");
+                said.push_str(detail);
+            }
+            if let Some(hint) = db.hint() {
+                said.push_str("; hint: ");
+                said.push_str(hint);
+            }
+            return Some(said);
+        }
+        next = e.source();
+    }
+    None
 }
 
 fn expected_parts(expected: ExpectedVersion) -> (i32, i64) {
@@ -363,7 +452,8 @@ impl EventStore for PostgresEventStore {
         let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
         let schemas: Vec<i32> = events
             .iter()
-            .map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX))
+            // Checked by `Limits::check`: at most `MAX_SCHEMA_VERSION` = i32::MAX.
+            .map(|e| e.schema_version as i32)
             .collect();
         let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
         let metadata: Vec<&[u8]> = metadata.iter().map(Vec::as_slice).collect();
@@ -481,7 +571,8 @@ impl EventStore for PostgresEventStore {
                             &sql.read_all,
                             &[
                                 &after.commit.to_string(),
-                                &(after.sequence as i64),
+                                // No row holds a sequence above i64::MAX: a bound past them stays past them.
+                                &i64::try_from(after.sequence).unwrap_or(i64::MAX),
                                 &filter.stream_prefix,
                                 &filter.exact_stream,
                                 &filter.event_types,
@@ -529,6 +620,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        crate::limits::check_snapshot(&snapshot)?;
         self.conn()
             .await?
             .execute(

@@ -88,9 +88,11 @@ macro_rules! conformance_tests {
             a_failed_batch_writes_nothing,
             retrying_an_append_is_idempotent,
             read_all_in_global_order_with_filters,
+            reading_after_the_end_finds_nothing,
             deleted_streams_say_so_and_can_be_recreated,
             snapshots_keep_the_latest,
             limits_are_clear_errors,
+            numbers_no_backend_stores_exactly_are_refused,
             metadata_round_trips,
             subscription_catches_up_then_goes_live_and_resumes,
             concurrent_writers_on_one_stream_never_share_a_version,
@@ -393,6 +395,54 @@ pub(crate) async fn read_all_in_global_order_with_filters(store: Store) {
     assert_eq!(numbers(&prefix), [4]);
 }
 
+/// A position past the newest event, however it is made, has nothing after
+/// it; one before the first has everything: the same on every backend.
+pub(crate) async fn reading_after_the_end_finds_nothing(store: Store) {
+    let s = name("order-1");
+    store
+        .append(
+            &s,
+            ExpectedVersion::Any,
+            vec![ev("Placed", 1), ev("Paid", 2)],
+        )
+        .await
+        .unwrap();
+    store
+        .append(&s, ExpectedVersion::Any, vec![ev("Shipped", 3)])
+        .await
+        .unwrap();
+    let head = store.head().await.unwrap();
+    for past in [
+        Position {
+            commit: u64::MAX,
+            sequence: u64::MAX,
+        },
+        Position {
+            commit: head.commit + 1,
+            sequence: 0,
+        },
+        Position {
+            commit: head.commit,
+            sequence: u64::MAX,
+        },
+        head,
+    ] {
+        let found = all(&store, ReadAll::after(past)).await;
+        assert!(found.is_empty(), "after {past}: {:?}", numbers(&found));
+    }
+    let every = all(&store, ReadAll::after(Position::START)).await;
+    assert_eq!(numbers(&every), [1, 2, 3]);
+    let before_the_last_commit = Position {
+        commit: every[2].position.commit,
+        sequence: 0,
+    };
+    assert_eq!(
+        numbers(&all(&store, ReadAll::after(before_the_last_commit)).await),
+        [3],
+        "a made-up position inside the log counts by (commit, sequence)"
+    );
+}
+
 pub(crate) async fn deleted_streams_say_so_and_can_be_recreated(store: Store) {
     let s = name("session-1");
     store
@@ -510,6 +560,61 @@ pub(crate) async fn limits_are_clear_errors(store: Store) {
         );
     }
     assert_eq!(store.stream_state(&s).await.unwrap(), StreamState::NoStream);
+}
+
+/// A schema version or a snapshot version that some backend would narrow is
+/// refused on every backend, and nothing is written; the largest allowed
+/// reads back exactly, so an identical retry is recognised.
+pub(crate) async fn numbers_no_backend_stores_exactly_are_refused(store: Store) {
+    let s = name("order-1");
+    let too_new = ev("Placed", 1).with_schema_version(MAX_SCHEMA_VERSION + 1);
+    let err = store
+        .append(&s, ExpectedVersion::NoStream, vec![too_new])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidSchemaVersion { schema_version, .. } if schema_version == MAX_SCHEMA_VERSION + 1),
+        "{err}"
+    );
+    assert_eq!(store.stream_state(&s).await.unwrap(), StreamState::NoStream);
+
+    let newest = ev("Placed", 1).with_schema_version(MAX_SCHEMA_VERSION);
+    let first = store
+        .append(&s, ExpectedVersion::NoStream, vec![newest.clone()])
+        .await
+        .unwrap();
+    let again = store
+        .append(&s, ExpectedVersion::NoStream, vec![newest])
+        .await
+        .unwrap();
+    assert!(first.written && !again.written, "the retry is recognised");
+    let read = read(&store, &s, ReadStream::forward()).await;
+    assert_eq!(read[0].schema_version, MAX_SCHEMA_VERSION);
+
+    for (version, schema_version) in [
+        (MAX_SNAPSHOT_VERSION + 1, 1),
+        (u64::MAX, 1),
+        (1, MAX_SCHEMA_VERSION + 1),
+    ] {
+        let err = store
+            .save_snapshot(Snapshot {
+                stream: s.clone(),
+                version,
+                schema_version,
+                payload: vec![1],
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidSnapshot { .. }), "{err}");
+    }
+    assert_eq!(store.load_snapshot(&s).await.unwrap(), None);
+    assert!(
+        matches!(
+            Upcasters::new().register("Placed", MAX_SCHEMA_VERSION, Ok),
+            Err(Error::Config(e)) if e.field() == "register"
+        ),
+        "no version comes after the largest"
+    );
 }
 
 pub(crate) async fn metadata_round_trips(store: Store) {
@@ -744,11 +849,13 @@ pub(crate) async fn upcasters_apply_on_read(store: Store) {
             e.payload = serde_json::to_vec(&(n * 10)).map_err(|e| e.to_string())?;
             Ok(e)
         })
+        .unwrap()
         .register("Renamed", 2, |mut e: RecordedEvent| {
             let n: u32 = serde_json::from_slice(&e.payload).map_err(|e| e.to_string())?;
             e.payload = serde_json::to_vec(&(n + 1)).map_err(|e| e.to_string())?;
             Ok(e)
-        });
+        })
+        .unwrap();
     let upcasting: Store = Arc::new(Upcasting::new(store.clone(), upcasters));
     let events = read(&upcasting, &s, ReadStream::forward()).await;
     assert_eq!(numbers(&events), [51, 7, 7]);
@@ -764,7 +871,7 @@ pub(crate) async fn upcasters_apply_on_read(store: Store) {
     assert_eq!(numbers(&global), [51, 7, 7]);
 
     // a schema with no step is a clear error, not a silent pass-through
-    let gap = Upcasters::new().register("Renamed", 2, Ok);
+    let gap = Upcasters::new().register("Renamed", 2, Ok).unwrap();
     let broken: Store = Arc::new(Upcasting::new(store.clone(), gap));
     let err = broken
         .read_stream(&s, ReadStream::forward())
