@@ -361,10 +361,10 @@ where
         }
     }
 
-    /// Stores `value` for `key`, replacing any value it had.
+    /// Stores `value` for `key`, replacing any value it had. A load of the
+    /// key under way is superseded: its value is not stored over this one.
     pub fn insert(&self, key: K, value: V) {
         let hash = self.inner.store.hash(&key);
-        self.inner.flights.supersede(hash, &key);
         self.insert_hashed(hash, key, value, None);
     }
 
@@ -381,8 +381,10 @@ where
         // A weight of 0 counts as 1: the bound then also bounds the entry count.
         let weight = inner.weigher.as_ref().map_or(1, |w| w(&key, &value).max(1));
         if u64::from(weight) > inner.max {
-            // Heavier than the whole cache: never stored; any older value goes.
-            self.invalidate(&key);
+            // Heavier than the whole cache: never stored. The older value
+            // goes as replaced (a new value was written for its key), and the
+            // new one is reported as evicted for its size.
+            self.remove_replaced(hash, &key);
             if let Some(listener) = &inner.listener {
                 listener.on_removal(&key, &value, RemovalCause::Size);
             }
@@ -434,6 +436,10 @@ where
             entry
         });
         if let Some(entry) = stored {
+            if loaded_by.is_none() {
+                // After the write, under the lock: see `Flights::supersede`.
+                inner.flights.supersede(hash, &entry.key);
+            }
             if let Some(old) = replaced {
                 m.policy.release(reserved);
                 m.policy.update(entry);
@@ -463,17 +469,32 @@ where
         if let Some(negative) = &inner.negative {
             negative.invalidate(key);
         }
+        self.remove_with(hash, key, RemovalCause::Explicit);
+    }
+
+    /// Removes `key`'s value as replaced by one that could not be stored.
+    fn remove_replaced(&self, hash: u64, key: &K) {
+        if let Some(negative) = &self.inner.negative {
+            negative.invalidate(key);
+        }
+        self.remove_with(hash, key, RemovalCause::Replaced);
+    }
+
+    fn remove_with<Q>(&self, hash: u64, key: &Q, cause: RemovalCause)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let inner = &*self.inner;
         let mut m = self.lock_maintenance();
-        // A load under way read the value from before this invalidation: it
-        // must not be stored, whether or not the key has a value now.
-        inner.flights.supersede(hash, key);
         if let Some(entry) = inner.store.remove(hash, key) {
             m.policy.remove(entry.slot);
-            m.removed.push(Removed {
-                entry,
-                cause: RemovalCause::Explicit,
-            });
+            m.removed.push(Removed { entry, cause });
         }
+        // A load under way read the value from before this removal: it must
+        // not be stored, whether or not the key had a value. After the
+        // removal, under the lock: see `Flights::supersede`.
+        inner.flights.supersede(hash, key);
         self.finish(m);
     }
 
@@ -484,7 +505,6 @@ where
             negative.invalidate_all();
         }
         let mut m = self.lock_maintenance();
-        inner.flights.supersede_all();
         let all: Vec<_> = m.policy.entries().cloned().collect();
         for entry in all {
             inner.store.remove_exact(&entry);
@@ -494,6 +514,8 @@ where
                 cause: RemovalCause::Explicit,
             });
         }
+        // After the removals, under the lock: see `Flights::supersede`.
+        inner.flights.supersede_all();
         self.finish(m);
     }
 

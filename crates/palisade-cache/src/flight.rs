@@ -12,7 +12,7 @@ use std::borrow::Borrow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 
 use hashbrown::HashTable;
 use parking_lot::Mutex;
@@ -125,6 +125,12 @@ impl<K: Eq + Clone, V> Flights<K, V> {
             |(h, _, _)| *h,
         );
         self.registered.fetch_add(1, Ordering::SeqCst);
+        // Dekker's pattern with `supersede`: the writer writes the value,
+        // fences, then reads `registered`; the leader registers, fences, then
+        // (its caller) reads the value again. With both fences, either the
+        // writer sees this load and supersedes it, or the re-check sees the
+        // written value; never neither.
+        fence(Ordering::SeqCst);
         Join::Leader(Leader {
             flights: Arc::clone(self),
             hash,
@@ -134,12 +140,17 @@ impl<K: Eq + Clone, V> Flights<K, V> {
     }
 
     /// Marks the key's running load, if any, as superseded by a write or an
-    /// invalidation.
+    /// invalidation. Called under the maintenance lock *after* the write or
+    /// removal, so that a load that registers later finds the new state when
+    /// it re-checks the cache, and one registered earlier is marked before
+    /// it can store (storing takes the maintenance lock and looks at the mark).
     pub(crate) fn supersede<Q>(&self, hash: u64, key: &Q)
     where
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
+        // See `join`: the value this supersedes for is written before here.
+        fence(Ordering::SeqCst);
         if self.registered.load(Ordering::SeqCst) == 0 {
             return;
         }

@@ -52,6 +52,27 @@ fn a_weigher_bounds_the_total_weight_and_an_entry_heavier_than_the_cache_is_refu
     cache.insert(1_000, 101);
     assert_eq!(cache.get(&1_000), None);
     assert_eq!(log.lock().last(), Some(&(1_000, 101, RemovalCause::Size)));
+
+    // A value too heavy for the cache written over a held one: the held one
+    // goes as replaced (a new value was written for its key), not as invalidated.
+    let held = (0..50)
+        .find(|k| cache.get(k).is_some())
+        .expect("a held key");
+    let before = cache.stats();
+    log.lock().clear();
+    cache.insert(held, 101);
+    assert_eq!(cache.get(&held), None);
+    assert_eq!(
+        *log.lock(),
+        [
+            (held, 7, RemovalCause::Replaced),
+            (held, 101, RemovalCause::Size)
+        ]
+    );
+    let after = cache.stats();
+    assert_eq!(after.replaced - before.replaced, 1);
+    assert_eq!(after.invalidated - before.invalidated, 0);
+    assert_eq!(after.evicted_size - before.evicted_size, 1);
 }
 
 #[test]

@@ -466,3 +466,70 @@ fn invalid_loading_settings_fail_in_build_and_name_the_field() {
         "hard_timeout"
     );
 }
+
+/// An insert and a load that starts while the insert is under way: the load
+/// read the source before the insert's value existed, so its value must not
+/// replace the inserted one. The load is started at the one moment the
+/// insert gives away, from inside its `Expiry` callback (which runs after the
+/// insert has begun and before it writes), and finishes after the insert.
+#[test]
+fn a_load_started_during_an_insert_does_not_overwrite_it() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Mutex, mpsc};
+
+    struct StartLoadDuringInsert {
+        once: AtomicBool,
+        start: mpsc::SyncSender<()>,
+        loading: Mutex<mpsc::Receiver<()>>,
+    }
+    impl palisade_cache::Expiry<u64, &'static str> for StartLoadDuringInsert {
+        fn expire_after_create(&self, _: &u64, value: &&'static str) -> Option<Duration> {
+            if *value == "inserted" && !self.once.swap(true, Ordering::SeqCst) {
+                self.start.send(()).unwrap();
+                // The load has joined its flight and is inside its loader.
+                self.loading.lock().unwrap().recv().unwrap();
+            }
+            None
+        }
+        fn expire_after_update(
+            &self,
+            _: &u64,
+            _: &&'static str,
+            left: Option<Duration>,
+        ) -> Option<Duration> {
+            left
+        }
+    }
+
+    let (start, started) = mpsc::sync_channel(1);
+    let (in_loader, loading) = mpsc::sync_channel(1);
+    let (release, released) = mpsc::sync_channel::<()>(1);
+    let cache: Cache<u64, &'static str> = Cache::builder()
+        .max_capacity(10)
+        .expiry(StartLoadDuringInsert {
+            once: AtomicBool::new(false),
+            start,
+            loading: Mutex::new(loading),
+        })
+        .build()
+        .unwrap();
+    let loader = {
+        let cache = cache.clone();
+        std::thread::spawn(move || {
+            started.recv().unwrap();
+            futures::executor::block_on(cache.get_with(7, async move {
+                in_loader.send(()).unwrap();
+                released.recv().unwrap();
+                "loaded before the insert"
+            }))
+        })
+    };
+    cache.insert(7, "inserted");
+    release.send(()).unwrap();
+    let got = loader.join().unwrap();
+    assert_eq!(
+        got, "loaded before the insert",
+        "its own caller gets what it loaded"
+    );
+    assert_eq!(cache.get(&7), Some("inserted"), "the insert's value stays");
+}
