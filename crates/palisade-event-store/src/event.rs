@@ -104,4 +104,15 @@ pub enum Event {
         /// PostgreSQL. Measured (one small query) only when someone listens.
         lag: u64,
     },
+    /// A subscription's read failed with a backend error; it reads again after `retry_in`.
+    SubscriptionFailed {
+        /// The subscription's name.
+        subscription: Arc<str>,
+        /// The error, as it displays.
+        error: String,
+        /// Failed reads in a row, this one included.
+        attempt: u32,
+        /// How long it waits before the next attempt.
+        retry_in: Duration,
+    },
 }

@@ -73,7 +73,8 @@ pub use limits::{
 };
 pub use memory::InMemoryEventStore;
 pub use palisade_core::{
-    Clock, ConfigError, Listener, ManualClock, SharedClock, SharedSleeper, Sleeper, SystemClock,
+    Backoff, Clock, ConfigError, Jitter, Listener, ManualClock, SharedClock, SharedSleeper,
+    Sleeper, SystemClock,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -83,7 +84,7 @@ pub use postgres::{PostgresEventStore, PostgresEventStoreBuilder};
 pub use sqlite::SqliteEventStore;
 pub use store::{EventStore, EventStream};
 pub use subscription::{
-    CheckpointStore, InMemoryCheckpointStore, Subscription, SubscriptionBuilder,
+    CheckpointStore, InMemoryCheckpointStore, Subscription, SubscriptionBuilder, SubscriptionStream,
 };
 pub use types::{
     AppendResult, Direction, ExpectedVersion, Filter, MAX_STREAM_NAME_BYTES, Metadata, NewEvent,

@@ -177,7 +177,7 @@ impl Listener<Event> for OtelListener {
                 }
             }
             Event::Appended { events } => self.appended.add(*events, &self.system),
-            Event::SubscriptionRead { .. } => {}
+            Event::SubscriptionRead { .. } | Event::SubscriptionFailed { .. } => {}
         }
     }
 }

@@ -80,6 +80,16 @@ impl Listener<Event> for TracingListener {
                 instance = %self.name,
                 %subscription, events, lag, "subscription read"
             ),
+            Event::SubscriptionFailed {
+                subscription,
+                error,
+                attempt,
+                retry_in,
+            } => tracing::warn!(
+                target: "palisade_event_store",
+                instance = %self.name,
+                %subscription, %error, attempt, ?retry_in, "subscription read failed; retrying"
+            ),
         }
     }
 }
