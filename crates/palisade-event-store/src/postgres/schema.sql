@@ -61,6 +61,12 @@ BEGIN
     -- Mark this transaction as an appender *before* it writes anything (and so
     -- before it has a transaction id): readers bound their horizon by appenders.
     PERFORM pg_advisory_xact_lock_shared(1886151026, __LOCKKEY__);
+    -- Take the stream, still without a transaction id: an advisory lock does not
+    -- assign one. So the appenders of one stream get their ids one after the
+    -- other, in the order they write it, and the global order (by id) keeps the
+    -- stream's versions in order. Waiting on the row lock below instead would let
+    -- a waiter that already has an older id write the later versions (ADR 0002).
+    PERFORM pg_advisory_xact_lock(hashtextextended('__SCHEMA__/' || p_stream, 0));
     INSERT INTO __SCHEMA__.streams (name, version) VALUES (p_stream, 0) ON CONFLICT (name) DO NOTHING;
     SELECT s.version, s.deleted INTO cur_version, cur_deleted
       FROM __SCHEMA__.streams s WHERE s.name = p_stream FOR UPDATE;

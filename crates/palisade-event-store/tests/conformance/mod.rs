@@ -97,6 +97,7 @@ macro_rules! conformance_tests {
             subscription_catches_up_then_goes_live_and_resumes,
             concurrent_writers_on_one_stream_never_share_a_version,
             a_subscriber_sees_every_event_of_many_writers_once_in_order,
+            many_writers_on_one_stream_keep_its_order_in_the_global_log,
             upcasters_apply_on_read,
         );
     };
@@ -826,6 +827,58 @@ pub(crate) async fn a_subscriber_sees_every_event_of_many_writers_once_in_order(
     assert_eq!(
         stored.iter().map(|e| e.id).collect::<Vec<_>>(),
         seen.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+}
+
+/// Sixteen writers appending to one stream with `ExpectedVersion::Any`: the
+/// global log, and a subscription following it, hold the stream's events in
+/// version order (a projection never sees version N+k before N), and every
+/// event exactly once.
+pub(crate) async fn many_writers_on_one_stream_keep_its_order_in_the_global_log(store: Store) {
+    let (writers, rounds) = (16u32, 12u32);
+    let s = name("account-1");
+    let checkpoints: Arc<dyn CheckpointStore> = Arc::new(InMemoryCheckpointStore::new());
+    let mut sub = Subscription::start(store.clone(), checkpoints, "ledger", Filter::stream(&s))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (store, s) = (store.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            for r in 0..rounds {
+                let n = (w * rounds + r) * 2;
+                store
+                    .append(
+                        &s,
+                        ExpectedVersion::Any,
+                        vec![ev("Moved", n), ev("Moved", n + 1)],
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let total = u64::from(writers * rounds * 2);
+    let mut seen = Vec::new();
+    while (seen.len() as u64) < total {
+        seen.push(sub.next().await.unwrap().version);
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let expected: Vec<u64> = (1..=total).collect();
+    assert_eq!(
+        seen, expected,
+        "the subscription saw the stream in version order"
+    );
+    let logged: Vec<u64> = all(&store, ReadAll::after(Position::START))
+        .await
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(
+        logged, expected,
+        "the global log holds the stream in version order"
     );
 }
 
