@@ -8,7 +8,11 @@ use crate::types::{ExpectedVersion, StreamName, StreamState};
 /// A result of the event store.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// An error from the event store. Nothing of a failed append was written.
+/// An error from the event store.
+///
+/// Nothing of a failed append was written, with one exception that says so:
+/// [`Error::OutcomeUnknown`], after which the append may or may not have been
+/// written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -113,7 +117,22 @@ pub enum Error {
     /// A payload or metadata could not be encoded or decoded.
     #[error("codec: {0}")]
     Codec(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The database failed or could not be reached; the operation may be retried.
+    /// An append was sent, then the connection died before the server
+    /// answered (a crash, a network cut), and sending it again with the same
+    /// event ids (as the store did, by `resolve_unknown_outcomes`) got no
+    /// answer either. It may or may not have been written: append the same
+    /// events again, with the same ids, to find out; that is safe, since an
+    /// append of ids already written at that place succeeds without writing.
+    #[error("append to `{stream}` may or may not have been written: {source}")]
+    OutcomeUnknown {
+        /// The stream.
+        stream: StreamName,
+        /// The failure after which the outcome was unknown.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The database failed or could not be reached; the operation may be
+    /// retried. For an append: nothing of it was written.
     #[error("backend: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A setting given to a builder (or `open`, `with_limits`) is out of its

@@ -70,6 +70,7 @@ pub fn error_type(e: &Error) -> &'static str {
         Error::Backend(_) => "backend",
         Error::Codec(_) => "codec",
         Error::Config(_) => "config",
+        Error::OutcomeUnknown { .. } => "outcome_unknown",
         _ => "invalid_input",
     }
 }

@@ -30,8 +30,10 @@
 //! removes with a [`Cleanup`] guard, which runs when the test ends, whether
 //! it passed or panicked.
 
+mod own_server;
 mod traced;
 
+pub use own_server::{OwnPostgres, free_port};
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;

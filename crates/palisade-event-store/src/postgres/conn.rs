@@ -60,15 +60,22 @@ impl Conn {
     /// Runs `sql` and then `after` (a statement of its own, in its own
     /// transaction), pipelined in one round trip: both are sent before either
     /// answer arrives, and the server runs them in that order.
+    ///
+    /// An error says whether `sql` was sent: one from preparing the
+    /// statements means it was not.
     pub(super) async fn query_one_then(
         &self,
         sql: &str,
         params: Params<'_>,
         after: &str,
-    ) -> Result<Row, tokio_postgres::Error> {
+    ) -> Result<Row, Sent> {
         // Prepare first, so the two executions go out in order with nothing between them.
-        let stmt = self.check(self.client().prepare_cached(sql).await)?;
-        let then = self.check(self.client().prepare_cached(after).await)?;
+        let stmt = self
+            .check(self.client().prepare_cached(sql).await)
+            .map_err(Sent::No)?;
+        let then = self
+            .check(self.client().prepare_cached(after).await)
+            .map_err(Sent::No)?;
         let (row, followed) = futures_util::future::join(
             self.client().query_one(&stmt, params),
             self.client().execute(&then, &[]),
@@ -76,7 +83,7 @@ impl Conn {
         .await;
         // The follow-up's own failure does not undo or hide what `sql` did.
         let _ = self.check(followed);
-        self.check(row)
+        self.check(row).map_err(Sent::Yes)
     }
 
     pub(super) async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>> {
@@ -106,9 +113,17 @@ impl Drop for Conn {
     }
 }
 
+/// A failed statement, and whether it had been sent to the server.
+pub(super) enum Sent {
+    /// It failed before it was sent: the server never saw it.
+    No(tokio_postgres::Error),
+    /// It was sent; the server answered with this error, or the connection died.
+    Yes(tokio_postgres::Error),
+}
+
 /// A closed connection, or the server ending the session (class 57: operator
 /// intervention, such as `pg_terminate_backend`; class 08: connection exception).
-fn is_broken(e: &tokio_postgres::Error) -> bool {
+pub(super) fn is_broken(e: &tokio_postgres::Error) -> bool {
     e.is_closed()
         || e.as_db_error().is_some_and(|db| {
             db.code().code().starts_with("57") || db.code().code().starts_with("08")

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use palisade_core::config::check_nonzero;
-use palisade_core::{ConfigError, SharedSleeper, TokioSleeper};
+use palisade_core::{Backoff, ConfigError, Jitter, SharedSleeper, TokioSleeper};
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
@@ -28,7 +28,7 @@ use crate::types::{
     StreamName, StreamState,
 };
 
-use conn::Conn;
+use conn::{Conn, Sent};
 use rows::{EVENT_COLUMNS, event_from_row, state_from};
 
 const SCHEMA_SQL: &str = include_str!("schema.sql");
@@ -46,6 +46,8 @@ pub struct PostgresEventStoreBuilder {
     statement_timeout: Option<Duration>,
     pool_wait_timeout: Duration,
     sleeper: Option<SharedSleeper>,
+    resolve_attempts: u32,
+    resolve_backoff: Backoff,
 }
 
 impl PostgresEventStoreBuilder {
@@ -104,6 +106,21 @@ impl PostgresEventStoreBuilder {
         self
     }
 
+    /// How an append whose outcome is unknown is resolved. When the
+    /// connection dies after an append was sent (the server crashed, a network
+    /// cut) it may have committed or not; the store sends it again with the
+    /// same event ids, which the idempotent append makes safe, up to
+    /// `attempts` more times, waiting `backoff.delay(n)` before attempt `n`
+    /// through the [`sleeper`](Self::sleeper). It then returns the answer,
+    /// or [`Error::OutcomeUnknown`] if the server never answered.
+    /// Default: 5 attempts, 100 ms doubling to 2 s with equal jitter.
+    /// `attempts` 0 returns `OutcomeUnknown` at once.
+    pub fn resolve_unknown_outcomes(mut self, attempts: u32, backoff: Backoff) -> Self {
+        self.resolve_attempts = attempts;
+        self.resolve_backoff = backoff;
+        self
+    }
+
     /// What the notification listener waits on between reconnection
     /// attempts. Default: tokio's timer (`TokioSleeper`, which follows
     /// `tokio::time::pause`).
@@ -142,6 +159,7 @@ impl PostgresEventStoreBuilder {
             ));
         }
         self.limits.validate()?;
+        self.resolve_backoff.validate("resolve_unknown_outcomes")?;
         for (field, value) in [
             ("connect_timeout", Some(self.connect_timeout)),
             ("statement_timeout", self.statement_timeout),
@@ -210,11 +228,12 @@ impl PostgresEventStoreBuilder {
             tx.commit().await.map_err(Error::backend)?;
         }
         let changes = Arc::new(watch::Sender::new(0));
+        let sleeper = self.sleeper.unwrap_or_else(TokioSleeper::shared);
         let listener = listen::spawn(
             config,
             format!("{}_events", self.schema),
             Arc::downgrade(&changes),
-            self.sleeper.unwrap_or_else(TokioSleeper::shared),
+            Arc::clone(&sleeper),
         );
         Ok(PostgresEventStore {
             pool,
@@ -223,6 +242,11 @@ impl PostgresEventStoreBuilder {
             poll_interval: self.poll_interval,
             changes,
             listener,
+            sleeper,
+            resolve: Resolve {
+                attempts: self.resolve_attempts,
+                backoff: self.resolve_backoff,
+            },
         })
     }
 }
@@ -320,6 +344,16 @@ pub struct PostgresEventStore {
     poll_interval: Duration,
     changes: Arc<watch::Sender<u64>>,
     listener: tokio::task::AbortHandle,
+    sleeper: SharedSleeper,
+    resolve: Resolve,
+}
+
+/// How an append whose outcome is unknown is resolved: sent again, with the
+/// same event ids, up to `attempts` more times, waiting `backoff` between.
+#[derive(Debug, Clone, Copy)]
+struct Resolve {
+    attempts: u32,
+    backoff: Backoff,
 }
 
 impl Drop for PostgresEventStore {
@@ -341,6 +375,10 @@ impl PostgresEventStore {
             statement_timeout: Some(Duration::from_secs(30)),
             pool_wait_timeout: Duration::from_secs(5),
             sleeper: None,
+            resolve_attempts: 5,
+            resolve_backoff: Backoff::exponential(Duration::from_millis(100))
+                .max(Duration::from_secs(2))
+                .jitter(Jitter::Equal),
         }
     }
 
@@ -398,6 +436,98 @@ pub(crate) fn server_said(e: &(dyn std::error::Error + 'static)) -> Option<Strin
     None
 }
 
+/// How one attempt at an append ended.
+enum Attempt {
+    /// The server answered: the append was written, or it was refused.
+    Answered(Result<AppendResult>),
+    /// The append was never sent (no connection, the statement could not be
+    /// prepared): nothing of it was written.
+    NotSent(Error),
+    /// The connection died after the append was sent: it may have committed.
+    Unknown(Error),
+}
+
+impl PostgresEventStore {
+    async fn append_once(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+        metadata: &[Vec<u8>],
+    ) -> Attempt {
+        let (kind, version) = expected_parts(expected);
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        let schemas: Vec<i32> = events
+            .iter()
+            // Checked by `Limits::check`: at most `MAX_SCHEMA_VERSION` = i32::MAX.
+            .map(|e| e.schema_version as i32)
+            .collect();
+        let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
+        let metadata: Vec<&[u8]> = metadata.iter().map(Vec::as_slice).collect();
+        let conn = match self.conn().await {
+            Ok(conn) => conn,
+            Err(e) => return Attempt::NotSent(e),
+        };
+        let outcome = conn
+            .query_one_then(
+                &self.sql.append,
+                &[
+                    &stream.as_str(),
+                    &kind,
+                    &version,
+                    &ids,
+                    &types,
+                    &schemas,
+                    &payloads,
+                    &metadata,
+                ],
+                &self.sql.notify,
+            )
+            .await;
+        drop(conn);
+        let row = match outcome {
+            Ok(row) => row,
+            Err(Sent::No(e)) => return Attempt::NotSent(Error::backend(e)),
+            Err(Sent::Yes(e)) => match classify(e) {
+                AppendFailure::Broken(e) => return Attempt::Unknown(Error::backend(e)),
+                AppendFailure::Other(e) => return Attempt::Answered(Err(Error::backend(e))),
+                failure => {
+                    // A conflict or a used id may be a retry of an append that already succeeded.
+                    return Attempt::Answered(
+                        match self.resolve_retry(stream, expected, events).await {
+                            Ok(Some(done)) => Ok(done),
+                            Ok(None) => Err(match failure {
+                                AppendFailure::Conflict(actual) => Error::Conflict {
+                                    stream: stream.clone(),
+                                    expected,
+                                    actual,
+                                },
+                                AppendFailure::Deleted => Error::StreamDeleted {
+                                    stream: stream.clone(),
+                                },
+                                _ => Error::DuplicateEventId { id: events[0].id },
+                            }),
+                            // The answer was a refusal, but looking at why failed:
+                            // the append itself was not written.
+                            Err(e) => Err(e),
+                        },
+                    );
+                }
+            },
+        };
+        self.changes.send_modify(|n| *n += 1);
+        Attempt::Answered(Ok(AppendResult {
+            version: row.get::<_, i64>(0) as u64,
+            position: Position {
+                commit: row.get::<_, i64>(1) as u64,
+                sequence: row.get::<_, i64>(2) as u64,
+            },
+            written: true,
+        }))
+    }
+}
+
 fn expected_parts(expected: ExpectedVersion) -> (i32, i64) {
     match expected {
         ExpectedVersion::Any => (0, 0),
@@ -413,10 +543,16 @@ enum AppendFailure {
     Conflict(StreamState),
     Deleted,
     DuplicateId,
+    /// The connection died: whether the append committed is unknown.
+    Broken(tokio_postgres::Error),
+    /// Any other refusal by the server: the append's transaction rolled back.
     Other(tokio_postgres::Error),
 }
 
 fn classify(e: tokio_postgres::Error) -> AppendFailure {
+    if conn::is_broken(&e) || e.as_db_error().is_none() {
+        return AppendFailure::Broken(e);
+    }
     let Some(db) = e.as_db_error() else {
         return AppendFailure::Other(e);
     };
@@ -447,67 +583,32 @@ impl EventStore for PostgresEventStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
         let metadata = self.limits.check(&events)?;
-        let (kind, version) = expected_parts(expected);
-        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
-        let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-        let schemas: Vec<i32> = events
-            .iter()
-            // Checked by `Limits::check`: at most `MAX_SCHEMA_VERSION` = i32::MAX.
-            .map(|e| e.schema_version as i32)
-            .collect();
-        let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
-        let metadata: Vec<&[u8]> = metadata.iter().map(Vec::as_slice).collect();
-        let outcome = self
-            .conn()
-            .await?
-            .query_one_then(
-                &self.sql.append,
-                &[
-                    &stream.as_str(),
-                    &kind,
-                    &version,
-                    &ids,
-                    &types,
-                    &schemas,
-                    &payloads,
-                    &metadata,
-                ],
-                &self.sql.notify,
-            )
-            .await;
-        match outcome {
-            Ok(row) => {
-                self.changes.send_modify(|n| *n += 1);
-                Ok(AppendResult {
-                    version: row.get::<_, i64>(0) as u64,
-                    position: Position {
-                        commit: row.get::<_, i64>(1) as u64,
-                        sequence: row.get::<_, i64>(2) as u64,
-                    },
-                    written: true,
-                })
+        // The first failure after which the append may have committed.
+        let mut unknown: Option<Error> = None;
+        for attempt in 0..=self.resolve.attempts {
+            if attempt > 0 {
+                self.sleeper
+                    .sleep(self.resolve.backoff.delay(attempt))
+                    .await;
             }
-            Err(e) => match classify(e) {
-                AppendFailure::Other(e) => Err(Error::backend(e)),
-                failure => {
-                    // A conflict or a used id may be a retry of an append that already succeeded.
-                    if let Some(done) = self.resolve_retry(stream, expected, &events).await? {
-                        return Ok(done);
-                    }
-                    Err(match failure {
-                        AppendFailure::Conflict(actual) => Error::Conflict {
-                            stream: stream.clone(),
-                            expected,
-                            actual,
-                        },
-                        AppendFailure::Deleted => Error::StreamDeleted {
-                            stream: stream.clone(),
-                        },
-                        _ => Error::DuplicateEventId { id: events[0].id },
-                    })
+            match self.append_once(stream, expected, &events, &metadata).await {
+                Attempt::Answered(result) => return result,
+                Attempt::NotSent(error) if unknown.is_none() => return Err(error),
+                // Still unknown: the server has not answered yet.
+                Attempt::NotSent(_) => {}
+                Attempt::Unknown(error) => {
+                    unknown.get_or_insert(error);
                 }
-            },
+            }
         }
+        Err(Error::OutcomeUnknown {
+            stream: stream.clone(),
+            source: Box::new(
+                unknown.unwrap_or_else(|| {
+                    Error::backend(std::io::Error::other("no attempt was made"))
+                }),
+            ),
+        })
     }
 
     async fn read_stream(&self, stream: &StreamName, options: ReadStream) -> Result<EventStream> {

@@ -1,0 +1,162 @@
+//! Servers a fault test starts for itself, on a port of its own, so that it
+//! can crash, restart or freeze them without touching the shared ones.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::{services_required, skipped, unique_name};
+
+/// A PostgreSQL server of the test's own: a fresh cluster in a temporary
+/// folder, on a free loopback port, trust authentication, user `postgres`.
+/// Stopped and removed when dropped.
+#[derive(Debug)]
+pub struct OwnPostgres {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    /// Running as root: the server must run as the `postgres` user.
+    as_postgres: bool,
+}
+
+impl OwnPostgres {
+    /// Starts one, or returns `None` (and says the test is skipped) when the
+    /// PostgreSQL server binaries are not installed; under
+    /// `PALISADE_REQUIRE_SERVICES=1` that fails the test instead.
+    ///
+    /// # Panics
+    /// When the binaries are missing under `PALISADE_REQUIRE_SERVICES=1`, or
+    /// `initdb` or `pg_ctl` fails (the test cannot go on without its server).
+    pub fn start(test: &str) -> Option<Self> {
+        let Some(bin) = postgres_bin() else {
+            let why =
+                "no PostgreSQL server binaries (initdb, pg_ctl) under /usr/lib/postgresql/*/bin";
+            assert!(!services_required(), "{test}: {why}");
+            skipped(test, why);
+            return None;
+        };
+        let as_postgres = is_root();
+        let dir = std::env::temp_dir().join(unique_name("palisade_pg"));
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
+        if as_postgres {
+            run(Command::new("chown").arg("postgres:").arg(&dir));
+        }
+        let server = Self {
+            bin,
+            dir,
+            port: free_port(),
+            as_postgres,
+        };
+        server.pg(
+            &["initdb", "-A", "trust", "-U", "postgres", "--no-sync", "-D"],
+            true,
+        );
+        server.ctl(&["start"]);
+        Some(server)
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Kills the server the way a crash does (`pg_ctl stop -m immediate`:
+    /// no checkpoint, every connection cut) and starts it again; returns when
+    /// it accepts connections.
+    ///
+    /// # Panics
+    /// When `pg_ctl` fails.
+    pub fn crash_and_restart(&self) {
+        self.ctl(&["stop", "-m", "immediate"]);
+        self.ctl(&["start"]);
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log");
+        let mut all = vec!["pg_ctl", "-w", "-D"];
+        let data = self.data().display().to_string();
+        all.push(&data);
+        all.extend(["-o", &options, "-l"]);
+        let log = log.display().to_string();
+        all.push(&log);
+        all.extend(args);
+        self.pg(&all, false);
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Runs a PostgreSQL binary (first of `args`), as `postgres` when root;
+    /// `data_last` appends the data folder.
+    fn pg(&self, args: &[&str], data_last: bool) {
+        let program = self.bin.join(args[0]);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        cmd.args(&args[1..]);
+        if data_last {
+            cmd.arg(self.data());
+        }
+        run(&mut cmd);
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        if self.data().join("postmaster.pid").exists() {
+            self.ctl(&["stop", "-m", "immediate"]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn postgres_bin() -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists() && bin.join("pg_ctl").exists())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A loopback port nobody listens on now.
+///
+/// # Panics
+/// When no port can be bound on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
