@@ -167,44 +167,90 @@ async fn a_late_commit_is_never_skipped_by_a_reader() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_killed_mid_append_leaves_nothing_and_the_store_recovers() {
+async fn a_connection_killed_mid_append_is_resolved_or_says_its_outcome_is_unknown() {
     let Some(schema) = Schema::new(test_name!()) else {
         return;
     };
-    let store = store_in(&schema).await;
-    let stream = name("victim-1");
-    store
-        .append(
-            &stream,
-            ExpectedVersion::NoStream,
-            vec![NewEvent::new("E", vec![0])],
-        )
+    // Without resolution: the outcome is unknown, and here nothing was written.
+    let store = PostgresEventStore::builder(&schema.url)
+        .schema(&schema.name)
+        .resolve_unknown_outcomes(0, Backoff::fixed(Duration::from_millis(1)))
+        .connect()
         .await
         .unwrap();
+    let stream = name("victim-1");
+    store
+        .append(&stream, ExpectedVersion::NoStream, vec![NewEvent::new("E", vec![0])])
+        .await
+        .unwrap();
+    let (lock, result) = kill_a_blocked_append(&schema, Arc::new(store), &stream).await;
+    assert!(matches!(result, Err(Error::OutcomeUnknown { .. })), "{result:?}");
+    lock.rollback().await.unwrap();
+    let store = store_in(&schema).await;
+    assert_eq!(
+        store.stream_state(&stream).await.unwrap(),
+        StreamState::Active { version: 1 },
+        "the killed append had not committed"
+    );
 
-    // Hold the stream's row lock so the next append stops inside its transaction.
-    let mut holder = raw_client(&schema).await;
-    let lock = holder.transaction().await.unwrap();
-    lock.execute(
-        &format!("SELECT 1 FROM {schema}.streams WHERE name = 'victim-1' FOR UPDATE"),
-        &[],
-    )
-    .await
-    .unwrap();
-
+    // With resolution (the default): the append is sent again once the lock
+    // is gone, and succeeds; the broken connection left the pool.
     let store = Arc::new(store);
-    let appending = {
-        let store = Arc::clone(&store);
-        let stream = stream.clone();
-        tokio::spawn(async move {
-            let batch = (1..=50u8).map(|i| NewEvent::new("E", vec![i])).collect();
-            store
-                .append(&stream, ExpectedVersion::Exact(1), batch)
-                .await
-        })
-    };
-    // Find the blocked backend and kill it.
-    let killer = raw_client(&schema).await;
+    let (lock, pending) = start_blocked_append(&schema, Arc::clone(&store), &stream).await;
+    kill_blocked(&schema).await;
+    lock.rollback().await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), pending)
+        .await
+        .unwrap()
+        .unwrap();
+    let r = result.unwrap();
+    assert_eq!((r.version, r.written), (51, true));
+    let events: Vec<_> = store
+        .read_stream(&stream, ReadStream::forward())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 51, "written once");
+}
+
+type Pending = tokio::task::JoinHandle<Result<AppendResult>>;
+
+/// A connection holding a stream's row lock in an open transaction.
+struct Lock(tokio_postgres::Client);
+
+impl Lock {
+    async fn rollback(&self) -> std::result::Result<(), tokio_postgres::Error> {
+        self.0.batch_execute("ROLLBACK").await
+    }
+}
+
+/// Holds the stream's row lock and starts an append of 50 events at version
+/// 1, which blocks inside its transaction.
+async fn start_blocked_append(
+    schema: &Schema,
+    store: Arc<PostgresEventStore>,
+    stream: &StreamName,
+) -> (Lock, Pending) {
+    let lock = Lock(raw_client(schema).await);
+    lock.0
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM {schema}.streams WHERE name = '{stream}' FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    let stream = stream.clone();
+    let pending = tokio::spawn(async move {
+        let batch = (1..=50u8).map(|i| NewEvent::new("E", vec![i])).collect();
+        store.append(&stream, ExpectedVersion::Exact(1), batch).await
+    });
+    (lock, pending)
+}
+
+/// Finds the append blocked on the lock and terminates its connection.
+async fn kill_blocked(schema: &Schema) {
+    let killer = raw_client(schema).await;
     let mut killed = 0i64;
     for _ in 0..100 {
         let row = killer
@@ -224,35 +270,20 @@ async fn a_connection_killed_mid_append_leaves_nothing_and_the_store_recovers() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(killed, 1, "the append was blocked and killed");
-    let result = tokio::time::timeout(Duration::from_secs(10), appending)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(matches!(result, Err(Error::Backend(_))), "{result:?}");
-    lock.rollback().await.unwrap();
+}
 
-    // Nothing of the batch is visible, and the next call works on a fresh connection.
-    let events: Vec<_> = store
-        .read_stream(&stream, ReadStream::forward())
+async fn kill_a_blocked_append(
+    schema: &Schema,
+    store: Arc<PostgresEventStore>,
+    stream: &StreamName,
+) -> (Lock, Result<AppendResult>) {
+    let (lock, pending) = start_blocked_append(schema, store, stream).await;
+    kill_blocked(schema).await;
+    let result = tokio::time::timeout(Duration::from_secs(10), pending)
         .await
         .unwrap()
-        .try_collect()
-        .await
         .unwrap();
-    assert_eq!(events.len(), 1);
-    assert_eq!(
-        store.stream_state(&stream).await.unwrap(),
-        StreamState::Active { version: 1 }
-    );
-    let r = store
-        .append(
-            &stream,
-            ExpectedVersion::Exact(1),
-            vec![NewEvent::new("E", vec![9])],
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.version, 2);
+    (lock, result)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

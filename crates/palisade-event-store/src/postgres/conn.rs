@@ -121,11 +121,15 @@ pub(super) enum Sent {
     Yes(tokio_postgres::Error),
 }
 
-/// A closed connection, or the server ending the session (class 57: operator
-/// intervention, such as `pg_terminate_backend`; class 08: connection exception).
+/// A closed connection, or the server ending the session: class 08
+/// (connection exception) and the class 57 codes that end it
+/// (`pg_terminate_backend`, a shutdown, a crash). Not 57014, a cancelled
+/// statement (a statement timeout): the session goes on, and the statement's
+/// transaction was rolled back.
 pub(super) fn is_broken(e: &tokio_postgres::Error) -> bool {
     e.is_closed()
         || e.as_db_error().is_some_and(|db| {
-            db.code().code().starts_with("57") || db.code().code().starts_with("08")
+            let code = db.code().code();
+            code.starts_with("08") || (code.starts_with("57") && code != "57014")
         })
 }

@@ -550,6 +550,9 @@ enum AppendFailure {
 }
 
 fn classify(e: tokio_postgres::Error) -> AppendFailure {
+    // The server's own refusal is definite (the statement's transaction rolled
+    // back), unless it is the session ending; anything else (the connection
+    // closed, an I/O error) came before the answer.
     if conn::is_broken(&e) || e.as_db_error().is_none() {
         return AppendFailure::Broken(e);
     }
