@@ -109,6 +109,25 @@ struct Maintenance<K, V> {
     removed: Vec<Removed<K, V>>,
     /// Hits taken from the read buffer so far.
     buffered_hits: u64,
+    /// Lookups already reported to the listeners: each report is the difference.
+    reported: Lookups,
+}
+
+/// Lookup counts, in total or since the last report.
+#[derive(Debug, Clone, Copy, Default)]
+struct Lookups {
+    hits: u64,
+    misses: u64,
+    stale: u64,
+}
+
+/// What one maintenance run tells the listeners, once the lock is let go.
+struct Report {
+    lookups: Lookups,
+    /// Removals by cause, in the order of `RemovalCause::ALL`.
+    removed: [u64; 4],
+    entries: u64,
+    weighted_size: u64,
 }
 
 /// Times a load and counts it as failed unless told otherwise, so that a
@@ -225,6 +244,7 @@ where
                 policy: Policy::new(max, tti, keep_stale, now),
                 removed: Vec::new(),
                 buffered_hits: 0,
+                reported: Lookups::default(),
             }),
             reads: ReadBuffer::new(),
             stats: StatsCounter::new(),
@@ -306,11 +326,9 @@ where
             .flatten();
         if let Some((value, slot, refresh)) = found {
             self.record_read(slot, hash as u32);
-            inner.events.emit_with(|| Event::Hit);
             Some(Found { value, refresh })
         } else {
             inner.stats.miss();
-            inner.events.emit_with(|| Event::Miss);
             None
         }
     }
@@ -391,6 +409,7 @@ where
             inner.stats.removal(RemovalCause::Size);
             inner.events.emit_with(|| Event::Removed {
                 cause: RemovalCause::Size,
+                count: 1,
             });
             return;
         }
@@ -582,7 +601,8 @@ where
         }
     }
 
-    /// Counts every removal, lets go of the lock, then tells the listener.
+    /// Counts every removal, lets go of the lock, then tells the listeners:
+    /// a listener may use the cache (it runs after the lock is released).
     fn finish(&self, mut m: MutexGuard<'_, Maintenance<K, V>>) {
         let inner = &*self.inner;
         for removed in &m.removed {
@@ -591,17 +611,35 @@ where
         let (entries, weighted_size) = (m.policy.len(), m.policy.weighted_size());
         inner.entries.store(entries, Ordering::Relaxed);
         inner.weighted_size.store(weighted_size, Ordering::Relaxed);
-        if !inner.events.is_empty() {
-            for removed in &m.removed {
-                inner.events.emit_with(|| Event::Removed {
-                    cause: removed.cause,
-                });
+        let report = (!inner.events.is_empty()).then(|| {
+            // Lookups are counted where they happen (striped, or in the read
+            // buffer); listeners hear the difference since the last report,
+            // so a lookup costs nothing more with telemetry on.
+            let s = inner.stats.snapshot();
+            let total = Lookups {
+                hits: s.hits + m.buffered_hits,
+                misses: s.misses,
+                stale: s.stale_hits,
+            };
+            let last = std::mem::replace(&mut m.reported, total);
+            let mut removed = [0; 4];
+            for r in &m.removed {
+                removed[RemovalCause::ALL
+                    .iter()
+                    .position(|c| *c == r.cause)
+                    .unwrap_or(0)] += 1;
             }
-            inner.events.emit_with(|| Event::Sizes {
+            Report {
+                lookups: Lookups {
+                    hits: total.hits.saturating_sub(last.hits),
+                    misses: total.misses.saturating_sub(last.misses),
+                    stale: total.stale.saturating_sub(last.stale),
+                },
+                removed,
                 entries,
                 weighted_size,
-            });
-        }
+            }
+        });
         match &inner.listener {
             Some(listener) if !m.removed.is_empty() => {
                 let removed = std::mem::take(&mut m.removed);
@@ -610,7 +648,33 @@ where
                     listener.on_removal(&r.entry.key, &r.entry.value, r.cause);
                 }
             }
-            _ => m.removed.clear(),
+            _ => {
+                m.removed.clear();
+                drop(m);
+            }
+        }
+        if let Some(r) = report {
+            let Lookups {
+                hits,
+                misses,
+                stale,
+            } = r.lookups;
+            if hits + misses + stale > 0 {
+                inner.events.emit_with(|| Event::Lookups {
+                    hits,
+                    misses,
+                    stale,
+                });
+            }
+            for (cause, count) in RemovalCause::ALL.into_iter().zip(r.removed) {
+                if count > 0 {
+                    inner.events.emit_with(|| Event::Removed { cause, count });
+                }
+            }
+            inner.events.emit_with(|| Event::Sizes {
+                entries: r.entries,
+                weighted_size: r.weighted_size,
+            });
         }
     }
 

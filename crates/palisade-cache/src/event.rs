@@ -7,20 +7,27 @@ use std::time::Duration;
 use palisade_core::Outcome;
 
 /// Something that happened in a cache; sent to every listener of
-/// [`CacheBuilder::listener`](crate::CacheBuilder::listener) as it happens.
-/// The `otel` and `tracing` adapters are listeners of these.
+/// [`CacheBuilder::listener`](crate::CacheBuilder::listener). The `otel` and
+/// `tracing` adapters are listeners of these.
 ///
-/// With no listener, no event is built: a lookup costs one branch more.
+/// Lookups and removals are counted where they happen and reported as
+/// totals after each maintenance run (a write, a batch of buffered reads,
+/// `stats()`, `run_pending_tasks()`), once the cache has let go of its
+/// locks, so a listener may use the cache, and a lookup costs nothing more
+/// with listeners than without. Loads are reported as they finish.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A lookup found a live value.
-    Hit,
-    /// A lookup found no live value.
-    Miss,
-    /// A [`LoadingCache`](crate::LoadingCache) served an expired value
-    /// because its reload failed or outlasted the soft timeout.
-    StaleServed,
+    /// Lookups since the last report.
+    Lookups {
+        /// Lookups that found a live value.
+        hits: u64,
+        /// Lookups that found no live value (a stale value served is also a miss).
+        misses: u64,
+        /// Expired values a [`LoadingCache`](crate::LoadingCache) served
+        /// because their reload failed or outlasted the soft timeout.
+        stale: u64,
+    },
     /// A load finished: `Success` with a value, `Failure` when it failed,
     /// timed out, panicked, or its caller gave up on it.
     LoadFinished {
@@ -29,13 +36,14 @@ pub enum Event {
         /// How long it ran, by the cache's clock.
         duration: Duration,
     },
-    /// An entry left the cache.
+    /// Entries left the cache for one cause since the last report.
     Removed {
         /// Why.
         cause: RemovalCause,
+        /// How many.
+        count: u64,
     },
-    /// The cache applied its pending work after a write or a batch of reads;
-    /// these are its sizes now.
+    /// The cache's sizes after a maintenance run.
     Sizes {
         /// Entries held.
         entries: u64,
@@ -59,6 +67,9 @@ pub enum RemovalCause {
 }
 
 impl RemovalCause {
+    /// Every cause.
+    pub const ALL: [RemovalCause; 4] = [Self::Size, Self::Expired, Self::Explicit, Self::Replaced];
+
     /// The value of the `palisade.cache.cause` attribute.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -72,22 +72,56 @@ where
 /// Why [`LoadingCache::get`] has no value to give.
 ///
 /// Displays the loader's error after its own words when `E: Display`, and
-/// is an `Error` whose `source` is the loader's when `E: Error`.
-#[derive(Debug, thiserror::Error)]
+/// is an `Error` whose `source` is the loader's own error (not the `Arc`
+/// around it) when `E: Error`, so a downcast, or `Rejected::find`, reaches it.
+/// Written by hand for that reason: thiserror's `#[source]` would make the
+/// `Arc` the source.
 #[non_exhaustive]
 pub enum LoadError<E> {
     /// The loader returned an error (shared by every caller of that load).
-    #[error("the loader failed: {0}")]
-    Loader(#[source] Arc<E>),
+    Loader(Arc<E>),
     /// The load ran longer than the hard timeout and was abandoned.
-    #[error("the load ran longer than the hard timeout of {0:?} and was abandoned")]
     Timeout(Duration),
     /// The load's task panicked or was cancelled.
-    #[error("the load was aborted: its task panicked or was cancelled")]
     Aborted,
     /// `get` was called outside a tokio runtime, where no load can be spawned.
-    #[error("no tokio runtime to run the load on")]
     NoRuntime,
+}
+
+impl<E: fmt::Display> fmt::Display for LoadError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Loader(e) => write!(f, "the loader failed: {e}"),
+            Self::Timeout(d) => write!(
+                f,
+                "the load ran longer than the hard timeout of {d:?} and was abandoned"
+            ),
+            Self::Aborted => {
+                f.write_str("the load was aborted: its task panicked or was cancelled")
+            }
+            Self::NoRuntime => f.write_str("no tokio runtime to run the load on"),
+        }
+    }
+}
+
+impl<E: fmt::Debug> fmt::Debug for LoadError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Loader(e) => f.debug_tuple("Loader").field(e).finish(),
+            Self::Timeout(d) => f.debug_tuple("Timeout").field(d).finish(),
+            Self::Aborted => f.write_str("Aborted"),
+            Self::NoRuntime => f.write_str("NoRuntime"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for LoadError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Loader(e) => Some(&**e),
+            _ => None,
+        }
+    }
 }
 
 impl<E> LoadError<E> {
@@ -357,10 +391,6 @@ where
     /// Counts a stale value served, and serves it.
     fn serve_stale(&self, value: V) -> V {
         self.cache.inner.stats.stale_hit();
-        self.cache
-            .inner
-            .events
-            .emit_with(|| crate::Event::StaleServed);
         value
     }
 

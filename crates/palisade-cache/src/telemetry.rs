@@ -3,9 +3,10 @@
 //! [`otel`](CacheBuilder::otel) or [`meter`](CacheBuilder::meter).
 //!
 //! Names follow `docs/telemetry.md`. Every instrument is synchronous and is
-//! recorded as its event happens, so a dropped cache stops reporting and
-//! leaves no callback behind. Attribute sets are made when the cache is
-//! built, so recording allocates nothing. Everything the `otel` feature adds
+//! recorded from the cache's events, which carry counts since the last
+//! maintenance run: a lookup records nothing itself, a dropped cache leaves
+//! no callback behind. Attribute sets are made when the cache is built, so
+//! recording allocates nothing. Everything the `otel` feature adds
 //! to the crate is in this module.
 
 use std::hash::Hash;
@@ -115,21 +116,27 @@ impl OtelListener {
 impl Listener<Event> for OtelListener {
     fn on_event(&self, event: &Event) {
         match *event {
-            Event::Hit => self.requests.add(1, &self.by_request[0]),
-            Event::Miss => self.requests.add(1, &self.by_request[1]),
-            Event::StaleServed => self.requests.add(1, &self.by_request[2]),
+            Event::Lookups {
+                hits,
+                misses,
+                stale,
+            } => {
+                for (n, attrs) in [hits, misses, stale].into_iter().zip(&self.by_request) {
+                    if n > 0 {
+                        self.requests.add(n, attrs);
+                    }
+                }
+            }
             Event::LoadFinished { outcome, duration } => {
                 let attrs = &self.by_load[usize::from(outcome != Outcome::Success)];
                 self.load_duration.record(duration.as_secs_f64(), attrs);
             }
-            Event::Removed { cause } => {
-                let i = match cause {
-                    RemovalCause::Size => 0,
-                    RemovalCause::Expired => 1,
-                    RemovalCause::Explicit => 2,
-                    RemovalCause::Replaced => 3,
-                };
-                self.evictions.add(1, &self.by_cause[i]);
+            Event::Removed { cause, count } => {
+                let i = RemovalCause::ALL
+                    .iter()
+                    .position(|c| *c == cause)
+                    .unwrap_or(0);
+                self.evictions.add(count, &self.by_cause[i]);
             }
             Event::Sizes { entries, .. } => self.entries.record(entries, &self.instance),
         }

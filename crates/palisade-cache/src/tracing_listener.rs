@@ -15,7 +15,8 @@ where
     V: Clone + Send + Sync + 'static,
 {
     /// Emits every event as a `tracing` event with target `palisade_cache`:
-    /// loads at `DEBUG`, lookups, removals and sizes at `TRACE`. Default: off.
+    /// loads at `DEBUG`; lookup and removal counts and sizes, after each
+    /// maintenance run, at `TRACE`. Default: off.
     #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
     #[must_use]
     pub fn tracing(mut self) -> Self {
@@ -31,22 +32,24 @@ pub(crate) struct TracingListener {
 impl Listener<Event> for TracingListener {
     fn on_event(&self, event: &Event) {
         match *event {
-            Event::Hit => tracing::trace!(target: "palisade_cache", instance = %self.name, "hit"),
-            Event::Miss => tracing::trace!(target: "palisade_cache", instance = %self.name, "miss"),
-            Event::StaleServed => tracing::debug!(
+            Event::Lookups {
+                hits,
+                misses,
+                stale,
+            } => tracing::trace!(
                 target: "palisade_cache",
                 instance = %self.name,
-                "stale value served"
+                hits, misses, stale, "lookups"
             ),
             Event::LoadFinished { outcome, duration } => tracing::debug!(
                 target: "palisade_cache",
                 instance = %self.name,
                 ?outcome, ?duration, "load finished"
             ),
-            Event::Removed { cause } => tracing::trace!(
+            Event::Removed { cause, count } => tracing::trace!(
                 target: "palisade_cache",
                 instance = %self.name,
-                %cause, "entry removed"
+                %cause, count, "entries removed"
             ),
             Event::Sizes {
                 entries,

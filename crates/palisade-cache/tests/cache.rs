@@ -257,7 +257,9 @@ fn invalid_settings_fail_in_build_and_name_the_field() {
     assert!(error.to_string().contains("max_capacity"), "{error}");
 }
 
-/// Every lookup, load, removal and resize reaches a listener as a typed event.
+/// Every lookup, load, removal and resize reaches a listener as a typed
+/// event: lookups and removals as counts after each maintenance run, loads as
+/// they finish.
 #[test]
 fn listeners_receive_every_event_in_order() {
     use palisade_cache::{Event, Outcome};
@@ -278,24 +280,40 @@ fn listeners_receive_every_event_in_order() {
     }));
     assert_eq!(loaded, 10);
     assert_eq!(cache.get(&1), Some(10));
+    assert_eq!(cache.get(&1), Some(10));
     cache.invalidate(&1);
+    let stats = cache.stats(); // applies the buffered reads: the two hits are reported
+    assert_eq!((stats.hits, stats.misses), (2, 2));
     let events = seen.lock().clone();
     assert_eq!(
         events,
         [
-            Event::Miss,
-            Event::Miss,
             Event::LoadFinished {
                 outcome: Outcome::Success,
                 duration: Duration::from_millis(30)
+            },
+            // The insert of the loaded value: two misses so far (the get, and get_with's own look).
+            Event::Lookups {
+                hits: 0,
+                misses: 2,
+                stale: 0
             },
             Event::Sizes {
                 entries: 1,
                 weighted_size: 1
             },
-            Event::Hit,
             Event::Removed {
-                cause: RemovalCause::Explicit
+                cause: RemovalCause::Explicit,
+                count: 1
+            },
+            Event::Sizes {
+                entries: 0,
+                weighted_size: 0
+            },
+            Event::Lookups {
+                hits: 2,
+                misses: 0,
+                stale: 0
             },
             Event::Sizes {
                 entries: 0,
@@ -303,4 +321,29 @@ fn listeners_receive_every_event_in_order() {
             },
         ]
     );
+}
+
+/// A listener runs after the cache lets go of its locks: it may read, write
+/// and count the cache it listens to.
+#[test]
+fn a_listener_may_use_the_cache() {
+    use palisade_cache::Event;
+    use std::sync::OnceLock;
+    let me: Arc<OnceLock<Cache<u64, u64>>> = Arc::new(OnceLock::new());
+    let heard = Arc::clone(&me);
+    let cache: Cache<u64, u64> = Cache::builder()
+        .max_capacity(4)
+        .listener(move |e: &Event| {
+            if let (Event::Removed { .. }, Some(cache)) = (e, heard.get()) {
+                let _ = cache.stats();
+                cache.insert(100, 1);
+                let _ = cache.get(&100);
+            }
+        })
+        .build()
+        .unwrap();
+    me.set(cache.clone()).unwrap();
+    cache.insert(1, 1);
+    cache.invalidate(&1); // reported: the listener writes key 100
+    assert_eq!(cache.get(&100), Some(1));
 }

@@ -533,3 +533,22 @@ fn a_load_started_during_an_insert_does_not_overwrite_it() {
     );
     assert_eq!(cache.get(&7), Some("inserted"), "the insert's value stays");
 }
+
+/// A loader's error is the load error's source, itself: a downcast reaches
+/// it, and so does `Rejected::find` when the loader was refused by a pattern.
+#[test]
+fn the_loaders_own_error_is_the_source() {
+    use palisade_core::{Pattern, Rejected};
+    use std::error::Error as _;
+    let refused = Rejected::new(Pattern::CircuitBreaker, "open", None);
+    let error: LoadError<Rejected> = LoadError::Loader(Arc::new(refused));
+    assert_eq!(
+        error.source().and_then(|s| s.downcast_ref::<Rejected>()),
+        Some(&refused)
+    );
+    assert_eq!(Rejected::find(&error), Some(&refused));
+    assert_eq!(
+        error.to_string(),
+        "the loader failed: circuit breaker rejected the call (open)"
+    );
+}

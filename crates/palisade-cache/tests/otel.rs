@@ -63,6 +63,7 @@ async fn requests_loads_evictions_and_entries_are_reported() {
     let held: Vec<u64> = (0..3).filter(|k| cache.get(k).is_some()).collect();
     assert_eq!(held.len(), 2); // 2 hits and 1 miss
     cache.invalidate(&held[0]);
+    cache.run_pending_tasks(); // lookups are reported after each maintenance run
 
     provider.force_flush().unwrap();
     let exported = exporter.get_finished_metrics().unwrap();
@@ -170,6 +171,8 @@ fn a_cache_reports_to_the_global_provider_only_when_asked() {
         .build()
         .unwrap();
     let _ = heard.get(&1);
+    silent.run_pending_tasks();
+    heard.run_pending_tasks();
 
     provider.force_flush().unwrap();
     let exported = exporter.get_finished_metrics().unwrap();

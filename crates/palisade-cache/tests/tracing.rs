@@ -20,7 +20,9 @@ fn lookups_loads_and_removals_are_traced_with_the_instance_name() {
         cache.insert(1, 10);
         assert_eq!(cache.get(&1), Some(10));
         cache.invalidate(&1);
+        cache.run_pending_tasks(); // reports the buffered hit
         let _ = silent.get(&1); // built without `.tracing()`: says nothing
+        silent.run_pending_tasks();
     });
     let seen: Vec<_> = collect
         .events()
@@ -31,15 +33,25 @@ fn lookups_loads_and_removals_are_traced_with_the_instance_name() {
     assert_eq!(
         seen,
         [
-            event(Level::TRACE, "message=miss instance=sessions"),
+            event(
+                Level::TRACE,
+                "message=lookups instance=sessions hits=0 misses=1 stale=0"
+            ),
             event(
                 Level::TRACE,
                 "message=sizes instance=sessions entries=1 weighted_size=1"
             ),
-            event(Level::TRACE, "message=hit instance=sessions"),
             event(
                 Level::TRACE,
-                "message=entry removed instance=sessions cause=explicit"
+                "message=entries removed instance=sessions cause=explicit count=1"
+            ),
+            event(
+                Level::TRACE,
+                "message=sizes instance=sessions entries=0 weighted_size=0"
+            ),
+            event(
+                Level::TRACE,
+                "message=lookups instance=sessions hits=1 misses=0 stale=0"
             ),
             event(
                 Level::TRACE,

@@ -180,11 +180,18 @@ async fn a_connection_killed_mid_append_is_resolved_or_says_its_outcome_is_unkno
         .unwrap();
     let stream = name("victim-1");
     store
-        .append(&stream, ExpectedVersion::NoStream, vec![NewEvent::new("E", vec![0])])
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("E", vec![0])],
+        )
         .await
         .unwrap();
     let (lock, result) = kill_a_blocked_append(&schema, Arc::new(store), &stream).await;
-    assert!(matches!(result, Err(Error::OutcomeUnknown { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::OutcomeUnknown { .. })),
+        "{result:?}"
+    );
     lock.rollback().await.unwrap();
     let store = store_in(&schema).await;
     assert_eq!(
@@ -243,7 +250,9 @@ async fn start_blocked_append(
     let stream = stream.clone();
     let pending = tokio::spawn(async move {
         let batch = (1..=50u8).map(|i| NewEvent::new("E", vec![i])).collect();
-        store.append(&stream, ExpectedVersion::Exact(1), batch).await
+        store
+            .append(&stream, ExpectedVersion::Exact(1), batch)
+            .await
     });
     (lock, pending)
 }
