@@ -109,3 +109,6 @@ pub use palisade_core::{
     SystemClock,
 };
 pub use stats::CacheStats;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use palisade_core::{TokioClock, TokioSleeper};

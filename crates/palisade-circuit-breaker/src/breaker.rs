@@ -291,6 +291,35 @@ impl CircuitBreaker {
         }
     }
 
+    /// Whether a call now would be admitted, without taking anything and
+    /// without counting a rejection: `Err` with the wait until a probe is
+    /// due, when the breaker knows it. For readiness checks (`poll_ready`).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn admits(&self) -> Result<(), Option<Duration>> {
+        let s = &*self.shared;
+        match self.load().state {
+            State::Closed | State::MetricsOnly | State::Disabled => Ok(()),
+            State::Open => {
+                let now = s.clock.now_nanos();
+                let until = s.open_until.load(Ordering::Acquire);
+                if now < until {
+                    Err(Some(Duration::from_nanos(until - now)))
+                } else {
+                    Ok(()) // the next call moves it to half-open and probes
+                }
+            }
+            State::HalfOpen => {
+                let t = s.transitions.lock();
+                if t.probes.admitted < s.config.half_open_probes {
+                    Ok(())
+                } else {
+                    Err(None)
+                }
+            }
+            State::ForcedOpen => Err(None),
+        }
+    }
+
     /// The slow path: open-to-half-open and probe admission, under the lock.
     #[cold]
     fn acquire_probe(&self, now: u64) -> Result<Ticket, Rejected> {

@@ -194,9 +194,10 @@ async fn backpressure_holds_callers_in_poll_ready_until_a_probe_is_due() {
     );
 }
 
-/// A permit taken by `poll_ready` and never spent goes back when the service is dropped.
+/// `poll_ready` takes nothing: a service left ready and idle holds no
+/// half-open probe, and the call is judged when it is made.
 #[tokio::test]
-async fn a_permit_taken_in_poll_ready_is_released_with_the_service() {
+async fn a_ready_idle_service_holds_no_probe() {
     let clock = ManualClock::new();
     let breaker = breaker(&clock);
     breaker.transition_to(State::HalfOpen);
@@ -204,13 +205,48 @@ async fn a_permit_taken_in_poll_ready_is_released_with_the_service() {
         .backpressure(clock.sleeper(), Duration::from_millis(50))
         .layer(service_fn(|()| async { Ok::<(), Infallible>(()) }));
     svc.ready().await.unwrap();
+    let probe = breaker.try_acquire().expect("the one probe is still free");
+    // Now the breaker has no probe left: the ready service's call is rejected.
+    let err = svc.call(()).await.unwrap_err();
+    assert!(rejection(&err).is_some());
+    probe.success();
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+/// A reset while callers are held: under `LoadShed` the next request goes
+/// through at once, and a caller waiting in `poll_ready` is let through
+/// within `recheck`, not at the end of the open duration.
+#[tokio::test]
+async fn a_reset_ends_the_backpressure_within_recheck() {
+    let clock = ManualClock::new();
+    let breaker = CircuitBreaker::builder()
+        .clock(clock.shared())
+        .open_duration(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    breaker.transition_to(State::Open);
+    let inner = service_fn(|()| async { Ok::<(), Infallible>(()) });
+    let layer = CircuitBreakerLayer::new(breaker.clone())
+        .backpressure(clock.sleeper(), Duration::from_millis(100));
+    let mut shed = ServiceBuilder::new()
+        .load_shed()
+        .layer(layer.clone())
+        .service(inner.clone());
     assert!(
-        breaker.try_acquire().is_err(),
-        "poll_ready holds the one probe"
+        shed.ready().await.unwrap().call(()).await.is_err(),
+        "shed while open"
     );
-    drop(svc);
-    assert!(
-        breaker.try_acquire().is_ok(),
-        "dropping the service gave it back"
-    );
+
+    let mut waiting = layer.layer(inner);
+    let held = tokio::spawn(async move {
+        waiting.ready().await.unwrap().call(()).await.unwrap();
+    });
+    tokio::task::yield_now().await;
+    breaker.reset();
+    shed.ready().await.unwrap().call(()).await.unwrap();
+    tokio::task::yield_now().await;
+    assert!(!held.is_finished(), "asleep until its recheck");
+    clock.advance(Duration::from_millis(100));
+    held.await.unwrap();
+    assert_eq!(breaker.snapshot().calls, 2);
 }

@@ -80,8 +80,10 @@ pub struct ManualClock {
 #[derive(Debug, Default)]
 struct ManualTime {
     nanos: AtomicU64,
-    /// Sleeps not yet due: their deadline and the waker of their last poll.
-    sleeping: Mutex<Vec<(u64, Waker)>>,
+    /// Sleeps not yet due: their id, deadline and the waker of their last poll.
+    /// A sleep removes its entry when it is dropped.
+    sleeping: Mutex<Vec<(u64, u64, Waker)>>,
+    next_id: AtomicU64,
 }
 
 impl ManualClock {
@@ -124,9 +126,9 @@ impl ManualClock {
                 .unwrap_or_else(PoisonError::into_inner);
             let (due, waiting) = std::mem::take(&mut *sleeping)
                 .into_iter()
-                .partition::<Vec<_>, _>(|(deadline, _)| *deadline <= now);
+                .partition::<Vec<_>, _>(|(_, deadline, _)| *deadline <= now);
             *sleeping = waiting;
-            due.into_iter().map(|(_, waker)| waker).collect()
+            due.into_iter().map(|(_, _, waker)| waker).collect()
         };
         // Woken outside the lock: a woken task may sleep again at once.
         for waker in due {
@@ -144,31 +146,56 @@ impl Clock for ManualClock {
 
 impl Sleeper for ManualClock {
     fn sleep(&self, duration: Duration) -> Sleep {
-        let deadline = self.now_nanos().saturating_add(duration_to_nanos(duration));
-        let clock = self.clone();
-        Box::pin(std::future::poll_fn(move |cx| {
-            if clock.now_nanos() >= deadline {
-                return Poll::Ready(());
-            }
-            let mut sleeping = clock
-                .shared
-                .sleeping
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            // Checked again under the lock: an advance between the first check
-            // and here has already taken the list, and would not wake us.
-            if clock.now_nanos() >= deadline {
-                return Poll::Ready(());
-            }
-            // A sleep polled again before it is due keeps one entry.
-            if !sleeping
-                .iter()
-                .any(|(d, w)| *d == deadline && w.will_wake(cx.waker()))
-            {
-                sleeping.push((deadline, cx.waker().clone()));
-            }
-            Poll::Pending
-        }))
+        Box::pin(ManualSleep {
+            clock: self.clone(),
+            deadline: self.now_nanos().saturating_add(duration_to_nanos(duration)),
+            id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+}
+
+/// A sleep on a [`ManualClock`]: due when the clock reaches its deadline.
+struct ManualSleep {
+    clock: ManualClock,
+    deadline: u64,
+    id: u64,
+}
+
+impl std::future::Future for ManualSleep {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.clock.now_nanos() >= self.deadline {
+            return Poll::Ready(());
+        }
+        let mut sleeping = self
+            .clock
+            .shared
+            .sleeping
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Checked again under the lock: an advance between the first check
+        // and here has already taken the list, and would not wake us.
+        if self.clock.now_nanos() >= self.deadline {
+            return Poll::Ready(());
+        }
+        match sleeping.iter_mut().find(|(id, _, _)| *id == self.id) {
+            Some(entry) => entry.2.clone_from(cx.waker()),
+            None => sleeping.push((self.id, self.deadline, cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for ManualSleep {
+    fn drop(&mut self) {
+        let mut sleeping = self
+            .clock
+            .shared
+            .sleeping
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        sleeping.retain(|(id, _, _)| *id != self.id);
     }
 }
 

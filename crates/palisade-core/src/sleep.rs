@@ -79,18 +79,21 @@ where
     F: Future,
 {
     Timeout {
-        future: Box::pin(future),
+        future,
         sleep: sleeper.sleep(limit),
         limit,
     }
 }
 
-/// The future of [`timeout`].
-#[must_use = "futures do nothing unless polled"]
-pub struct Timeout<F> {
-    future: Pin<Box<F>>,
-    sleep: Sleep,
-    limit: Duration,
+pin_project_lite::pin_project! {
+    /// The future of [`timeout`]: the future itself, unboxed, and the sleep.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Timeout<F> {
+        #[pin]
+        future: F,
+        sleep: Sleep,
+        limit: Duration,
+    }
 }
 
 impl<F> fmt::Debug for Timeout<F> {
@@ -104,12 +107,13 @@ impl<F> fmt::Debug for Timeout<F> {
 impl<F: Future> Future for Timeout<F> {
     type Output = Result<F::Output, Elapsed>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Poll::Ready(out) = self.future.as_mut().poll(cx) {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.future.poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        match self.sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(Elapsed(self.limit))),
+        match this.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed(*this.limit))),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -123,10 +127,10 @@ mod tests {
     #[test]
     fn a_ready_future_wins_over_a_zero_limit() {
         let clock = ManualClock::new();
-        let mut t = timeout(&clock, Duration::ZERO, std::future::ready(7));
+        let mut t = Box::pin(timeout(&clock, Duration::ZERO, std::future::ready(7)));
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
-        assert_eq!(Pin::new(&mut t).poll(&mut cx), Poll::Ready(Ok(7)));
+        assert_eq!(t.as_mut().poll(&mut cx), Poll::Ready(Ok(7)));
     }
 
     #[cfg(feature = "tokio")]

@@ -99,11 +99,13 @@ pub enum Event {
         subscription: Arc<str>,
         /// Events in the page.
         events: u64,
-        /// Events between the subscription's position when it read the page
-        /// (before handing any of it out) and the newest readable event:
-        /// exact in memory and on SQLite, estimated from sequence numbers on
-        /// PostgreSQL. Measured (one small query) only when someone listens.
-        lag: u64,
+        /// Events in the whole log (whatever the subscription's filter)
+        /// between the subscription's position when it read the page (before
+        /// handing any of it out) and the newest readable event: exact in
+        /// memory and on SQLite, estimated from sequence numbers on
+        /// PostgreSQL. Measured (one small query) only when someone listens;
+        /// `None` when that query failed.
+        lag: Option<u64>,
     },
     /// A subscription's read failed with a backend error; it reads again after `retry_in`.
     SubscriptionFailed {

@@ -74,7 +74,7 @@ pub use limits::{
 pub use memory::InMemoryEventStore;
 pub use palisade_core::{
     Backoff, Clock, ConfigError, Jitter, Listener, ManualClock, SharedClock, SharedSleeper,
-    Sleeper, SystemClock,
+    Sleeper, SystemClock, TokioClock, TokioSleeper,
 };
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

@@ -310,18 +310,23 @@ impl Subscription {
         Self::start(store, checkpoints, name, Filter::stream(stream)).await
     }
 
-    /// Reports a read to the listeners, with the lag measured only if someone listens.
-    async fn report_read(&self, events: usize) -> Result<()> {
+    /// Reports a read to the listeners, with the lag measured only if someone
+    /// listens. A failure to measure it is not a failure of the read: the
+    /// lag is then unknown.
+    async fn report_read(&self, events: usize) {
         if !self.events.is_empty() {
-            let head = self.store.head().await?;
-            let lag = head.sequence.saturating_sub(self.after.sequence);
+            let lag = self
+                .store
+                .head()
+                .await
+                .ok()
+                .map(|head| head.sequence.saturating_sub(self.after.sequence));
             self.events.emit_with(|| Event::SubscriptionRead {
                 subscription: Arc::clone(&self.name),
                 events: events as u64,
                 lag,
             });
         }
-        Ok(())
     }
 
     /// The next event; waits for one when caught up.
@@ -387,7 +392,7 @@ impl Subscription {
             .await?
             .try_collect()
             .await?;
-        self.report_read(page.len()).await?;
+        self.report_read(page.len()).await;
         Ok(page)
     }
 

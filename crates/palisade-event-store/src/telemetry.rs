@@ -283,7 +283,7 @@ impl LagListener {
 
 impl Listener<Event> for LagListener {
     fn on_event(&self, event: &Event) {
-        if let Event::SubscriptionRead { lag, .. } = event {
+        if let Event::SubscriptionRead { lag: Some(lag), .. } = event {
             self.gauge.record(*lag, &self.attributes);
         }
     }

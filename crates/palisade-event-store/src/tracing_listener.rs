@@ -78,7 +78,9 @@ impl Listener<Event> for TracingListener {
             } => tracing::debug!(
                 target: "palisade_event_store",
                 instance = %self.name,
-                %subscription, events, lag, "subscription read"
+                %subscription, events,
+                lag = %lag.map_or_else(|| "unknown".to_owned(), |l| l.to_string()),
+                "subscription read"
             ),
             Event::SubscriptionFailed {
                 subscription,

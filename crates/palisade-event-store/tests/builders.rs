@@ -177,7 +177,11 @@ async fn a_caught_up_subscription_polls_on_its_sleeper() {
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
-    assert_eq!(*reads.lock().unwrap(), [(0, 0)], "one read, then a wait");
+    assert_eq!(
+        *reads.lock().unwrap(),
+        [(0, Some(0))],
+        "one read, then a wait"
+    );
     clock.advance(poll.checked_sub(Duration::from_millis(1)).unwrap());
     for _ in 0..10 {
         tokio::task::yield_now().await;
@@ -189,7 +193,7 @@ async fn a_caught_up_subscription_polls_on_its_sleeper() {
     }
     assert_eq!(
         *reads.lock().unwrap(),
-        [(0, 0), (0, 0)],
+        [(0, Some(0)), (0, Some(0))],
         "read again at the interval"
     );
     waiting.abort();

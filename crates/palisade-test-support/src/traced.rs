@@ -31,8 +31,15 @@ impl Collector {
     }
 
     /// Runs `f` with this collector as the thread's default subscriber.
+    ///
+    /// tracing caches each call site's interest for the whole process; the
+    /// collector says "sometimes" and the cache is rebuilt here, so a call
+    /// site first reached in another test (with no subscriber) still reports.
     pub fn run<T>(&self, f: impl FnOnce() -> T) -> T {
-        tracing::subscriber::with_default(self.clone(), f)
+        tracing::subscriber::with_default(self.clone(), || {
+            tracing::callsite::rebuild_interest_cache();
+            f()
+        })
     }
 
     /// What it has collected so far.
@@ -57,6 +64,9 @@ impl Visit for Fields {
 }
 
 impl Subscriber for Collector {
+    fn register_callsite(&self, _: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
     fn enabled(&self, _: &Metadata<'_>) -> bool {
         true
     }

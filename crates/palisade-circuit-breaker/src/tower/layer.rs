@@ -60,14 +60,18 @@ impl<C> CircuitBreakerLayer<C> {
         }
     }
 
-    /// Holds callers back in `poll_ready` instead of rejecting in `call`:
-    /// `poll_ready` takes the permit, and while the breaker rejects it stays
-    /// pending, woken through `sleeper` when a probe is due or, when the
-    /// breaker cannot say (all probes taken, forced open), after `recheck`.
-    /// For stacks that shed on readiness (`LoadShed`) or queue (`Buffer`).
-    /// Default: off. Each pending `poll_ready` that the breaker refuses counts
-    /// as one rejection in the breaker's events. A `recheck` under 1 ms counts
-    /// as 1 ms, so that a breaker that cannot say never makes `poll_ready` spin.
+    /// Holds callers back in `poll_ready` as well as rejecting in `call`:
+    /// while the breaker would reject, `poll_ready` stays pending, woken
+    /// through `sleeper` when a probe is due or after `recheck`, whichever is
+    /// sooner (so a reset, a manual transition or a probe given back is seen
+    /// within `recheck`). For stacks that shed on readiness (`LoadShed`) or
+    /// queue (`Buffer`; put a `Timeout` above the `Buffer`, since a forced-open
+    /// breaker holds it until it is closed). Default: off.
+    ///
+    /// `poll_ready` takes nothing from the breaker and counts nothing: the
+    /// permit is taken by `call`, which may still be rejected if the breaker
+    /// changed in between, and only such a call counts as a rejection. A
+    /// `recheck` under 1 ms counts as 1 ms, so `poll_ready` never spins.
     #[must_use]
     pub fn backpressure(mut self, sleeper: SharedSleeper, recheck: Duration) -> Self {
         self.backpressure = Some((sleeper, recheck.max(Duration::from_millis(1))));

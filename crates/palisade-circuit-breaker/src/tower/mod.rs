@@ -17,7 +17,6 @@ use palisade_core::{Classifier, DefaultClassifier, SharedSleeper, Sleep};
 use tower_service::Service;
 
 use crate::CircuitBreaker;
-use crate::permit::OwnedPermit;
 
 pub use future::ResponseFuture;
 pub use layer::CircuitBreakerLayer;
@@ -31,8 +30,11 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Clones share the breaker. By default `poll_ready` is the inner service's
 /// and a rejected call returns a boxed [`Rejected`](crate::Rejected) without
 /// calling the inner service. With [`CircuitBreakerLayer::backpressure`],
-/// `poll_ready` takes the permit instead and stays pending while the breaker
-/// rejects, so a `LoadShed` above sheds and a `Buffer` above waits.
+/// `poll_ready` also stays pending while the breaker would reject, so a
+/// `LoadShed` above sheds and a `Buffer` above waits. It takes nothing from
+/// the breaker (a half-open probe is taken by `call`, as without
+/// backpressure), so a service left ready and idle holds no probe, and a call
+/// made after the breaker opened is still judged when it is made.
 pub struct CircuitBreakerService<S, C = DefaultClassifier> {
     inner: S,
     breaker: CircuitBreaker,
@@ -43,11 +45,9 @@ pub struct CircuitBreakerService<S, C = DefaultClassifier> {
 /// What `poll_ready` needs when it holds callers back.
 pub(crate) struct Backpressure {
     sleeper: SharedSleeper,
-    /// How long to wait before asking again when the breaker cannot say when it will admit.
+    /// The longest wait before asking the breaker again.
     recheck: Duration,
-    /// The permit taken by `poll_ready`, spent by the next `call`.
-    permit: Option<OwnedPermit>,
-    /// The wait until the breaker may admit again.
+    /// The wait until the breaker is asked again.
     wait: Option<Sleep>,
 }
 
@@ -56,34 +56,31 @@ impl Backpressure {
         Self {
             sleeper,
             recheck,
-            permit: None,
             wait: None,
         }
     }
 
-    /// A fresh copy for a clone of the service: same settings, no permit, no wait.
+    /// A fresh copy for a clone of the service: same settings, no wait.
     fn fresh(&self) -> Self {
         Self::new(self.sleeper.clone(), self.recheck)
     }
 
-    /// Ready once the breaker has given a permit; pending, with a wake-up set
-    /// for when it may admit, while it rejects.
-    fn poll_permit(&mut self, breaker: &CircuitBreaker, cx: &mut Context<'_>) -> Poll<()> {
+    /// Ready once the breaker would admit a call. The breaker is asked on
+    /// every poll, so a reset or a manual transition is seen by the next
+    /// caller; a waiting caller is woken when a probe is due or after
+    /// `recheck`, whichever is sooner.
+    fn poll_admitted(&mut self, breaker: &CircuitBreaker, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            if let Some(wait) = &mut self.wait {
-                ready!(wait.as_mut().poll(cx));
-                self.wait = None;
-            }
-            if self.permit.is_some() {
-                return Poll::Ready(());
-            }
-            match breaker.try_acquire_owned() {
-                Ok(permit) => self.permit = Some(permit),
-                Err(rejected) => {
-                    let after = rejected.retry_after().unwrap_or(self.recheck);
-                    self.wait = Some(self.sleeper.sleep(after));
+            let after = match breaker.admits() {
+                Ok(()) => {
+                    self.wait = None;
+                    return Poll::Ready(());
                 }
-            }
+                Err(after) => after.map_or(self.recheck, |d| d.min(self.recheck)),
+            };
+            let wait = self.wait.get_or_insert_with(|| self.sleeper.sleep(after));
+            ready!(wait.as_mut().poll(cx));
+            self.wait = None;
         }
     }
 }
@@ -158,19 +155,17 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if let Some(backpressure) = &mut self.backpressure {
-            ready!(backpressure.poll_permit(&self.breaker, cx));
+            ready!(backpressure.poll_admitted(&self.breaker, cx));
         }
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let permit = match self.backpressure.as_mut().and_then(|b| b.permit.take()) {
-            Some(permit) => permit,
-            None => match self.breaker.try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(rejected) => return ResponseFuture::rejected(rejected),
-            },
-        };
-        ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone())
+        match self.breaker.try_acquire_owned() {
+            Ok(permit) => {
+                ResponseFuture::called(self.inner.call(request), permit, self.classifier.clone())
+            }
+            Err(rejected) => ResponseFuture::rejected(rejected),
+        }
     }
 }

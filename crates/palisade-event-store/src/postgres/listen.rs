@@ -31,7 +31,15 @@ pub(super) fn spawn(
         // Failed attempts since the last connection that listened.
         let mut failures = 0;
         loop {
-            if let Ok((client, mut connection)) = config.connect(NoTls).await {
+            // The driver's connect timeout covers the socket only: a server
+            // that accepts and never answers would hold the listener forever.
+            let limit = config
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(Duration::from_secs(5));
+            if let Ok(Ok((client, mut connection))) =
+                palisade_core::timeout(&*sleeper, limit, config.connect(NoTls)).await
+            {
                 let notify = changes.clone();
                 let driver = tokio::spawn(async move {
                     let mut messages =
