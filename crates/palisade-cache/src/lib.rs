@@ -108,7 +108,7 @@ pub use palisade_core::{
     Clock, ConfigError, Listener, ManualClock, Outcome, SharedClock, SharedSleeper, Sleeper,
     SystemClock,
 };
-pub use stats::CacheStats;
 #[cfg(feature = "tokio")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use palisade_core::{TokioClock, TokioSleeper};
+pub use stats::CacheStats;

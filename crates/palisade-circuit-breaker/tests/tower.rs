@@ -231,7 +231,7 @@ async fn a_reset_ends_the_backpressure_within_recheck() {
     let mut shed = ServiceBuilder::new()
         .load_shed()
         .layer(layer.clone())
-        .service(inner.clone());
+        .service(inner);
     assert!(
         shed.ready().await.unwrap().call(()).await.is_err(),
         "shed while open"

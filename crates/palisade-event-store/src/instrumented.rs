@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use palisade_core::{ConfigError, Listener, Listeners, SharedClock, SystemClock};
 use tokio::sync::watch;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::event::{Event, Operation, error_type};
 use crate::store::{EventStore, EventStream};
 use crate::types::{
@@ -35,7 +35,7 @@ use crate::types::{
 ///     .listener(move |e: &Event| sink.lock().unwrap().push(e.clone()))
 ///     .build()?;
 /// # let _ = store;
-/// # Ok::<(), palisade_event_store::Error>(())
+/// # Ok::<(), palisade_event_store::ConfigError>(())
 /// ```
 pub struct Instrumented<S> {
     inner: S,
@@ -139,10 +139,10 @@ impl<S: EventStore> InstrumentedBuilder<S> {
     /// Checks the settings and wraps the store.
     ///
     /// # Errors
-    /// [`Error::Config`] naming `name` if it is empty.
-    pub fn build(self) -> Result<Instrumented<S>> {
+    /// A [`ConfigError`] naming `name` if it is empty.
+    pub fn build(self) -> std::result::Result<Instrumented<S>, ConfigError> {
         if self.name.is_empty() {
-            return Err(Error::Config(ConfigError::new("name", "must not be empty")));
+            return Err(ConfigError::new("name", "must not be empty"));
         }
         #[allow(unused_mut)]
         let mut events = self.listeners;

@@ -98,8 +98,8 @@ impl InMemoryEventStore {
     /// An empty store with these limits.
     ///
     /// # Errors
-    /// [`Error::Config`](crate::Error::Config) naming `limits` if a limit is 0.
-    pub fn with_limits(limits: Limits) -> Result<Self> {
+    /// A [`ConfigError`](palisade_core::ConfigError) naming `limits` if a limit is 0.
+    pub fn with_limits(limits: Limits) -> std::result::Result<Self, palisade_core::ConfigError> {
         limits.validate()?;
         Ok(Self {
             limits,

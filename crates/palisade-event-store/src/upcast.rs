@@ -30,7 +30,7 @@ type Step = Arc<dyn Fn(RecordedEvent) -> std::result::Result<RecordedEvent, Stri
 ///     Ok(e)
 /// })?;
 /// # let _ = upcasters;
-/// # Ok::<(), palisade_event_store::Error>(())
+/// # Ok::<(), palisade_event_store::ConfigError>(())
 /// ```
 #[derive(Clone, Default)]
 pub struct Upcasters {
@@ -60,7 +60,7 @@ impl Upcasters {
     /// The step changes the payload (and may rename the type); the schema version is set for it.
     ///
     /// # Errors
-    /// [`Error::Config`] naming `register` when `from_version` is
+    /// A [`ConfigError`](palisade_core::ConfigError) naming `register` when `from_version` is
     /// [`MAX_SCHEMA_VERSION`](crate::MAX_SCHEMA_VERSION) or above: no
     /// version an event can be stored with comes after it.
     pub fn register<F>(
@@ -68,18 +68,18 @@ impl Upcasters {
         event_type: impl Into<String>,
         from_version: u32,
         step: F,
-    ) -> Result<Self>
+    ) -> std::result::Result<Self, palisade_core::ConfigError>
     where
         F: Fn(RecordedEvent) -> std::result::Result<RecordedEvent, String> + Send + Sync + 'static,
     {
         if from_version >= crate::MAX_SCHEMA_VERSION {
-            return Err(Error::Config(palisade_core::ConfigError::new(
+            return Err(palisade_core::ConfigError::new(
                 "register",
                 format!(
                     "from_version must be below {}, the largest schema version, got {from_version}",
                     crate::MAX_SCHEMA_VERSION
                 ),
-            )));
+            ));
         }
         let event_type = event_type.into();
         let to = from_version + 1;

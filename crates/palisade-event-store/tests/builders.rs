@@ -20,7 +20,12 @@ async fn bad_settings_are_configuration_errors_naming_the_method() {
         max_batch: 0,
         ..Limits::default()
     };
-    assert_eq!(field(InMemoryEventStore::with_limits(zero_batch)), "limits");
+    assert_eq!(
+        InMemoryEventStore::with_limits(zero_batch)
+            .unwrap_err()
+            .field(),
+        "limits"
+    );
     let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
     let checkpoints = Arc::new(InMemoryCheckpointStore::new());
     assert_eq!(
@@ -37,11 +42,11 @@ async fn bad_settings_are_configuration_errors_naming_the_method() {
         "builder"
     );
     assert_eq!(
-        field(
-            Instrumented::builder(InMemoryEventStore::new())
-                .name("")
-                .build()
-        ),
+        Instrumented::builder(InMemoryEventStore::new())
+            .name("")
+            .build()
+            .unwrap_err()
+            .field(),
         "name"
     );
 }
