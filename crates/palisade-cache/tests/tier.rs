@@ -184,6 +184,7 @@ macro_rules! suite {
             a_load_on_one_instance_is_read_remotely_by_the_other,
             an_insert_on_one_instance_drops_the_others_local_copy,
             an_invalidate_on_one_instance_drops_the_others_local_copy,
+            invalidate_all_empties_this_instance_the_remote_tier_and_the_others,
             the_remote_ttl_is_passed_to_the_tier,
         );
     };
@@ -352,6 +353,36 @@ async fn an_invalidate_on_one_instance_drops_the_others_local_copy<B: Backend>(b
     assert_eq!(counts(a.tier_stats()), (1, 1, 0, 0, 0));
 }
 
+async fn invalidate_all_empties_this_instance_the_remote_tier_and_the_others<B: Backend>(
+    backend: &B,
+) {
+    let (a, b) = (tiered(backend).await, tiered(backend).await);
+    let keys = [s("price:1"), s("price:2")];
+    for key in &keys {
+        seed(&a, &b, key).await;
+    }
+    let other_tier = backend.member().await;
+    a.invalidate_all().await;
+    for key in &keys {
+        assert_eq!(a.local().get(key), None);
+    }
+    wait_until("B resyncs", Duration::from_secs(5), || {
+        b.tier_stats().resyncs == 1 && keys.iter().all(|k| b.local().get(k).is_none())
+    })
+    .await;
+    assert_eq!(
+        get_all(&other_tier, &["price:1", "price:2"]).await,
+        [None, None],
+        "removed from the remote tier"
+    );
+    let (sa, sb) = (a.tier_stats(), b.tier_stats());
+    assert_eq!(
+        (sa.invalidate_alls, sa.resyncs, sa.remote_errors),
+        (1, 0, 0)
+    );
+    assert_eq!((sb.invalidate_alls, sb.resyncs), (0, 1));
+}
+
 async fn the_remote_ttl_is_passed_to_the_tier<B: Backend>(backend: &B) {
     let ttl = Duration::from_millis(1500);
     let cache = TieredCache::builder(local(), backend.member().await)
@@ -451,6 +482,14 @@ impl RemoteTier<String, String> for GatedTier {
 
     async fn publish_invalidation(&self, key: &String) -> Result<(), TierError> {
         self.inner.publish_invalidation(key).await
+    }
+
+    async fn remove_all(&self) -> Result<(), TierError> {
+        self.inner.remove_all().await
+    }
+
+    async fn publish_resync(&self) -> Result<(), TierError> {
+        self.inner.publish_resync().await
     }
 
     fn subscribe(&self) -> Invalidations<String> {
@@ -599,6 +638,16 @@ impl RemoteTier<String, String> for StalledTier {
     }
 
     async fn publish_invalidation(&self, _: &String) -> Result<(), TierError> {
+        tokio::time::sleep(AN_HOUR).await;
+        Ok(())
+    }
+
+    async fn remove_all(&self) -> Result<(), TierError> {
+        tokio::time::sleep(AN_HOUR).await;
+        Ok(())
+    }
+
+    async fn publish_resync(&self) -> Result<(), TierError> {
         tokio::time::sleep(AN_HOUR).await;
         Ok(())
     }
@@ -1060,7 +1109,81 @@ mod redis_tier {
             a.tier_stats(),
             b.tier_stats()
         );
-        assert_eq!(a.tier_stats().resyncs, 1);
-        assert_eq!(b.tier_stats().resyncs, 1);
+        // Once when the subscription was found dead, once when it was back.
+        assert_eq!(a.tier_stats().resyncs, 2);
+        assert_eq!(b.tier_stats().resyncs, 2);
+    }
+
+    /// A frozen Redis (`SIGSTOP`: the connections stay open, nothing
+    /// answers) is found out by the subscription's ping: within
+    /// `ping_interval + ping_timeout` every local cache is told to
+    /// resynchronise, and told again when the server is back. The pings run
+    /// on a manual clock, so the bound is checked without waiting for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_frozen_redis_is_detected_by_ping_and_the_caches_resync() {
+        let Some(server) =
+            palisade_test_support::OwnRedis::start(palisade_test_support::test_name!())
+        else {
+            return;
+        };
+        let clock = ManualClock::new();
+        let tier: RedisTier<String, String> = RedisTier::builder("frozen:")
+            .url(server.url())
+            .sleeper(clock.sleeper())
+            .ping_interval(Duration::from_secs(1))
+            .ping_timeout(Duration::from_secs(1))
+            .connect()
+            .await
+            .unwrap();
+        let mut heard = tier.subscribe();
+        // The listener waits out a quiet second, pings, and is answered.
+        clock.advance(Duration::from_secs(1));
+        assert_silent(&mut heard).await;
+
+        server.freeze();
+        clock.advance(Duration::from_secs(1)); // the next ping goes out, unanswered
+        assert_silent(&mut heard).await;
+        clock.advance(Duration::from_secs(1)); // and times out: 2 s after the freeze at most
+        assert_eq!(next(&mut heard).await, Invalidation::Resync);
+
+        server.thaw();
+        // Resubscribing backs off from 20 ms; the clock moves it along.
+        let back = async {
+            loop {
+                clock.advance(Duration::from_millis(100));
+                if let Ok(Some(i)) = timeout(Duration::from_millis(50), heard.recv()).await {
+                    return i;
+                }
+            }
+        };
+        assert_eq!(
+            timeout(Duration::from_secs(10), back)
+                .await
+                .expect("resubscribed"),
+            Invalidation::Resync
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_redis_tier_settings_name_the_builder_method() {
+        let field = |r: Result<RedisTier<String, String>, TierError>| match r {
+            Err(TierError::Config(e)) => e.field(),
+            other => panic!("not a configuration error: {other:?}"),
+        };
+        assert_eq!(field(RedisTier::builder("p:").connect().await), "url");
+        assert_eq!(
+            field(RedisTier::builder("p:").url("not a url").connect().await),
+            "url"
+        );
+        assert_eq!(
+            field(
+                RedisTier::builder("p:")
+                    .url("redis://127.0.0.1:1")
+                    .ping_timeout(Duration::ZERO)
+                    .connect()
+                    .await
+            ),
+            "ping_timeout"
+        );
     }
 }

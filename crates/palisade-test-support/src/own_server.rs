@@ -160,3 +160,80 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+/// A Redis server of the test's own, on a free loopback port, with no
+/// persistence. Can be frozen (`SIGSTOP`: its connections stay open but
+/// nothing answers) and thawed. Killed when dropped.
+#[derive(Debug)]
+pub struct OwnRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    /// Starts one, or returns `None` (and says the test is skipped) when
+    /// `redis-server` is not installed; under `PALISADE_REQUIRE_SERVICES=1`
+    /// that fails the test instead.
+    ///
+    /// # Panics
+    /// When the binary is missing under `PALISADE_REQUIRE_SERVICES=1`, or the
+    /// server does not accept connections within 10 s.
+    pub fn start(test: &str) -> Option<Self> {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                let why = format!("cannot start redis-server: {e}");
+                assert!(!services_required(), "{test}: {why}");
+                skipped(test, &why);
+                return None;
+            }
+        };
+        let server = Self { child, port };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("{test}: redis-server on port {port} did not start");
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the process (`SIGSTOP`): connections stay open, nothing answers.
+    ///
+    /// # Panics
+    /// When `kill` fails.
+    pub fn freeze(&self) {
+        run(Command::new("kill").args(["-STOP", &self.child.id().to_string()]));
+    }
+
+    /// Lets a frozen server go on (`SIGCONT`).
+    ///
+    /// # Panics
+    /// When `kill` fails.
+    pub fn thaw(&self) {
+        run(Command::new("kill").args(["-CONT", &self.child.id().to_string()]));
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -153,6 +153,19 @@ where
         Ok(())
     }
 
+    async fn remove_all(&self) -> Result<(), TierError> {
+        self.shared.values.lock().clear();
+        Ok(())
+    }
+
+    async fn publish_resync(&self) -> Result<(), TierError> {
+        let _ = self
+            .shared
+            .channel
+            .send((self.member, Invalidation::Resync));
+        Ok(())
+    }
+
     fn subscribe(&self) -> Invalidations<K> {
         Invalidations::new(self.shared.channel.subscribe(), self.member)
     }

@@ -34,7 +34,7 @@ pub use self::codec::Codec;
 pub use self::codec::JsonCodec;
 pub use self::memory::InMemoryTier;
 #[cfg(feature = "redis")]
-pub use self::redis::RedisTier;
+pub use self::redis::{RedisTier, RedisTierBuilder};
 pub use self::tiered::{TierStats, TieredCache, TieredCacheBuilder};
 #[cfg(doc)]
 use crate::Cache;
@@ -63,6 +63,9 @@ pub enum TierError {
     /// The call took longer than the remote timeout.
     #[error("remote tier call took longer than {0:?}")]
     Timeout(Duration),
+    /// A setting of the tier's builder is out of its bounds.
+    #[error(transparent)]
+    Config(#[from] palisade_core::ConfigError),
 }
 
 /// A shared store behind the local caches of many instances.
@@ -94,6 +97,13 @@ pub trait RemoteTier<K, V>: Send + Sync + 'static {
 
     /// Tells every other subscriber to drop its local copy of `key`.
     async fn publish_invalidation(&self, key: &K) -> Result<(), TierError>;
+
+    /// Removes every value this tier holds (under its prefix, for Redis).
+    async fn remove_all(&self) -> Result<(), TierError>;
+
+    /// Tells every other subscriber to drop every local copy (an
+    /// [`Invalidation::Resync`]).
+    async fn publish_resync(&self) -> Result<(), TierError>;
 
     /// Invalidations published by other instances (never this one's own).
     fn subscribe(&self) -> Invalidations<K>;

@@ -22,7 +22,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use palisade_core::{Backoff, Jitter, SharedSleeper, TokioSleeper};
+use palisade_core::{Backoff, ConfigError, Jitter, SharedSleeper, TokioSleeper};
 
 use super::codec::{Codec, JsonCodec};
 use super::{Invalidation, Invalidations, RemoteTier, TierError};
@@ -77,9 +77,198 @@ where
     V: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     /// Connects to `url` (`redis://127.0.0.1:6379`), keeping keys under
-    /// `prefix` (`"myapp:users:"`); values as JSON.
+    /// `prefix` (`"myapp:users:"`); values as JSON. The builder's defaults
+    /// for everything else.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, TierError> {
-        Self::connect_with_codec(url, prefix, JsonCodec).await
+        Self::builder(prefix).url(url).connect().await
+    }
+
+    /// A builder for a tier keeping keys under `prefix` (`"myapp:users:"`).
+    pub fn builder(prefix: impl Into<String>) -> RedisTierBuilder<K, V, JsonCodec> {
+        RedisTierBuilder {
+            prefix: prefix.into(),
+            url: None,
+            client: None,
+            connection: None,
+            codec: JsonCodec,
+            ping_interval: Duration::from_secs(1),
+            ping_timeout: Duration::from_secs(1),
+            sleeper: None,
+            _kv: PhantomData,
+        }
+    }
+}
+
+/// Builds a [`RedisTier`]: where Redis is (a URL, or a `redis::Client`
+/// and optionally a `ConnectionManager` the application already has), the
+/// codec, and how a dead subscription is detected.
+#[must_use]
+pub struct RedisTierBuilder<K, V, C> {
+    prefix: String,
+    url: Option<String>,
+    client: Option<redis::Client>,
+    connection: Option<ConnectionManager>,
+    codec: C,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+    sleeper: Option<SharedSleeper>,
+    _kv: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V, C> fmt::Debug for RedisTierBuilder<K, V, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTierBuilder")
+            .field("prefix", &self.prefix)
+            .field("ping_interval", &self.ping_interval)
+            .field("ping_timeout", &self.ping_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V, C> RedisTierBuilder<K, V, C>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+    C: Codec<V>,
+{
+    /// Where Redis is: `redis://host:port/db`, or `rediss://…` for TLS (with
+    /// the `redis` crate's TLS features). One of `url` and `client` is required.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// An existing client (for its connection settings, TLS included); the
+    /// subscription opens its own connection from it.
+    pub fn client(mut self, client: redis::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// An existing connection manager for the commands (default: one made
+    /// from the client or URL, with a 1 s connect timeout and 2 retries).
+    pub fn connection_manager(mut self, connection: ConnectionManager) -> Self {
+        self.connection = Some(connection);
+        self
+    }
+
+    /// Encodes values with `codec` (default JSON).
+    pub fn codec<C2: Codec<V>>(self, codec: C2) -> RedisTierBuilder<K, V, C2> {
+        RedisTierBuilder {
+            prefix: self.prefix,
+            url: self.url,
+            client: self.client,
+            connection: self.connection,
+            codec,
+            ping_interval: self.ping_interval,
+            ping_timeout: self.ping_timeout,
+            sleeper: self.sleeper,
+            _kv: PhantomData,
+        }
+    }
+
+    /// How often the subscription connection is pinged when it is quiet
+    /// (default 1 s). With [`ping_timeout`](Self::ping_timeout), this bounds
+    /// how long a dead subscription (a frozen server, a silent network cut,
+    /// where the TCP connection stays open) goes unnoticed: at most
+    /// `ping_interval + ping_timeout` after it died, every local cache is
+    /// told to resynchronise.
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// How long a ping, or an attempt to subscribe again, may take before the
+    /// connection counts as dead (default 1 s).
+    pub fn ping_timeout(mut self, timeout: Duration) -> Self {
+        self.ping_timeout = timeout;
+        self
+    }
+
+    /// What the pings, their timeouts and the resubscription back-off wait on
+    /// (default: tokio's timer).
+    pub fn sleeper(mut self, sleeper: SharedSleeper) -> Self {
+        self.sleeper = Some(sleeper);
+        self
+    }
+
+    /// Checks the settings, connects and subscribes to the invalidations.
+    ///
+    /// # Errors
+    /// [`TierError::Config`] naming `url` when neither a URL nor a client was
+    /// given (or the URL does not parse), or `ping_interval`/`ping_timeout`
+    /// below 1 ms; [`TierError::Backend`] if Redis cannot be reached now.
+    /// Once connected, lost connections are re-established by themselves.
+    pub async fn connect(self) -> Result<RedisTier<K, V, C>, TierError> {
+        for (field, d) in [
+            ("ping_interval", self.ping_interval),
+            ("ping_timeout", self.ping_timeout),
+        ] {
+            if d < Duration::from_millis(1) {
+                return Err(TierError::Config(ConfigError::new(
+                    field,
+                    format!("must be at least 1 ms, got {d:?}"),
+                )));
+            }
+        }
+        let client = match (self.client, &self.url) {
+            (Some(client), _) => client,
+            (None, Some(url)) => redis::Client::open(url.as_str()).map_err(|e| {
+                TierError::Config(ConfigError::new("url", format!("not a Redis URL: {e}")))
+            })?,
+            (None, None) => {
+                return Err(TierError::Config(ConfigError::new(
+                    "url",
+                    "neither a URL nor a client was given",
+                )));
+            }
+        };
+        let connection = if let Some(connection) = self.connection {
+            connection
+        } else {
+            // Few retries per reconnection: a caller waits at most its remote
+            // timeout anyway, and an unreachable Redis at startup should fail
+            // `connect` in about a second rather than after redis' default seven.
+            // A failed reconnection is tried again by the next command.
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_secs(2));
+            client
+                .get_connection_manager_with_config(config)
+                .await
+                .map_err(backend)?
+        };
+        let sleeper = self.sleeper.unwrap_or_else(TokioSleeper::shared);
+        let channel = format!("{}invalidations", self.prefix);
+        // Subscribed before `connect` returns, so no invalidation published
+        // after it can be missed.
+        let pubsub =
+            palisade_core::timeout(&*sleeper, self.ping_timeout, subscribe(&client, &channel))
+                .await
+                .map_err(|e| TierError::Backend(Box::new(e)))??;
+        let (invalidations, _) = broadcast::channel(1024);
+        let listener = tokio::spawn(listen(
+            Subscriber {
+                client,
+                channel: channel.clone(),
+                out: invalidations.clone(),
+                sleeper,
+                ping_interval: self.ping_interval,
+                ping_timeout: self.ping_timeout,
+            },
+            pubsub,
+        ));
+        Ok(RedisTier {
+            connection,
+            prefix: self.prefix,
+            channel,
+            codec: self.codec,
+            me: fastrand::u64(..u64::MAX),
+            invalidations,
+            _listener: Arc::new(Listener(listener)),
+            _values: PhantomData,
+        })
     }
 }
 
@@ -90,45 +279,15 @@ where
     C: Codec<V>,
 {
     /// As [`connect`](RedisTier::connect), with values encoded by `codec`.
-    ///
-    /// Fails if Redis cannot be reached now; once connected, lost
-    /// connections are re-established by themselves.
-    pub async fn connect_with_codec(url: &str, prefix: &str, codec: C) -> Result<Self, TierError> {
-        let client = redis::Client::open(url).map_err(backend)?;
-        // Few retries per reconnection: a caller waits at most its remote
-        // timeout anyway, and an unreachable Redis at startup should fail
-        // `connect` in about a second rather than after redis' default seven.
-        // A failed reconnection is tried again by the next command.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let connection = client
-            .get_connection_manager_with_config(config)
+    pub async fn connect_with_codec(url: &str, prefix: &str, codec: C) -> Result<Self, TierError>
+    where
+        V: Serialize + DeserializeOwned,
+    {
+        RedisTier::<K, V, JsonCodec>::builder(prefix)
+            .url(url)
+            .codec(codec)
+            .connect()
             .await
-            .map_err(backend)?;
-        let channel = format!("{prefix}invalidations");
-        // Subscribed before `connect` returns, so no invalidation published
-        // after it can be missed.
-        let pubsub = subscribe(&client, &channel).await?;
-        let (invalidations, _) = broadcast::channel(1024);
-        let listener = tokio::spawn(listen(
-            client,
-            channel.clone(),
-            pubsub,
-            invalidations.clone(),
-            TokioSleeper::shared(),
-        ));
-        Ok(Self {
-            connection,
-            prefix: prefix.to_owned(),
-            channel,
-            codec,
-            me: fastrand::u64(..u64::MAX),
-            invalidations,
-            _listener: Arc::new(Listener(listener)),
-            _values: PhantomData,
-        })
     }
 
     /// `SET key value [PX ttl]`.
@@ -160,40 +319,78 @@ async fn subscribe(client: &redis::Client, channel: &str) -> Result<PubSub, Tier
     Ok(pubsub)
 }
 
-/// Forwards invalidations from Redis until the tier is dropped, resubscribing
-/// (and asking for a resync) whenever the connection is lost.
-async fn listen<K: DeserializeOwned>(
+/// What the subscription task needs.
+struct Subscriber<K> {
     client: redis::Client,
     channel: String,
-    mut pubsub: PubSub,
     out: broadcast::Sender<(u64, Invalidation<K>)>,
     sleeper: SharedSleeper,
-) {
+    ping_interval: Duration,
+    ping_timeout: Duration,
+}
+
+/// Forwards invalidations from Redis until the tier is dropped. A quiet
+/// connection is pinged every `ping_interval`; when it closes, or a ping
+/// gets no answer within `ping_timeout` (a frozen server or a silent network
+/// cut keep the TCP connection open), every local cache is told to
+/// resynchronise at once, the task subscribes again with backoff (each
+/// attempt bounded by `ping_timeout`), and tells them again once it is back,
+/// since messages published meanwhile are lost (Redis pub/sub keeps nothing).
+async fn listen<K: DeserializeOwned>(sub: Subscriber<K>, pubsub: PubSub) {
+    let mut pubsub = Some(pubsub);
     loop {
-        let mut messages = pubsub.into_on_message();
-        while let Some(message) = messages.next().await {
-            if let Some(parsed) = parse(message.get_payload_bytes()) {
-                let _ = out.send(parsed);
-            }
+        if let Some(connected) = pubsub.take() {
+            forward_until_dead(&sub, connected).await;
         }
-        drop(messages);
+        let _ = sub.out.send((u64::MAX, Invalidation::Resync));
         let backoff = resubscribe_backoff();
         let mut attempt = 1;
         pubsub = loop {
-            sleeper.sleep(backoff.delay(attempt)).await;
-            if let Ok(pubsub) = subscribe(&client, &channel).await {
-                break pubsub;
+            sub.sleeper.sleep(backoff.delay(attempt)).await;
+            let again = subscribe(&sub.client, &sub.channel);
+            if let Ok(Ok(pubsub)) =
+                palisade_core::timeout(&*sub.sleeper, sub.ping_timeout, again).await
+            {
+                break Some(pubsub);
             }
             attempt = attempt.saturating_add(1);
         };
-        let _ = out.send((u64::MAX, Invalidation::Resync));
+        let _ = sub.out.send((u64::MAX, Invalidation::Resync));
     }
 }
 
-/// `{sender:016x}{key as JSON}` → `(sender, Key(key))`; anything else is ignored.
+/// Forwards messages until the connection closes or stops answering pings.
+async fn forward_until_dead<K: DeserializeOwned>(sub: &Subscriber<K>, pubsub: PubSub) {
+    let (mut sink, mut stream) = pubsub.split();
+    loop {
+        let quiet = sub.sleeper.sleep(sub.ping_interval);
+        match futures_util::future::select(stream.next(), quiet).await {
+            futures_util::future::Either::Left((Some(message), _)) => {
+                if let Some(parsed) = parse(message.get_payload_bytes()) {
+                    let _ = sub.out.send(parsed);
+                }
+            }
+            futures_util::future::Either::Left((None, _)) => return,
+            futures_util::future::Either::Right(((), _)) => {
+                // Any answer will do: in a subscribed RESP2 connection it is ["pong", ""].
+                let ping = sink.ping::<redis::Value>();
+                match palisade_core::timeout(&*sub.sleeper, sub.ping_timeout, ping).await {
+                    Ok(Ok(_)) => {}
+                    _ => return,
+                }
+            }
+        }
+    }
+}
+
+/// `{sender:016x}{key as JSON}` → `(sender, Key(key))`, `{sender:016x}!resync`
+/// → `(sender, Resync)`; anything else is ignored.
 fn parse<K: DeserializeOwned>(payload: &[u8]) -> Option<(u64, Invalidation<K>)> {
     let sender = std::str::from_utf8(payload.get(..16)?).ok()?;
     let sender = u64::from_str_radix(sender, 16).ok()?;
+    if &payload[16..] == RESYNC.as_bytes() {
+        return Some((sender, Invalidation::Resync));
+    }
     let key = serde_json::from_slice(&payload[16..]).ok()?;
     Some((sender, Invalidation::Key(key)))
 }
@@ -249,9 +446,60 @@ where
             .map_err(backend)
     }
 
+    async fn remove_all(&self) -> Result<(), TierError> {
+        // SCAN, not KEYS: the server goes on serving while the keys are found.
+        // Not atomic: a value written meanwhile under the prefix may stay.
+        let mut connection = self.connection.clone();
+        let pattern = format!("{}*", glob_escape(&self.prefix));
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1_000)
+                .query_async(&mut connection)
+                .await
+                .map_err(backend)?;
+            let values: Vec<String> = keys.into_iter().filter(|k| *k != self.channel).collect();
+            if !values.is_empty() {
+                connection.del::<_, ()>(values).await.map_err(backend)?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    async fn publish_resync(&self) -> Result<(), TierError> {
+        let payload = format!("{:016x}{RESYNC}", self.me);
+        let mut connection = self.connection.clone();
+        connection
+            .publish::<_, _, ()>(&self.channel, payload)
+            .await
+            .map_err(backend)
+    }
+
     fn subscribe(&self) -> Invalidations<K> {
         Invalidations::new(self.invalidations.subscribe(), self.me)
     }
+}
+
+/// The payload after the sender that asks for a resync: no key's JSON starts with `!`.
+const RESYNC: &str = "!resync";
+
+/// `prefix` with Redis glob characters escaped, for `SCAN MATCH`.
+fn glob_escape(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -31,8 +31,11 @@ pub struct TierStats {
     pub remote_errors: u64,
     /// Invalidations from other instances applied to the local cache.
     pub invalidations_received: u64,
-    /// Times the local cache was emptied to resynchronise after a reconnect.
+    /// Times the local cache was emptied to resynchronise: after the
+    /// subscription was lost or came back, or another instance's `invalidate_all`.
     pub resyncs: u64,
+    /// Calls of [`TieredCache::invalidate_all`] on this instance.
+    pub invalidate_alls: u64,
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +45,7 @@ struct Counters {
     remote_errors: AtomicU64,
     invalidations_received: AtomicU64,
     resyncs: AtomicU64,
+    invalidate_alls: AtomicU64,
     /// Bumped before any write or invalidation reaches the local cache: this
     /// instance's own, or another's through the listener. A remote read or a
     /// load that saw it move does not keep (or write back) what it got.
@@ -234,6 +238,7 @@ where
             remote_errors: get(&c.remote_errors),
             invalidations_received: get(&c.invalidations_received),
             resyncs: get(&c.resyncs),
+            invalidate_alls: get(&c.invalidate_alls),
         }
     }
 
@@ -337,5 +342,22 @@ where
         self.remote(self.inner.remote.remove(key)).await;
         self.remote(self.inner.remote.publish_invalidation(key))
             .await;
+    }
+
+    /// Removes every value: from the local cache, from the remote tier (for
+    /// Redis, every key under the tier's prefix, found with `SCAN`: a value
+    /// another instance writes meanwhile may stay), and from every other
+    /// instance's local cache, which is told to resynchronise. Each remote
+    /// call is bounded by the remote timeout; a failed one is counted in
+    /// [`TierStats::remote_errors`] and the local cache is emptied anyway.
+    pub async fn invalidate_all(&self) {
+        self.inner.counters.epoch.fetch_add(1, Ordering::SeqCst);
+        self.inner.local.invalidate_all();
+        self.inner
+            .counters
+            .invalidate_alls
+            .fetch_add(1, Ordering::Relaxed);
+        self.remote(self.inner.remote.remove_all()).await;
+        self.remote(self.inner.remote.publish_resync()).await;
     }
 }
