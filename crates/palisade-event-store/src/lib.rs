@@ -31,6 +31,7 @@
 //! |---|---|---|
 //! | `sqlite` | `SqliteEventStore`: one file, WAL mode, survives restarts | no |
 //! | `postgres` | `PostgresEventStore`: pooled, batched, LISTEN/NOTIFY | no |
+//! | `postgres-tls` | `PostgresEventStoreBuilder::tls`: TLS by rustls (ring) | no |
 //! | `otel` | `otel()`, `meter()`, `tracer()` on `Instrumented::builder` and `Subscription::builder`: spans, instruments, lag and trace context | no |
 //! | `tracing` | `tracing()` on the same builders: events with target `palisade_event_store` | no |
 //!

@@ -33,7 +33,7 @@
 mod own_server;
 mod traced;
 
-pub use own_server::{OwnPostgres, OwnRedis, free_port};
+pub use own_server::{OwnPostgres, OwnRedis, TestCerts, free_port};
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;

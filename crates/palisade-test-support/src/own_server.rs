@@ -55,6 +55,40 @@ impl OwnPostgres {
         Some(server)
     }
 
+    /// As [`start`](Self::start), with TLS on, from certificates made for the
+    /// test ([`TestCerts`]): the server accepts TLS and plain connections;
+    /// the certificates are returned for the client to trust.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start), and when the certificates cannot be made.
+    pub fn start_tls(test: &str) -> Option<(Self, TestCerts)> {
+        let server = Self::start(test)?;
+        let certs = TestCerts::make(&server.dir);
+        if server.as_postgres {
+            run(Command::new("chown")
+                .arg("postgres:")
+                .arg(&certs.cert)
+                .arg(&certs.key));
+        }
+        run(Command::new("chmod").arg("600").arg(&certs.key));
+        let conf = format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            certs.cert.display(),
+            certs.key.display()
+        );
+        let auto = server.data().join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
+        text.push_str(&conf);
+        std::fs::write(&auto, text).expect("write postgresql.auto.conf");
+        server.ctl(&["restart"]);
+        Some((server, certs))
+    }
+
+    /// The loopback port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `postgres://postgres@127.0.0.1:PORT/postgres`.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
@@ -168,6 +202,7 @@ pub fn free_port() -> u16 {
 pub struct OwnRedis {
     child: std::process::Child,
     port: u16,
+    tls: bool,
 }
 
 impl OwnRedis {
@@ -179,9 +214,50 @@ impl OwnRedis {
     /// When the binary is missing under `PALISADE_REQUIRE_SERVICES=1`, or the
     /// server does not accept connections within 10 s.
     pub fn start(test: &str) -> Option<Self> {
+        Self::spawn(test, &[])
+    }
+
+    /// As [`start`](Self::start), listening with TLS only, from
+    /// certificates made for the test in `dir` ([`TestCerts`], returned
+    /// for the client to trust). [`url`](Self::url) is then `rediss://`.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start), and when the certificates cannot be made.
+    pub fn start_tls(test: &str, dir: &std::path::Path) -> Option<(Self, TestCerts)> {
+        let certs = TestCerts::make(dir);
+        let (cert, key, ca) = (
+            certs.cert.display().to_string(),
+            certs.key.display().to_string(),
+            certs.ca.display().to_string(),
+        );
+        let server = Self::spawn(
+            test,
+            &[
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                "no",
+            ],
+        )?;
+        Some((server, certs))
+    }
+
+    fn spawn(test: &str, tls: &[&str]) -> Option<Self> {
         let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        let tls_on = !tls.is_empty();
+        let mut cmd = Command::new("redis-server");
+        if tls_on {
+            cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(tls);
+        } else {
+            cmd.args(["--port", &port.to_string()]);
+        }
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -196,7 +272,11 @@ impl OwnRedis {
                 return None;
             }
         };
-        let server = Self { child, port };
+        let server = Self {
+            child,
+            port,
+            tls: tls_on,
+        };
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Some(server);
@@ -206,9 +286,13 @@ impl OwnRedis {
         panic!("{test}: redis-server on port {port} did not start");
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`, or `rediss://localhost:PORT` with TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        if self.tls {
+            format!("rediss://localhost:{}", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
     }
 
     /// Stops the process (`SIGSTOP`): connections stay open, nothing answers.
@@ -235,5 +319,87 @@ impl Drop for OwnRedis {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A certificate authority and a server certificate for `localhost` (and
+/// 127.0.0.1), made with the `openssl` command in `dir`: what a TLS test
+/// gives its own server and trusts on the client side.
+#[derive(Debug, Clone)]
+pub struct TestCerts {
+    /// The authority's certificate (PEM): the one root a client trusts.
+    pub ca: PathBuf,
+    /// The server's certificate (PEM), signed by the authority.
+    pub cert: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+}
+
+impl TestCerts {
+    /// Makes them in `dir`.
+    ///
+    /// # Panics
+    /// When `openssl` is missing or fails.
+    pub fn make(dir: &std::path::Path) -> Self {
+        let p = |name: &str| dir.join(name);
+        let s = |path: PathBuf| path.display().to_string();
+        run(Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=palisade test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            &s(p("ca.key")),
+            "-out",
+            &s(p("ca.pem")),
+        ]));
+        run(Command::new("openssl").args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &s(p("server.key")),
+            "-out",
+            &s(p("server.csr")),
+        ]));
+        std::fs::write(
+            p("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write the extensions file");
+        run(Command::new("openssl").args([
+            "x509",
+            "-req",
+            "-in",
+            &s(p("server.csr")),
+            "-CA",
+            &s(p("ca.pem")),
+            "-CAkey",
+            &s(p("ca.key")),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &s(p("server.ext")),
+            "-out",
+            &s(p("server.pem")),
+        ]));
+        Self {
+            ca: p("ca.pem"),
+            cert: p("server.pem"),
+            key: p("server.key"),
+        }
     }
 }

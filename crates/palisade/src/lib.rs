@@ -13,6 +13,7 @@
 //! | `event-store` | `event_store`: streams with optimistic concurrency, a subscriber-safe global order, subscriptions, snapshots, upcasting; in memory | no |
 //! | `sqlite` | the event store on one SQLite file (WAL) | no |
 //! | `postgres` | the event store on PostgreSQL (pooled, LISTEN/NOTIFY) | no |
+//! | `postgres-tls` | TLS to PostgreSQL with rustls | no |
 //! | `tower` | a tower `Layer` for every enabled pattern | no |
 //! | `otel` | OpenTelemetry instruments and spans for every enabled pattern, for each instance whose builder asks (`.otel()` or `.meter(m)`) | no |
 //! | `tracing` | `tracing` events for every enabled pattern, for each instance whose builder asks (`.tracing()`) | no |

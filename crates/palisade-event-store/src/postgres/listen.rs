@@ -3,10 +3,10 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use palisade_core::{Backoff, Jitter, SharedSleeper};
 use tokio::sync::watch;
-use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::tls::Connector;
 
 /// The waits between reconnection attempts: from 100 ms, doubling up to
 /// 5 s, each drawn in its upper half (equal jitter), so that the stores a
@@ -22,6 +22,7 @@ fn reconnect_backoff() -> Backoff {
 /// (notifications may have been missed), moves the change counter.
 pub(super) fn spawn(
     config: tokio_postgres::Config,
+    connector: Connector,
     channel: String,
     changes: Weak<watch::Sender<u64>>,
     sleeper: SharedSleeper,
@@ -31,28 +32,22 @@ pub(super) fn spawn(
         // Failed attempts since the last connection that listened.
         let mut failures = 0;
         loop {
-            // The driver's connect timeout covers the socket only: a server
-            // that accepts and never answers would hold the listener forever.
             let limit = config
                 .get_connect_timeout()
                 .copied()
                 .unwrap_or(Duration::from_secs(5));
-            if let Ok(Ok((client, mut connection))) =
-                palisade_core::timeout(&*sleeper, limit, config.connect(NoTls)).await
+            let notify = changes.clone();
+            let on_notification = move || match notify.upgrade() {
+                Some(changes) => {
+                    changes.send_modify(|n| *n += 1);
+                    true
+                }
+                None => false,
+            };
+            if let Some((client, driver)) = connector
+                .connect(&config, limit, &sleeper, on_notification)
+                .await
             {
-                let notify = changes.clone();
-                let driver = tokio::spawn(async move {
-                    let mut messages =
-                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                    while let Some(Ok(message)) = messages.next().await {
-                        if let AsyncMessage::Notification(_) = message {
-                            match notify.upgrade() {
-                                Some(changes) => changes.send_modify(|n| *n += 1),
-                                None => return,
-                            }
-                        }
-                    }
-                });
                 if client
                     .batch_execute(&format!("LISTEN {channel}"))
                     .await

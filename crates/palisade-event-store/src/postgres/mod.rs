@@ -4,17 +4,17 @@
 mod conn;
 mod listen;
 mod rows;
+mod tls;
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod, Runtime};
 use palisade_core::config::check_nonzero;
 use palisade_core::{Backoff, ConfigError, Jitter, SharedSleeper, TokioSleeper};
 use tokio::sync::watch;
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use crate::error::{Error, Result};
@@ -48,6 +48,7 @@ pub struct PostgresEventStoreBuilder {
     sleeper: Option<SharedSleeper>,
     resolve_attempts: u32,
     resolve_backoff: Backoff,
+    connector: tls::Connector,
 }
 
 impl PostgresEventStoreBuilder {
@@ -118,6 +119,19 @@ impl PostgresEventStoreBuilder {
     pub fn resolve_unknown_outcomes(mut self, attempts: u32, backoff: Backoff) -> Self {
         self.resolve_attempts = attempts;
         self.resolve_backoff = backoff;
+        self
+    }
+
+    /// Connects with TLS by rustls, verifying the server with `config`
+    /// (its roots: a CA's certificate, or the platform's; feature
+    /// `postgres-tls`). The URL's `sslmode` still decides: `require` refuses
+    /// a server without TLS, `prefer` (the default) falls back to plain,
+    /// `disable` never tries. Default: plain connections only.
+    #[cfg(feature = "postgres-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres-tls")))]
+    pub fn tls(mut self, config: rustls::ClientConfig) -> Self {
+        self.connector =
+            tls::Connector::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(config));
         self
     }
 
@@ -196,9 +210,9 @@ impl PostgresEventStoreBuilder {
     /// server cannot be reached or refuses.
     pub async fn connect(self) -> Result<PostgresEventStore> {
         let config = self.validate()?;
-        let manager = Manager::from_config(
+        let connector = self.connector.clone();
+        let manager = connector.manager(
             config.clone(),
-            NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -231,6 +245,7 @@ impl PostgresEventStoreBuilder {
         let sleeper = self.sleeper.unwrap_or_else(TokioSleeper::shared);
         let listener = listen::spawn(
             config,
+            connector,
             format!("{}_events", self.schema),
             Arc::downgrade(&changes),
             Arc::clone(&sleeper),
@@ -375,6 +390,7 @@ impl PostgresEventStore {
             statement_timeout: Some(Duration::from_secs(30)),
             pool_wait_timeout: Duration::from_secs(5),
             sleeper: None,
+            connector: tls::Connector::Plain,
             resolve_attempts: 5,
             resolve_backoff: Backoff::exponential(Duration::from_millis(100))
                 .max(Duration::from_secs(2))
