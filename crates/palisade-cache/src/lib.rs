@@ -66,6 +66,7 @@
 //! |---|---|---|
 //! | `tokio` | `LoadingCache` and `tier`: loads and invalidation listeners in tokio tasks | no |
 //! | `redis` | `tier::RedisTier`, the remote tier over Redis with pub/sub invalidation (implies `tokio`) | no |
+//! | `redis-tls` | `rediss://` URLs and `redis::Client::build_with_tls`, by rustls | no |
 //! | `otel` | `CacheBuilder::otel` and `::meter`: the `palisade.cache.*` instruments | no |
 //! | `tracing` | `CacheBuilder::tracing`: events with target `palisade_cache` | no |
 //!

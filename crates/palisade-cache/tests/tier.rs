@@ -1187,3 +1187,68 @@ mod redis_tier {
         );
     }
 }
+
+/// TLS to Redis (feature `redis-tls`), against a server of the test's own
+/// that listens with TLS only, with certificates made for it.
+#[cfg(feature = "redis-tls")]
+mod redis_tls {
+    use super::*;
+    use palisade_cache::tier::RedisTier;
+
+    fn client(url: &str, ca: &std::path::Path) -> redis::Client {
+        redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(ca).expect("the CA's certificate")),
+            },
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tier_over_tls_verifies_the_server_and_works() {
+        let dir =
+            std::env::temp_dir().join(palisade_test_support::unique_name("palisade_redis_tls"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let Some((server, certs)) =
+            palisade_test_support::OwnRedis::start_tls(palisade_test_support::test_name!(), &dir)
+        else {
+            return;
+        };
+        let (a, b): (RedisTier<String, String>, RedisTier<String, String>) = (
+            RedisTier::builder("tls:")
+                .client(client(&server.url(), &certs.ca))
+                .connect()
+                .await
+                .expect("a TLS connection to a server the tier trusts"),
+            RedisTier::builder("tls:")
+                .client(client(&server.url(), &certs.ca))
+                .connect()
+                .await
+                .unwrap(),
+        );
+        let mut heard = b.subscribe();
+        a.set(&s("k"), &s("v"), None).await.unwrap();
+        assert_eq!(b.get(&s("k")).await.unwrap().as_deref(), Some("v"));
+        a.publish_invalidation(&s("k")).await.unwrap();
+        assert_eq!(next(&mut heard).await, Invalidation::Key(s("k")));
+
+        // Signed by another authority: refused.
+        let other = dir.join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        let stranger = palisade_test_support::TestCerts::make(&other);
+        let refused = RedisTier::<String, String>::builder("tls:")
+            .client(client(&server.url(), &stranger.ca))
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, TierError::Backend(_)), "{refused}");
+        assert!(
+            refused.to_string().contains("invalid peer certificate"),
+            "{refused}"
+        );
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

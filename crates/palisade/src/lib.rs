@@ -10,6 +10,7 @@
 //! | `circuit-breaker` | `circuit_breaker`: count and time windows, failure and slow-call rates, half-open probes | no |
 //! | `cache` | `cache`: a bounded cache with adaptive W-TinyLFU, expiry, one load per key, refresh-ahead, stale-if-error, two tiers | no |
 //! | `redis` | the cache's remote tier over Redis, with pub/sub invalidation | no |
+//! | `redis-tls` | TLS to Redis (`rediss://`) with rustls | no |
 //! | `event-store` | `event_store`: streams with optimistic concurrency, a subscriber-safe global order, subscriptions, snapshots, upcasting; in memory | no |
 //! | `sqlite` | the event store on one SQLite file (WAL) | no |
 //! | `postgres` | the event store on PostgreSQL (pooled, LISTEN/NOTIFY) | no |
