@@ -185,6 +185,8 @@ macro_rules! suite {
             an_insert_on_one_instance_drops_the_others_local_copy,
             an_invalidate_on_one_instance_drops_the_others_local_copy,
             invalidate_all_empties_this_instance_the_remote_tier_and_the_others,
+            a_write_back_at_a_version_that_moved_is_refused,
+            a_load_under_way_cannot_bring_back_what_another_instance_invalidated,
             the_remote_ttl_is_passed_to_the_tier,
         );
     };
@@ -383,6 +385,87 @@ async fn invalidate_all_empties_this_instance_the_remote_tier_and_the_others<B: 
     assert_eq!((sb.invalidate_alls, sb.resyncs), (0, 1));
 }
 
+/// The tier's part of the staleness bound, step by step: a write-back
+/// carries the version its load saw, and a removal or a write on another
+/// member moves the version on, so the write-back is refused.
+async fn a_write_back_at_a_version_that_moved_is_refused<B: Backend>(backend: &B) {
+    let (loader, writer) = (backend.member().await, backend.member().await);
+    let key = s("price:7");
+    let (value, seen) = loader.get_versioned(&key).await.unwrap();
+    assert_eq!(value, None);
+    // Another member removes the key while the load runs (nothing to remove: still a change).
+    writer.remove(&key).await.unwrap();
+    assert!(
+        !loader
+            .set_if_absent(&key, &s("old"), None, seen)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        writer.get(&key).await.unwrap(),
+        None,
+        "nothing brought back"
+    );
+
+    // At the version it now has, a write-back goes in; a write moves it on again.
+    let (_, now) = loader.get_versioned(&key).await.unwrap();
+    assert!(now > seen);
+    assert!(
+        loader
+            .set_if_absent(&key, &s("loaded"), None, now)
+            .await
+            .unwrap()
+    );
+    writer.remove(&key).await.unwrap();
+    writer.set(&key, &s("new"), None).await.unwrap();
+    assert!(
+        !loader
+            .set_if_absent(&key, &s("stale"), None, now)
+            .await
+            .unwrap()
+    );
+    assert_eq!(writer.get(&key).await.unwrap().as_deref(), Some("new"));
+}
+
+/// Two instances and no fault: B's load read the source before A changed it
+/// and invalidated the key; B's caller gets what it loaded, but the value is
+/// not written back, so no instance reads it from the tier afterwards.
+async fn a_load_under_way_cannot_bring_back_what_another_instance_invalidated<B: Backend>(
+    backend: &B,
+) {
+    let (a, b) = (tiered(backend).await, tiered(backend).await);
+    let key = s("price:9");
+    let (read_source, go_on) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let loading = {
+        let (b, key) = (b.clone(), key.clone());
+        let (read_source, go_on) = (Arc::clone(&read_source), Arc::clone(&go_on));
+        tokio::spawn(async move {
+            b.get_with(key, async move {
+                read_source.notify_one(); // the source read: the old value
+                go_on.notified().await;
+                s("old")
+            })
+            .await
+        })
+    };
+    read_source.notified().await;
+    a.invalidate(&key).await; // the source changed; A says so
+    go_on.notify_one();
+    assert_eq!(loading.await.unwrap(), "old");
+    let third = tiered(backend).await;
+    let runs = AtomicUsize::new(0);
+    assert_eq!(
+        third.get_with(key.clone(), load(&runs, "fresh")).await,
+        "fresh",
+        "the tier held nothing for the key"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    wait_until("B drops its local copy", Duration::from_secs(5), || {
+        b.local().get(&key).is_none()
+    })
+    .await;
+}
+
 async fn the_remote_ttl_is_passed_to_the_tier<B: Backend>(backend: &B) {
     let ttl = Duration::from_millis(1500);
     let cache = TieredCache::builder(local(), backend.member().await)
@@ -449,8 +532,12 @@ struct GatedTier {
 #[async_trait]
 impl RemoteTier<String, String> for GatedTier {
     async fn get(&self, key: &String) -> Result<Option<String>, TierError> {
+        Ok(self.get_versioned(key).await?.0)
+    }
+
+    async fn get_versioned(&self, key: &String) -> Result<(Option<String>, u64), TierError> {
         // Read first: the value the caller gets is from before the gate.
-        let value = self.inner.get(key).await;
+        let value = self.inner.get_versioned(key).await;
         if self.gate.armed.swap(false, Ordering::SeqCst) {
             self.gate.entered.notify_one();
             self.gate.release.notified().await;
@@ -472,8 +559,9 @@ impl RemoteTier<String, String> for GatedTier {
         key: &String,
         value: &String,
         ttl: Option<Duration>,
+        version: u64,
     ) -> Result<bool, TierError> {
-        self.inner.set_if_absent(key, value, ttl).await
+        self.inner.set_if_absent(key, value, ttl, version).await
     }
 
     async fn remove(&self, key: &String) -> Result<(), TierError> {
@@ -617,6 +705,11 @@ impl RemoteTier<String, String> for StalledTier {
         Ok(Some(s("from an hour later")))
     }
 
+    async fn get_versioned(&self, _: &String) -> Result<(Option<String>, u64), TierError> {
+        tokio::time::sleep(AN_HOUR).await;
+        Ok((Some(s("from an hour later")), 0))
+    }
+
     async fn set(&self, _: &String, _: &String, _: Option<Duration>) -> Result<(), TierError> {
         tokio::time::sleep(AN_HOUR).await;
         Ok(())
@@ -627,6 +720,7 @@ impl RemoteTier<String, String> for StalledTier {
         _: &String,
         _: &String,
         _: Option<Duration>,
+        _: u64,
     ) -> Result<bool, TierError> {
         tokio::time::sleep(AN_HOUR).await;
         Ok(true)
@@ -662,15 +756,16 @@ async fn a_stalled_tier_costs_each_remote_call_exactly_the_remote_timeout() {
     let cache = tiered_over(StalledTier::new(), Duration::from_millis(50));
     let runs = AtomicUsize::new(0);
 
-    // A miss: remote get (50 ms), the loader, remote set (50 ms).
+    // A miss: remote get (50 ms), the loader, and no write-back: without
+    // the key's version from the read, it could bring back a removed value.
     let start = Instant::now();
     assert_eq!(
         cache.get_with(s("k"), load(&runs, "loaded")).await,
         "loaded"
     );
-    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    assert_eq!(start.elapsed(), Duration::from_millis(50));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    assert_eq!(counts(cache.tier_stats()), (0, 0, 2, 0, 0)); // a timeout is an error, not a miss
+    assert_eq!(counts(cache.tier_stats()), (0, 0, 1, 0, 0)); // a timeout is an error, not a miss
 
     // A local hit makes no remote call.
     let start = Instant::now();
@@ -686,7 +781,7 @@ async fn a_stalled_tier_costs_each_remote_call_exactly_the_remote_timeout() {
         .await;
     assert_eq!(failed.unwrap_err().as_ref(), &"down");
     assert_eq!(start.elapsed(), Duration::from_millis(50));
-    assert_eq!(counts(cache.tier_stats()), (0, 0, 3, 0, 0));
+    assert_eq!(counts(cache.tier_stats()), (0, 0, 2, 0, 0));
 
     // insert and invalidate: a write and a publish each.
     let start = Instant::now();
@@ -702,7 +797,7 @@ async fn a_stalled_tier_costs_each_remote_call_exactly_the_remote_timeout() {
     let start = Instant::now();
     assert_eq!(cache.get(&s("k")).await, None);
     assert_eq!(start.elapsed(), Duration::from_millis(50));
-    assert_eq!(counts(cache.tier_stats()), (0, 0, 8, 0, 0));
+    assert_eq!(counts(cache.tier_stats()), (0, 0, 7, 0, 0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -745,13 +840,13 @@ async fn a_loaded_value_does_not_overwrite_a_value_another_instance_wrote() {
     let other = tier.connect();
     assert!(
         other
-            .set_if_absent(&s("k"), &s("first"), None)
+            .set_if_absent(&s("k"), &s("first"), None, 0)
             .await
             .unwrap()
     );
     assert!(
         !other
-            .set_if_absent(&s("k"), &s("second"), None)
+            .set_if_absent(&s("k"), &s("second"), None, 0)
             .await
             .unwrap()
     );

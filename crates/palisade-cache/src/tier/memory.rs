@@ -16,8 +16,16 @@ use super::{Invalidation, Invalidations, RemoteTier, TierError};
 /// A message on the shared channel: who sent it, and what.
 type Message<K> = (u64, Invalidation<K>);
 
+/// What the tier keeps for a key: its value, if any, until when, and its
+/// version (moved on by every `set` and `remove`; kept after a removal).
+struct Entry<V> {
+    value: Option<(V, u64)>,
+    version: u64,
+}
+
 struct Shared<K, V> {
-    values: Mutex<HashMap<K, (V, u64)>>,
+    /// Value, expiry (clock nanoseconds), and the key's version.
+    values: Mutex<HashMap<K, Entry<V>>>,
     channel: broadcast::Sender<Message<K>>,
     clock: SharedClock,
     next_member: AtomicU64,
@@ -98,27 +106,43 @@ where
     V: Clone + Send + Sync + 'static,
 {
     async fn get(&self, key: &K) -> Result<Option<V>, TierError> {
+        Ok(self.get_versioned(key).await?.0)
+    }
+
+    async fn get_versioned(&self, key: &K) -> Result<(Option<V>, u64), TierError> {
         let now = self.shared.clock.now_nanos();
         let mut values = self.shared.values.lock();
-        match values.get(key) {
-            Some((_, expires)) if *expires <= now => {
-                values.remove(key);
-                Ok(None)
-            }
-            Some((value, _)) => Ok(Some(value.clone())),
-            None => Ok(None),
+        let Some(entry) = values.get_mut(key) else {
+            return Ok((None, 0));
+        };
+        if entry
+            .value
+            .as_ref()
+            .is_some_and(|(_, expires)| *expires <= now)
+        {
+            entry.value = None;
         }
+        Ok((entry.value.as_ref().map(|(v, _)| v.clone()), entry.version))
     }
 
     async fn set(&self, key: &K, value: &V, ttl: Option<Duration>) -> Result<(), TierError> {
         let now = self.shared.clock.now_nanos();
         let expires = ttl.map_or(u64::MAX, |t| now.saturating_add(duration_to_nanos(t)));
         let mut values = self.shared.values.lock();
-        values.insert(key.clone(), (value.clone(), expires));
+        let entry = values.entry(key.clone()).or_insert(Entry {
+            value: None,
+            version: 0,
+        });
+        entry.value = Some((value.clone(), expires));
+        entry.version += 1;
         // Expired values are dropped on read; a sweep every 1,024 writes keeps
-        // keys that are never read again from piling up.
+        // values that are never read again from piling up.
         if self.shared.writes.fetch_add(1, Ordering::Relaxed) % 1_024 == 1_023 {
-            values.retain(|_, (_, e)| *e > now);
+            for e in values.values_mut() {
+                if e.value.as_ref().is_some_and(|(_, x)| *x <= now) {
+                    e.value = None;
+                }
+            }
         }
         Ok(())
     }
@@ -128,19 +152,31 @@ where
         key: &K,
         value: &V,
         ttl: Option<Duration>,
+        version: u64,
     ) -> Result<bool, TierError> {
         let now = self.shared.clock.now_nanos();
         let expires = ttl.map_or(u64::MAX, |t| now.saturating_add(duration_to_nanos(t)));
         let mut values = self.shared.values.lock();
-        if values.get(key).is_some_and(|(_, e)| *e > now) {
+        let entry = values.entry(key.clone()).or_insert(Entry {
+            value: None,
+            version: 0,
+        });
+        let live = entry.value.as_ref().is_some_and(|(_, x)| *x > now);
+        if live || entry.version != version {
             return Ok(false);
         }
-        values.insert(key.clone(), (value.clone(), expires));
+        entry.value = Some((value.clone(), expires));
         Ok(true)
     }
 
     async fn remove(&self, key: &K) -> Result<(), TierError> {
-        self.shared.values.lock().remove(key);
+        let mut values = self.shared.values.lock();
+        let entry = values.entry(key.clone()).or_insert(Entry {
+            value: None,
+            version: 0,
+        });
+        entry.value = None;
+        entry.version += 1;
         Ok(())
     }
 
@@ -154,7 +190,11 @@ where
     }
 
     async fn remove_all(&self) -> Result<(), TierError> {
-        self.shared.values.lock().clear();
+        // Versions move on too: a load that began before must not write back.
+        for e in self.shared.values.lock().values_mut() {
+            e.value = None;
+            e.version += 1;
+        }
         Ok(())
     }
 

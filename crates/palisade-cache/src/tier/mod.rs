@@ -79,20 +79,31 @@ pub trait RemoteTier<K, V>: Send + Sync + 'static {
     /// The value stored for `key`.
     async fn get(&self, key: &K) -> Result<Option<V>, TierError>;
 
-    /// Stores `value` for `key`, expiring after `ttl` if given.
+    /// Stores `value` for `key`, expiring after `ttl` if given, and moves
+    /// the key's version on.
     async fn set(&self, key: &K, value: &V, ttl: Option<Duration>) -> Result<(), TierError>;
 
-    /// Stores `value` for `key` unless the key already has a value; `true`
-    /// if it was stored. A loaded value is written back this way, so that it
-    /// cannot overwrite a newer value another instance wrote meanwhile.
+    /// The value stored for `key` and the key's version: a number that
+    /// [`set`](Self::set) and [`remove`](Self::remove) move on (0 for a key
+    /// never written or removed). A load that finds no value keeps the
+    /// version to write its value back with [`set_if_absent`](Self::set_if_absent).
+    async fn get_versioned(&self, key: &K) -> Result<(Option<V>, u64), TierError>;
+
+    /// Stores `value` for `key` unless the key already has a value or its
+    /// version is no longer `version` (the one [`get_versioned`](Self::get_versioned)
+    /// returned before the load); `true` if it was stored. A loaded value is
+    /// written back this way, so that it can neither overwrite a newer value
+    /// another instance wrote meanwhile nor bring back one that another
+    /// instance removed while the load ran. Atomic.
     async fn set_if_absent(
         &self,
         key: &K,
         value: &V,
         ttl: Option<Duration>,
+        version: u64,
     ) -> Result<bool, TierError>;
 
-    /// Removes `key`.
+    /// Removes `key`'s value and moves its version on.
     async fn remove(&self, key: &K) -> Result<(), TierError>;
 
     /// Tells every other subscriber to drop its local copy of `key`.

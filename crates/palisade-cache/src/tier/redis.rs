@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -290,21 +290,14 @@ where
             .await
     }
 
-    /// `SET key value [PX ttl]`.
-    fn set_command(
-        &self,
-        key: &K,
-        value: &V,
-        ttl: Option<Duration>,
-    ) -> Result<redis::Cmd, TierError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.redis_key(key)?).arg(self.codec.encode(value)?);
-        if let Some(ttl) = ttl {
-            // Capped at MAX_REMOTE_TTL by the builder; at least 1 ms.
-            cmd.arg("PX")
-                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
-        }
-        Ok(cmd)
+    /// The value's key, `{prefix}{key as JSON}`, and the version's,
+    /// `{prefix}#{key as JSON}` (no JSON starts with `#`).
+    fn keys(&self, key: &K) -> Result<(String, String), TierError> {
+        let json = serde_json::to_string(key).map_err(|e| TierError::Codec(Box::new(e)))?;
+        Ok((
+            format!("{}{json}", self.prefix),
+            format!("{}#{json}", self.prefix),
+        ))
     }
 
     fn redis_key(&self, key: &K) -> Result<String, TierError> {
@@ -409,10 +402,29 @@ where
         bytes.map(|b| self.codec.decode(&b)).transpose()
     }
 
-    async fn set(&self, key: &K, value: &V, ttl: Option<Duration>) -> Result<(), TierError> {
-        let cmd = self.set_command(key, value, ttl)?;
+    async fn get_versioned(&self, key: &K) -> Result<(Option<V>, u64), TierError> {
+        let (value_key, version_key) = self.keys(key)?;
         let mut connection = self.connection.clone();
-        cmd.query_async::<()>(&mut connection)
+        let (bytes, version): (Option<Vec<u8>>, Option<u64>) = redis::cmd("MGET")
+            .arg(value_key)
+            .arg(version_key)
+            .query_async(&mut connection)
+            .await
+            .map_err(backend)?;
+        let value = bytes.map(|b| self.codec.decode(&b)).transpose()?;
+        Ok((value, version.unwrap_or(0)))
+    }
+
+    async fn set(&self, key: &K, value: &V, ttl: Option<Duration>) -> Result<(), TierError> {
+        let (value_key, version_key) = self.keys(key)?;
+        let mut connection = self.connection.clone();
+        SET_AND_MOVE_VERSION
+            .key(value_key)
+            .key(version_key)
+            .arg(self.codec.encode(value)?)
+            .arg(ttl_millis(ttl))
+            .arg(VERSION_TTL_MILLIS)
+            .invoke_async::<()>(&mut connection)
             .await
             .map_err(backend)
     }
@@ -422,18 +434,32 @@ where
         key: &K,
         value: &V,
         ttl: Option<Duration>,
+        version: u64,
     ) -> Result<bool, TierError> {
-        let mut cmd = self.set_command(key, value, ttl)?;
-        cmd.arg("NX");
+        let (value_key, version_key) = self.keys(key)?;
         let mut connection = self.connection.clone();
-        let reply: Option<String> = cmd.query_async(&mut connection).await.map_err(backend)?;
-        Ok(reply.is_some())
+        let stored: i64 = SET_IF_ABSENT_AT_VERSION
+            .key(value_key)
+            .key(version_key)
+            .arg(self.codec.encode(value)?)
+            .arg(ttl_millis(ttl))
+            .arg(version)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(backend)?;
+        Ok(stored == 1)
     }
 
     async fn remove(&self, key: &K) -> Result<(), TierError> {
-        let redis_key = self.redis_key(key)?;
+        let (value_key, version_key) = self.keys(key)?;
         let mut connection = self.connection.clone();
-        connection.del::<_, ()>(redis_key).await.map_err(backend)
+        REMOVE_AND_MOVE_VERSION
+            .key(value_key)
+            .key(version_key)
+            .arg(VERSION_TTL_MILLIS)
+            .invoke_async::<()>(&mut connection)
+            .await
+            .map_err(backend)
     }
 
     async fn publish_invalidation(&self, key: &K) -> Result<(), TierError> {
@@ -462,9 +488,21 @@ where
                 .query_async(&mut connection)
                 .await
                 .map_err(backend)?;
-            let values: Vec<String> = keys.into_iter().filter(|k| *k != self.channel).collect();
-            if !values.is_empty() {
-                connection.del::<_, ()>(values).await.map_err(backend)?;
+            let version_mark = format!("{}#", self.prefix);
+            for value_key in keys
+                .into_iter()
+                .filter(|k| *k != self.channel && !k.starts_with(&version_mark))
+            {
+                // Moves the version on as `remove` does, so that a load under
+                // way cannot write back what this removed.
+                let version_key = format!("{version_mark}{}", &value_key[self.prefix.len()..]);
+                REMOVE_AND_MOVE_VERSION
+                    .key(value_key)
+                    .key(version_key)
+                    .arg(VERSION_TTL_MILLIS)
+                    .invoke_async::<()>(&mut connection)
+                    .await
+                    .map_err(backend)?;
             }
             if next == 0 {
                 return Ok(());
@@ -485,6 +523,65 @@ where
     fn subscribe(&self) -> Invalidations<K> {
         Invalidations::new(self.invalidations.subscribe(), self.me)
     }
+}
+
+/// How long a key's version outlives its last change: a load that runs
+/// longer than this and finds the version gone may write back a value that
+/// was removed meanwhile (one day).
+const VERSION_TTL_MILLIS: u64 = 24 * 3_600 * 1_000;
+
+/// `KEYS[1]` value, `KEYS[2]` version; `ARGV` value, ttl ms (0: none), version ttl ms.
+static SET_AND_MOVE_VERSION: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if ARGV[2] == '0' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+",
+    )
+});
+
+/// `KEYS[1]` value, `KEYS[2]` version; `ARGV` value, ttl ms (0: none), the
+/// version the load saw. Stores only if there is no value and the version
+/// has not moved since.
+static SET_IF_ABSENT_AT_VERSION: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local version = redis.call('GET', KEYS[2]) or '0'
+if version ~= ARGV[3] then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[2] == '0' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+",
+    )
+});
+
+/// `KEYS[1]` value, `KEYS[2]` version; `ARGV` version ttl ms.
+static REMOVE_AND_MOVE_VERSION: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+",
+    )
+});
+
+/// A time to live in whole milliseconds for `PX`, at least 1; 0 for none.
+fn ttl_millis(ttl: Option<Duration>) -> u64 {
+    ttl.map_or(0, |t| {
+        u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+    })
 }
 
 /// The payload after the sender that asks for a resync: no key's JSON starts with `!`.

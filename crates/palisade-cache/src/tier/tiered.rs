@@ -307,17 +307,41 @@ where
         self.inner
             .local
             .try_get_with(key, async move {
-                if let Some(value) = self.remote_get(&remote_key).await {
-                    return Ok(value);
-                }
+                let seen = self
+                    .remote(self.inner.remote.get_versioned(&remote_key))
+                    .await;
+                let version = match seen {
+                    Some((Some(value), _)) => {
+                        self.inner
+                            .counters
+                            .remote_hits
+                            .fetch_add(1, Ordering::Relaxed);
+                        return Ok(value);
+                    }
+                    Some((None, version)) => {
+                        self.inner
+                            .counters
+                            .remote_misses
+                            .fetch_add(1, Ordering::Relaxed);
+                        Some(version)
+                    }
+                    None => None, // the tier did not answer: no safe write-back
+                };
                 let epoch = self.inner.counters.epoch.load(Ordering::SeqCst);
                 let value = init.await?;
                 // Written back only if nothing was written or invalidated
-                // meanwhile, and only where no other instance wrote first.
-                if self.inner.counters.epoch.load(Ordering::SeqCst) == epoch {
+                // here meanwhile, and, in the tier, only if no instance wrote
+                // or removed the key since its version was read.
+                if let Some(version) = version
+                    && self.inner.counters.epoch.load(Ordering::SeqCst) == epoch
+                {
                     let ttl = self.inner.remote_ttl;
-                    self.remote(self.inner.remote.set_if_absent(&remote_key, &value, ttl))
-                        .await;
+                    self.remote(
+                        self.inner
+                            .remote
+                            .set_if_absent(&remote_key, &value, ttl, version),
+                    )
+                    .await;
                 }
                 Ok(value)
             })
