@@ -399,6 +399,10 @@ where
         // A weight of 0 counts as 1: the bound then also bounds the entry count.
         let weight = inner.weigher.as_ref().map_or(1, |w| w(&key, &value).max(1));
         if u64::from(weight) > inner.max {
+            // A superseded load stores nothing, and removes nothing either.
+            if loaded_by.is_some_and(|leader| leader.flight().is_superseded()) {
+                return;
+            }
             // Heavier than the whole cache: never stored. The older value
             // goes as replaced (a new value was written for its key), and the
             // new one is reported as evicted for its size.
@@ -780,6 +784,14 @@ where
                 Err(error)
             }
         }
+    }
+
+    /// `true` while `key`'s entry is the one a read claimed for refresh.
+    pub(crate) fn is_claimed_for_refresh(&self, hash: u64, key: &K) -> bool {
+        self.inner
+            .store
+            .get(hash, key)
+            .is_some_and(|e| e.refreshing.load(Ordering::Acquire))
     }
 
     /// The live value for `key`, without counting a read or touching the policy.

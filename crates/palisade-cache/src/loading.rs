@@ -359,6 +359,13 @@ where
         let flight = match cache.inner.flights.join(hash, &key) {
             Join::Waiter(flight) => flight,
             Join::Leader(leader) => {
+                // Looked at again now that the load is registered: a write
+                // that came after the miss and before the registration did
+                // not see this load to supersede it (see `Flights::supersede`).
+                if let Some(value) = cache.peek(hash, &key) {
+                    leader.finish(Ok(value.clone()));
+                    return Ok(value);
+                }
                 let flight = Arc::clone(leader.flight());
                 if !self.spawn_load(leader, hash, key, false) {
                     return stale.ok_or(LoadError::NoRuntime);
@@ -398,6 +405,13 @@ where
     fn refresh(&self, hash: u64, key: &K) {
         match self.cache.inner.flights.join(hash, key) {
             Join::Leader(leader) => {
+                // A write between the claim and the registration replaced the
+                // claimed entry (the new one is unclaimed): reloading would
+                // store an older value over it.
+                if !self.cache.is_claimed_for_refresh(hash, key) {
+                    drop(leader);
+                    return;
+                }
                 if !self.spawn_load(leader, hash, key.clone(), true) {
                     self.cache.end_refresh(hash, key);
                 }

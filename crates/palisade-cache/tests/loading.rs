@@ -552,3 +552,36 @@ fn the_loaders_own_error_is_the_source() {
         "the loader failed: circuit breaker rejected the call (open)"
     );
 }
+
+/// A load superseded by an insert, whose value turns out heavier than the
+/// whole cache: it stores nothing, and removes nothing either.
+#[test]
+fn a_superseded_load_too_heavy_to_store_leaves_the_insert_alone() {
+    use std::sync::mpsc;
+    let cache: Cache<u64, String> = Cache::builder()
+        .max_capacity(10)
+        .weigher(|_: &u64, v: &String| v.len() as u32)
+        .build()
+        .unwrap();
+    let (in_loader, loading) = mpsc::sync_channel(1);
+    let (release, released) = mpsc::sync_channel::<()>(1);
+    let loader = {
+        let cache = cache.clone();
+        std::thread::spawn(move || {
+            futures::executor::block_on(cache.get_with(7, async move {
+                in_loader.send(()).unwrap();
+                released.recv().unwrap();
+                "x".repeat(100)
+            }))
+        })
+    };
+    loading.recv().unwrap();
+    cache.insert(7, "small".to_string()); // supersedes the load
+    release.send(()).unwrap();
+    assert_eq!(
+        loader.join().unwrap().len(),
+        100,
+        "its caller gets what it loaded"
+    );
+    assert_eq!(cache.get(&7).as_deref(), Some("small"));
+}

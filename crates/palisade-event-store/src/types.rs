@@ -270,7 +270,9 @@ pub struct AppendResult {
     pub version: u64,
     /// The position of the last event of the batch.
     pub position: Position,
-    /// `false` when the same events were already there (an idempotent retry); nothing was written.
+    /// `false` when the same events were already there, so this call wrote
+    /// nothing more: an idempotent retry, or (PostgreSQL) an earlier attempt
+    /// of this same call that a lost connection cut off after it committed.
     pub written: bool,
 }
 

@@ -101,7 +101,13 @@ async fn run(server: &OwnPostgres, resolve_attempts: u32) -> Run {
     let wait_for = |n: u64| {
         let appended = appended.clone();
         async move {
+            // A bound against a hang, not a timing rule: the writers are done in ~2 s here.
+            let give_up = std::time::Instant::now() + Duration::from_secs(120);
             while appended.load(Ordering::SeqCst) < n {
+                assert!(
+                    std::time::Instant::now() < give_up,
+                    "the writers stalled below {n}"
+                );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }

@@ -256,9 +256,13 @@ impl OwnRedis {
         } else {
             cmd.args(["--port", &port.to_string()]);
         }
+        // Its working folder is the system's temporary one: nothing it might
+        // write (a dump) lands in the repository.
         let child = cmd
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

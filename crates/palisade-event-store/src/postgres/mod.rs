@@ -524,8 +524,9 @@ impl PostgresEventStore {
                                 },
                                 _ => Error::DuplicateEventId { id: events[0].id },
                             }),
-                            // The answer was a refusal, but looking at why failed:
-                            // the append itself was not written.
+                            // The answer was a refusal, but looking at why
+                            // failed. On a first attempt the append itself was
+                            // not written; after an unknown one, `append` looks again.
                             Err(e) => Err(e),
                         },
                     );
@@ -611,6 +612,20 @@ impl EventStore for PostgresEventStore {
                     .await;
             }
             match self.append_once(stream, expected, &events, &metadata).await {
+                Attempt::Answered(Err(refusal)) if unknown.is_some() => {
+                    // Refused after an attempt that may have committed (a
+                    // timeout on a hot stream, a failover, or the first
+                    // attempt's own write seen as a conflict): the ids decide.
+                    return match self.resolve_retry(stream, expected, &events).await {
+                        Ok(Some(done)) => Ok(done),
+                        Ok(None) => Err(refusal),
+                        Err(Error::Backend(e)) => Err(Error::OutcomeUnknown {
+                            stream: stream.clone(),
+                            source: Box::new(Error::Backend(e)),
+                        }),
+                        Err(other) => Err(other),
+                    };
+                }
                 Attempt::Answered(result) => return result,
                 Attempt::NotSent(error) if unknown.is_none() => return Err(error),
                 // Still unknown: the server has not answered yet.
