@@ -425,6 +425,27 @@ async fn a_write_back_at_a_version_that_moved_is_refused<B: Backend>(backend: &B
             .unwrap()
     );
     assert_eq!(writer.get(&key).await.unwrap().as_deref(), Some("new"));
+
+    // `remove_all` refuses the write-back of a load for a key that never had
+    // a value: it moves the whole tier on.
+    let never = s("price:never");
+    let (value, seen) = loader.get_versioned(&never).await.unwrap();
+    assert_eq!(value, None);
+    writer.remove_all().await.unwrap();
+    assert!(
+        !loader
+            .set_if_absent(&never, &s("old"), None, seen)
+            .await
+            .unwrap()
+    );
+    assert_eq!(writer.get(&never).await.unwrap(), None);
+    let (_, fresh) = loader.get_versioned(&never).await.unwrap();
+    assert!(
+        loader
+            .set_if_absent(&never, &s("loaded"), None, fresh)
+            .await
+            .unwrap()
+    );
 }
 
 /// Two instances and no fault: B's load read the source before A changed it

@@ -30,6 +30,8 @@ struct Shared<K, V> {
     clock: SharedClock,
     next_member: AtomicU64,
     writes: AtomicU64,
+    /// Moved on by `remove_all`; the high 32 bits of every version handed out.
+    generation: AtomicU64,
 }
 
 /// A remote tier held in memory and shared by the caches that
@@ -69,6 +71,7 @@ where
                 clock,
                 next_member: AtomicU64::new(1),
                 writes: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
             }),
             member: 0,
         }
@@ -112,8 +115,9 @@ where
     async fn get_versioned(&self, key: &K) -> Result<(Option<V>, u64), TierError> {
         let now = self.shared.clock.now_nanos();
         let mut values = self.shared.values.lock();
+        let generation = self.shared.generation.load(Ordering::SeqCst) << 32;
         let Some(entry) = values.get_mut(key) else {
-            return Ok((None, 0));
+            return Ok((None, generation));
         };
         if entry
             .value
@@ -122,7 +126,10 @@ where
         {
             entry.value = None;
         }
-        Ok((entry.value.as_ref().map(|(v, _)| v.clone()), entry.version))
+        Ok((
+            entry.value.as_ref().map(|(v, _)| v.clone()),
+            generation | (entry.version & 0xffff_ffff),
+        ))
     }
 
     async fn set(&self, key: &K, value: &V, ttl: Option<Duration>) -> Result<(), TierError> {
@@ -136,12 +143,16 @@ where
         entry.value = Some((value.clone(), expires));
         entry.version += 1;
         // Expired values are dropped on read; a sweep every 1,024 writes keeps
-        // values that are never read again from piling up.
+        // keys that are never read again from piling up.
         if self.shared.writes.fetch_add(1, Ordering::Relaxed) % 1_024 == 1_023 {
-            for e in values.values_mut() {
-                if e.value.as_ref().is_some_and(|(_, x)| *x <= now) {
-                    e.value = None;
-                }
+            let before = values.len();
+            values.retain(|_, e| e.value.as_ref().is_some_and(|(_, x)| *x > now));
+            // Keys without a value are dropped with their versions, so the
+            // tier holds no more than its live values; the generation moves
+            // on, so that no load that began before writes back at a version
+            // that was just forgotten.
+            if values.len() < before {
+                self.shared.generation.fetch_add(1, Ordering::SeqCst);
             }
         }
         Ok(())
@@ -162,7 +173,9 @@ where
             version: 0,
         });
         let live = entry.value.as_ref().is_some_and(|(_, x)| *x > now);
-        if live || entry.version != version {
+        let now_version =
+            (self.shared.generation.load(Ordering::SeqCst) << 32) | (entry.version & 0xffff_ffff);
+        if live || now_version != version {
             return Ok(false);
         }
         entry.value = Some((value.clone(), expires));
@@ -190,11 +203,11 @@ where
     }
 
     async fn remove_all(&self) -> Result<(), TierError> {
-        // Versions move on too: a load that began before must not write back.
-        for e in self.shared.values.lock().values_mut() {
-            e.value = None;
-            e.version += 1;
-        }
+        // The generation moves on: no load that began before writes back,
+        // whether or not its key had a value.
+        let mut values = self.shared.values.lock();
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        values.clear();
         Ok(())
     }
 

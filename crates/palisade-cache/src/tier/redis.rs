@@ -300,6 +300,11 @@ where
         ))
     }
 
+    /// `{prefix}#*`: the tier's generation, moved on by `remove_all` (no JSON starts with `*`).
+    fn generation_key(&self) -> String {
+        format!("{}#*", self.prefix)
+    }
+
     fn redis_key(&self, key: &K) -> Result<String, TierError> {
         let json = serde_json::to_string(key).map_err(|e| TierError::Codec(Box::new(e)))?;
         Ok(format!("{}{json}", self.prefix))
@@ -405,14 +410,19 @@ where
     async fn get_versioned(&self, key: &K) -> Result<(Option<V>, u64), TierError> {
         let (value_key, version_key) = self.keys(key)?;
         let mut connection = self.connection.clone();
-        let (bytes, version): (Option<Vec<u8>>, Option<u64>) = redis::cmd("MGET")
-            .arg(value_key)
-            .arg(version_key)
-            .query_async(&mut connection)
-            .await
-            .map_err(backend)?;
+        let (bytes, version, generation): (Option<Vec<u8>>, Option<u64>, Option<u64>) =
+            redis::cmd("MGET")
+                .arg(value_key)
+                .arg(version_key)
+                .arg(self.generation_key())
+                .query_async(&mut connection)
+                .await
+                .map_err(backend)?;
         let value = bytes.map(|b| self.codec.decode(&b)).transpose()?;
-        Ok((value, version.unwrap_or(0)))
+        Ok((
+            value,
+            join_version(generation.unwrap_or(0), version.unwrap_or(0)),
+        ))
     }
 
     async fn set(&self, key: &K, value: &V, ttl: Option<Duration>) -> Result<(), TierError> {
@@ -438,12 +448,15 @@ where
     ) -> Result<bool, TierError> {
         let (value_key, version_key) = self.keys(key)?;
         let mut connection = self.connection.clone();
+        let (generation, key_version) = split_version(version);
         let stored: i64 = SET_IF_ABSENT_AT_VERSION
             .key(value_key)
             .key(version_key)
+            .key(self.generation_key())
             .arg(self.codec.encode(value)?)
             .arg(ttl_millis(ttl))
-            .arg(version)
+            .arg(key_version)
+            .arg(generation)
             .invoke_async(&mut connection)
             .await
             .map_err(backend)?;
@@ -476,6 +489,12 @@ where
         // SCAN, not KEYS: the server goes on serving while the keys are found.
         // Not atomic: a value written meanwhile under the prefix may stay.
         let mut connection = self.connection.clone();
+        // First, so that no load under way writes back once the sweep starts,
+        // whether or not its key had a value to remove.
+        connection
+            .incr::<_, _, ()>(self.generation_key(), 1)
+            .await
+            .map_err(backend)?;
         let pattern = format!("{}*", glob_escape(&self.prefix));
         let mut cursor: u64 = 0;
         loop {
@@ -546,14 +565,16 @@ return 1
     )
 });
 
-/// `KEYS[1]` value, `KEYS[2]` version; `ARGV` value, ttl ms (0: none), the
-/// version the load saw. Stores only if there is no value and the version
-/// has not moved since.
+/// `KEYS[1]` value, `KEYS[2]` version, `KEYS[3]` the tier's generation;
+/// `ARGV` value, ttl ms (0: none), the key's version (mod 2^32) and the
+/// generation the load saw. Stores only if there is no value and neither has
+/// moved since.
 static SET_IF_ABSENT_AT_VERSION: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
-local version = redis.call('GET', KEYS[2]) or '0'
-if version ~= ARGV[3] then return 0 end
+local version = tonumber(redis.call('GET', KEYS[2]) or '0') % 4294967296
+if version ~= tonumber(ARGV[3]) then return 0 end
+if (redis.call('GET', KEYS[3]) or '0') ~= ARGV[4] then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if ARGV[2] == '0' then
   redis.call('SET', KEYS[1], ARGV[1])
@@ -576,6 +597,16 @@ return 1
 ",
     )
 });
+
+/// The version a load carries: the tier's generation in the high 32 bits,
+/// the key's own version (mod 2^32) in the low ones.
+fn join_version(generation: u64, key_version: u64) -> u64 {
+    (generation << 32) | (key_version & 0xffff_ffff)
+}
+
+fn split_version(version: u64) -> (u64, u64) {
+    (version >> 32, version & 0xffff_ffff)
+}
 
 /// A time to live in whole milliseconds for `PX`, at least 1; 0 for none.
 fn ttl_millis(ttl: Option<Duration>) -> u64 {

@@ -16,6 +16,9 @@ use super::{Invalidation, RemoteTier, TierError};
 use crate::Cache;
 use crate::flight::{infallible, value_of};
 
+/// How long `invalidate_all`'s sweep of the remote tier may take.
+const SWEEP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The longest `remote_ttl`: 100 years, well inside what Redis accepts in `PX`.
 const MAX_REMOTE_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
 
@@ -245,8 +248,16 @@ where
     /// Runs one remote call within the remote timeout; an error or timeout
     /// is counted and becomes `None`.
     async fn remote<T>(&self, call: impl Future<Output = Result<T, TierError>>) -> Option<T> {
-        let outcome =
-            palisade_core::timeout(&*self.inner.sleeper, self.inner.remote_timeout, call).await;
+        self.remote_within(self.inner.remote_timeout, call).await
+    }
+
+    /// As [`remote`](Self::remote), within `limit`.
+    async fn remote_within<T>(
+        &self,
+        limit: Duration,
+        call: impl Future<Output = Result<T, TierError>>,
+    ) -> Option<T> {
+        let outcome = palisade_core::timeout(&*self.inner.sleeper, limit, call).await;
         if let Ok(Ok(value)) = outcome {
             Some(value)
         } else {
@@ -371,9 +382,11 @@ where
     /// Removes every value: from the local cache, from the remote tier (for
     /// Redis, every key under the tier's prefix, found with `SCAN`: a value
     /// another instance writes meanwhile may stay), and from every other
-    /// instance's local cache, which is told to resynchronise. Each remote
-    /// call is bounded by the remote timeout; a failed one is counted in
-    /// [`TierStats::remote_errors`] and the local cache is emptied anyway.
+    /// instance's local cache, which is told to resynchronise. No load under
+    /// way, on any instance, writes its value back afterwards. The sweep is
+    /// bounded by a minute, the message by the remote timeout; a failed one
+    /// is counted in [`TierStats::remote_errors`] and the local cache is
+    /// emptied anyway.
     pub async fn invalidate_all(&self) {
         self.inner.counters.epoch.fetch_add(1, Ordering::SeqCst);
         self.inner.local.invalidate_all();
@@ -381,7 +394,10 @@ where
             .counters
             .invalidate_alls
             .fetch_add(1, Ordering::Relaxed);
-        self.remote(self.inner.remote.remove_all()).await;
+        // The sweep visits every key: bounded by a minute, not by the remote
+        // timeout of one call.
+        self.remote_within(SWEEP_TIMEOUT, self.inner.remote.remove_all())
+            .await;
         self.remote(self.inner.remote.publish_resync()).await;
     }
 }
