@@ -9,9 +9,10 @@
 //!
 //! Deposits and withdrawals are kept in 10 slices of `window / 10`; a slice
 //! older than the window is forgotten, deposits and withdrawals alike, which is
-//! what lets the reserve come back. Because a retry is granted only while the
-//! balance covers it, over the slices in the window
-//! `retries ≤ min_per_second × window + percent × calls`, exactly in integers
+//! what lets the reserve come back. A retry is granted only if the balance
+//! covers it, so whenever one is granted, the retries of the window ending
+//! then are at most `min_per_second × window + percent × calls` of that
+//! window, exactly in integers
 //! (tower's `TpsBudget` rounds the percentage to a whole number of tokens per
 //! call and grants 100 % when asked for 60 %: tower#857).
 //!
