@@ -1,4 +1,5 @@
 //! The tower layer in a real stack: Buffer → retry → breaker → Timeout → service.
+#![cfg(feature = "tower")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
