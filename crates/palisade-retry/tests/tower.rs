@@ -140,7 +140,7 @@ async fn a_request_that_cannot_be_replayed_is_sent_once() {
 async fn a_policy_retries_responses_and_reads_their_retry_after() {
     let calls = Arc::new(AtomicU32::new(0));
     let counted = Arc::clone(&calls);
-    let svc = service_fn(move |_: ()| {
+    let svc = service_fn(move |(): ()| {
         let n = counted.fetch_add(1, Ordering::SeqCst);
         async move { Ok::<u16, BoxError>(if n == 0 { 503 } else { 200 }) }
     });
