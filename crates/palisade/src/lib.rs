@@ -8,6 +8,7 @@
 //! | feature | turns on | default |
 //! |---|---|---|
 //! | `circuit-breaker` | `circuit_breaker`: count and time windows, failure and slow-call rates, half-open probes | no |
+//! | `retry` | `retry`: retries with capped jitter, a deadline, a shared retry budget, Retry-After and hedging | no |
 //! | `cache` | `cache`: a bounded cache with adaptive W-TinyLFU, expiry, one load per key, refresh-ahead, stale-if-error, two tiers | no |
 //! | `redis` | the cache's remote tier over Redis, with pub/sub invalidation | no |
 //! | `redis-tls` | TLS to Redis (`rediss://`) with rustls | no |
@@ -64,6 +65,11 @@ pub use palisade_core as core;
 #[doc(inline)]
 pub use palisade_circuit_breaker as circuit_breaker;
 
+#[cfg(feature = "retry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
+#[doc(inline)]
+pub use palisade_retry as retry;
+
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 #[doc(inline)]
@@ -86,6 +92,10 @@ mod guides {
     #[cfg(all(feature = "circuit-breaker", feature = "tower"))]
     #[doc = include_str!("../../../docs/circuit-breaker.md")]
     struct CircuitBreakerGuide;
+
+    #[cfg(all(feature = "retry", feature = "tower", feature = "circuit-breaker"))]
+    #[doc = include_str!("../../../docs/retry.md")]
+    struct RetryGuide;
 
     #[cfg(all(feature = "cache", feature = "redis"))]
     #[doc = include_str!("../../../docs/cache.md")]
