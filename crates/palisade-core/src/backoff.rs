@@ -16,7 +16,8 @@ pub enum Jitter {
     /// Uniform in `[delay / 2, delay]` ("equal jitter").
     Equal,
     /// Uniform in `[base, 3 × the previous delay]`, capped at the maximum
-    /// ("decorrelated jitter", as AWS's architecture blog and Polly use it): each
+    /// ("decorrelated jitter", as AWS's architecture blog gives it and Polly's
+    /// first `DecorrelatedJitterBackoff` used it; Polly v8 smooths it further): each
     /// delay grows from the one before rather than from the attempt number, so
     /// clients that failed together spread apart at once. The schedule's kind
     /// then sets only the base and the cap. Use [`Backoff::delay_after`] with the
