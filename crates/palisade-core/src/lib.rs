@@ -49,6 +49,8 @@ mod outcome;
 mod padded;
 mod rejected;
 mod sleep;
+#[doc(hidden)]
+pub mod sync;
 pub mod telemetry;
 
 pub use backoff::{Backoff, Jitter};
