@@ -378,6 +378,17 @@ fn success_tower_layer(criterion: &mut Criterion) {
     group.bench_function("palisade/no_budget", |b| {
         b.iter(|| service_success(&mut pal_nb));
     });
+    // A retry built once and leaked: the future holds `&'static Retry`, no `Arc` clone.
+    let leaked: &'static Retry = Box::leak(Box::new(palisade()));
+    let mut pal_static = PalisadeLayer::from_static(leaked).layer(service_fn(ok));
+    group.bench_function("palisade/static", |b| {
+        b.iter(|| service_success(&mut pal_static));
+    });
+    let leaked_nb: &'static Retry = Box::leak(Box::new(palisade_no_budget()));
+    let mut pal_static_nb = PalisadeLayer::from_static(leaked_nb).layer(service_fn(ok));
+    group.bench_function("palisade/static+no_budget", |b| {
+        b.iter(|| service_success(&mut pal_static_nb));
+    });
     let mut tw = tower_layer().layer(service_fn(ok));
     group.bench_function("tower", |b| b.iter(|| service_success(&mut tw)));
     let mut tw_budget = tower_budget_layer().layer(service_fn(ok));

@@ -1,3 +1,4 @@
+use std::borrow::Borrow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -22,15 +23,16 @@ pin_project! {
     /// retry one for its delay). Dropping it drops the attempt in flight or
     /// the delay, and gives back a retry the budget granted but that never
     /// started.
-    pub struct ResponseFuture<S, Req, P, R>
+    pub struct ResponseFuture<S, Req, P, R, H = Retry>
     where
         S: Service<Req>,
+        H: Borrow<Retry>,
     {
         #[pin]
         state: State<S::Future>,
         service: S,
         spare: Option<Req>,
-        retry: Retry,
+        retry: H,
         policy: P,
         replay: R,
         call: CallState,
@@ -38,13 +40,16 @@ pin_project! {
         withdrawal: Option<Withdrawal>,
     }
 
-    impl<S, Req, P, R> PinnedDrop for ResponseFuture<S, Req, P, R>
+    impl<S, Req, P, R, H> PinnedDrop for ResponseFuture<S, Req, P, R, H>
     where
         S: Service<Req>,
+        H: Borrow<Retry>,
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let (Some(withdrawal), Some(budget)) = (this.withdrawal.take(), this.retry.budget()) {
+            if let (Some(withdrawal), Some(budget)) =
+                (this.withdrawal.take(), (*this.retry).borrow().budget())
+            {
                 budget.refund(withdrawal);
             }
         }
@@ -69,19 +74,23 @@ pin_project! {
     }
 }
 
-impl<S, Req, P, R> ResponseFuture<S, Req, P, R>
+impl<S, Req, P, R, H> ResponseFuture<S, Req, P, R, H>
 where
     S: Service<Req>,
+    H: Borrow<Retry>,
 {
+    // Measured: see `RetryService::call`.
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     pub(crate) fn start(
         mut service: S,
         request: Req,
         spare: Option<Req>,
-        retry: Retry,
+        retry: H,
         policy: P,
         replay: R,
     ) -> Self {
-        let inner = &*retry.inner;
+        let inner = &*retry.borrow().inner;
         let mut call = inner.begin();
         inner.start_attempt(&mut call);
         let limit = inner.attempt_limit(&call);
@@ -101,15 +110,17 @@ where
     }
 }
 
-impl<S, Req, P, R> Future for ResponseFuture<S, Req, P, R>
+impl<S, Req, P, R, H> Future for ResponseFuture<S, Req, P, R, H>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     P: RetryPolicy<S::Response, BoxError>,
     R: Replay<Req>,
+    H: Borrow<Retry>,
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
@@ -122,7 +133,7 @@ where
                             _ => return Poll::Pending,
                         },
                     };
-                    let inner = &*this.retry.inner;
+                    let inner = &*(*this.retry).borrow().inner;
                     let limit = this.limit.unwrap_or_default();
                     if result.is_none() {
                         inner.timed_out(this.call.attempts, limit);
@@ -171,14 +182,14 @@ where
                 StateProj::Readying => {
                     if let Err(error) = ready!(this.service.poll_ready(cx)) {
                         // The service cannot take the retry: its error is the call's.
-                        let inner = &*this.retry.inner;
+                        let inner = &*(*this.retry).borrow().inner;
                         if let (Some(w), Some(budget)) = (this.withdrawal.take(), &inner.budget) {
                             budget.refund(w);
                         }
                         inner.finish(this.call, StopReason::NotRetryable);
                         return Poll::Ready(Err(error.into()));
                     }
-                    let inner = &*this.retry.inner;
+                    let inner = &*(*this.retry).borrow().inner;
                     let Some(request) = this.spare.take() else {
                         unreachable!("a retry is scheduled only with a spare request");
                     };
@@ -195,9 +206,10 @@ where
     }
 }
 
-impl<S, Req, P, R> std::fmt::Debug for ResponseFuture<S, Req, P, R>
+impl<S, Req, P, R, H> std::fmt::Debug for ResponseFuture<S, Req, P, R, H>
 where
     S: Service<Req>,
+    H: Borrow<Retry>,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture")

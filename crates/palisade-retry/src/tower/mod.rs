@@ -11,6 +11,7 @@
 mod future;
 mod layer;
 
+use std::borrow::Borrow;
 use std::error::Error;
 use std::fmt;
 use std::task::{Context, Poll};
@@ -79,16 +80,19 @@ impl<T> RetryPolicy<T, BoxError> for DefaultLayerPolicy {
 ///
 /// Clones share the [`Retry`]: its budget, its listeners. Each call clones
 /// the inner service for its later attempts, as tower's `Retry` does, and
-/// waits for that clone to be ready before each retry.
-pub struct RetryService<S, P = DefaultLayerPolicy, R = CloneRequest> {
+/// waits for that clone to be ready before each retry. `H` is how each
+/// call's future holds the retry: a [`Retry`] (an `Arc`, cloned per call),
+/// or a `&'static Retry` ([`RetryLayer::from_static`]), which costs nothing
+/// to copy.
+pub struct RetryService<S, P = DefaultLayerPolicy, R = CloneRequest, H = Retry> {
     inner: S,
-    retry: Retry,
+    retry: H,
     policy: P,
     replay: R,
 }
 
-impl<S, P, R> RetryService<S, P, R> {
-    pub(crate) fn new(inner: S, retry: Retry, policy: P, replay: R) -> Self {
+impl<S, P, R, H: Borrow<Retry>> RetryService<S, P, R, H> {
+    pub(crate) fn new(inner: S, retry: H, policy: P, replay: R) -> Self {
         Self {
             inner,
             retry,
@@ -99,7 +103,7 @@ impl<S, P, R> RetryService<S, P, R> {
 
     /// The retry shared by every clone.
     pub fn retry(&self) -> &Retry {
-        &self.retry
+        self.retry.borrow()
     }
 
     /// The inner service.
@@ -118,23 +122,28 @@ impl<S, P, R> RetryService<S, P, R> {
     }
 }
 
-impl<S, P, R, Req> Service<Req> for RetryService<S, P, R>
+impl<S, P, R, H, Req> Service<Req> for RetryService<S, P, R, H>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     P: RetryPolicy<S::Response, BoxError> + Clone,
     R: Replay<Req> + Clone,
+    H: Borrow<Retry> + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req, P, R>;
+    type Future = ResponseFuture<S, Req, P, R, H>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    #[inline]
+    // Always inlined, with `ResponseFuture::start`: the future is then built
+    // in place in the caller's frame instead of being copied out of a call
+    // (a store-forwarding stall that cost about 10 ns per call; docs/benchmarks.md).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     fn call(&mut self, request: Req) -> Self::Future {
         let spare = self.replay.replay(&request);
         let service = self.inner.clone();
@@ -150,7 +159,7 @@ where
     }
 }
 
-impl<S: Clone, P: Clone, R: Clone> Clone for RetryService<S, P, R> {
+impl<S: Clone, P: Clone, R: Clone, H: Clone> Clone for RetryService<S, P, R, H> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -161,11 +170,11 @@ impl<S: Clone, P: Clone, R: Clone> Clone for RetryService<S, P, R> {
     }
 }
 
-impl<S: fmt::Debug, P, R> fmt::Debug for RetryService<S, P, R> {
+impl<S: fmt::Debug, P, R, H: Borrow<Retry>> fmt::Debug for RetryService<S, P, R, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryService")
             .field("inner", &self.inner)
-            .field("retry", &self.retry.name())
+            .field("retry", &self.retry.borrow().name())
             .finish_non_exhaustive()
     }
 }
