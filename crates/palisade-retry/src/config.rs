@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use palisade_core::config::{check_nonzero, check_positive_duration};
 use palisade_core::{
-    Backoff, ConfigError, Jitter, Listener, Listeners, SharedClock, SharedSleeper, SystemClock,
-    TokioSleeper,
+    Backoff, ConfigError, Jitter, Listener, SharedClock, SharedSleeper, SystemClock, TokioSleeper,
 };
 
 use crate::budget::{BudgetChoice, RetryBudget};
-use crate::event::Event;
+use crate::event::{Event, Listening};
 use crate::retry::{Inner, Retry};
 
 /// Builds a [`Retry`]; see [`Retry::builder`]. Every setting has its default
@@ -27,11 +26,7 @@ pub struct RetryBuilder {
     jitter_seed: Option<u64>,
     clock: Option<SharedClock>,
     sleeper: Option<SharedSleeper>,
-    listeners: Listeners<Event>,
-    #[cfg(feature = "tracing")]
-    pub(crate) tracing: bool,
-    #[cfg(feature = "otel")]
-    pub(crate) otel: Option<palisade_core::telemetry::MeterSource>,
+    pub(crate) listening: Listening,
 }
 
 impl RetryBuilder {
@@ -47,11 +42,7 @@ impl RetryBuilder {
             jitter_seed: None,
             clock: None,
             sleeper: None,
-            listeners: Listeners::new(),
-            #[cfg(feature = "tracing")]
-            tracing: false,
-            #[cfg(feature = "otel")]
-            otel: None,
+            listening: Listening::new(),
         }
     }
 
@@ -139,7 +130,7 @@ impl RetryBuilder {
 
     /// Adds a listener for this instance's [`Event`]s.
     pub fn listener(mut self, listener: impl Listener<Event>) -> Self {
-        self.listeners.push(Arc::new(listener));
+        self.listening.push(listener);
         self
     }
 
@@ -158,20 +149,7 @@ impl RetryBuilder {
         }
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
         let budget = self.budget.resolve(&clock)?;
-        #[allow(unused_mut)]
-        let mut listeners = self.listeners;
-        #[cfg(feature = "tracing")]
-        if self.tracing {
-            listeners.push(Arc::new(crate::tracing_listener::TracingListener {
-                name: self.name.clone(),
-            }));
-        }
-        #[cfg(feature = "otel")]
-        if let Some(source) = self.otel {
-            listeners.push(Arc::new(crate::telemetry::OtelListener::new(
-                source, &self.name,
-            )));
-        }
+        let listeners = self.listening.build(&self.name);
         Ok(Retry::from_inner(Inner {
             name: self.name,
             max_attempts: self.max_attempts,

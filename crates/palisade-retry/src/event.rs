@@ -1,6 +1,9 @@
 //! What a retry instance reports to its listeners.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use palisade_core::{Listener, Listeners};
 
 use crate::StopReason;
 
@@ -46,4 +49,51 @@ pub enum Event {
         /// Why it ended.
         stop: StopReason,
     },
+}
+
+/// Who a builder was asked to report to: the user's listeners and the
+/// adapters (`tracing`, `otel`), shared by the retry's and the hedge's builders.
+pub(crate) struct Listening {
+    listeners: Listeners<Event>,
+    #[cfg(feature = "tracing")]
+    pub(crate) tracing: bool,
+    #[cfg(feature = "otel")]
+    pub(crate) otel: Option<palisade_core::telemetry::MeterSource>,
+}
+
+impl Listening {
+    pub(crate) fn new() -> Self {
+        Self {
+            listeners: Listeners::new(),
+            #[cfg(feature = "tracing")]
+            tracing: false,
+            #[cfg(feature = "otel")]
+            otel: None,
+        }
+    }
+
+    pub(crate) fn push(&mut self, listener: impl Listener<Event>) {
+        self.listeners.push(Arc::new(listener));
+    }
+
+    /// The listeners, with the adapters asked for, made for the instance `name`.
+    #[cfg_attr(
+        not(any(feature = "tracing", feature = "otel")),
+        allow(unused_variables)
+    )]
+    pub(crate) fn build(self, name: &Arc<str>) -> Listeners<Event> {
+        #[allow(unused_mut)]
+        let mut listeners = self.listeners;
+        #[cfg(feature = "tracing")]
+        if self.tracing {
+            listeners.push(Arc::new(crate::tracing_listener::TracingListener {
+                name: name.clone(),
+            }));
+        }
+        #[cfg(feature = "otel")]
+        if let Some(source) = self.otel {
+            listeners.push(Arc::new(crate::telemetry::OtelListener::new(source, name)));
+        }
+        listeners
+    }
 }

@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use crate::attempt::Attempt;
 use crate::budget::{BudgetChoice, RetryBudget};
 use crate::error::{RetryError, StopReason};
-use crate::event::Event;
+use crate::event::{Event, Listening};
 use crate::policy::{DefaultPolicy, RetryPolicy};
 
 /// When a hedged call sends its next attempt.
@@ -148,11 +148,7 @@ impl Hedge {
             budget: BudgetChoice::Default,
             clock: None,
             sleeper: None,
-            listeners: Listeners::new(),
-            #[cfg(feature = "tracing")]
-            tracing: false,
-            #[cfg(feature = "otel")]
-            otel: None,
+            listening: Listening::new(),
         }
     }
 
@@ -352,11 +348,7 @@ pub struct HedgeBuilder {
     budget: BudgetChoice,
     clock: Option<SharedClock>,
     sleeper: Option<SharedSleeper>,
-    listeners: Listeners<Event>,
-    #[cfg(feature = "tracing")]
-    pub(crate) tracing: bool,
-    #[cfg(feature = "otel")]
-    pub(crate) otel: Option<palisade_core::telemetry::MeterSource>,
+    pub(crate) listening: Listening,
 }
 
 impl HedgeBuilder {
@@ -405,7 +397,7 @@ impl HedgeBuilder {
 
     /// Adds a listener for this instance's [`Event`]s.
     pub fn listener(mut self, listener: impl Listener<Event>) -> Self {
-        self.listeners.push(Arc::new(listener));
+        self.listening.push(listener);
         self
     }
 
@@ -439,20 +431,7 @@ impl HedgeBuilder {
                 clock.now_nanos(),
             )),
         };
-        #[allow(unused_mut)]
-        let mut listeners = self.listeners;
-        #[cfg(feature = "tracing")]
-        if self.tracing {
-            listeners.push(Arc::new(crate::tracing_listener::TracingListener {
-                name: self.name.clone(),
-            }));
-        }
-        #[cfg(feature = "otel")]
-        if let Some(source) = self.otel {
-            listeners.push(Arc::new(crate::telemetry::OtelListener::new(
-                source, &self.name,
-            )));
-        }
+        let listeners = self.listening.build(&self.name);
         Ok(Hedge {
             inner: Arc::new(Inner {
                 name: self.name,

@@ -36,13 +36,13 @@ impl RetryBuilder {
     /// Records the instruments of `docs/telemetry.md` on the global meter
     /// provider as it is when `build()` runs.
     pub fn otel(mut self) -> Self {
-        self.otel = Some(MeterSource::Global);
+        self.listening.otel = Some(MeterSource::Global);
         self
     }
 
     /// Records the instruments of `docs/telemetry.md` on `meter`.
     pub fn meter(mut self, meter: Meter) -> Self {
-        self.otel = Some(MeterSource::Meter(meter));
+        self.listening.otel = Some(MeterSource::Meter(meter));
         self
     }
 }
@@ -51,13 +51,13 @@ impl HedgeBuilder {
     /// Records the instruments of `docs/telemetry.md` on the global meter
     /// provider as it is when `build()` runs.
     pub fn otel(mut self) -> Self {
-        self.otel = Some(MeterSource::Global);
+        self.listening.otel = Some(MeterSource::Global);
         self
     }
 
     /// Records the instruments of `docs/telemetry.md` on `meter`.
     pub fn meter(mut self, meter: Meter) -> Self {
-        self.otel = Some(MeterSource::Meter(meter));
+        self.listening.otel = Some(MeterSource::Meter(meter));
         self
     }
 }

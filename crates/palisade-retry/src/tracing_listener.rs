@@ -14,7 +14,7 @@ impl RetryBuilder {
     /// `DEBUG`, finished calls at `TRACE` (`DEBUG` when they failed).
     #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
     pub fn tracing(mut self) -> Self {
-        self.tracing = true;
+        self.listening.tracing = true;
         self
     }
 }
@@ -24,7 +24,7 @@ impl HedgeBuilder {
     /// as [`RetryBuilder::tracing`] does.
     #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
     pub fn tracing(mut self) -> Self {
-        self.tracing = true;
+        self.listening.tracing = true;
         self
     }
 }

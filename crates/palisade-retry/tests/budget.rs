@@ -35,6 +35,16 @@ struct Model {
 }
 
 impl Model {
+    fn new(percent: f64, min_per_second: u32, window_s: u64) -> Self {
+        Self {
+            reserve: u64::from(min_per_second) * window_s,
+            deposit: (percent * 1_000_000.0).floor() as u64,
+            slice_ms: window_s * 1000 / SLICES,
+            deposits: Vec::new(),
+            withdrawals: Vec::new(),
+        }
+    }
+
     fn in_window(&self, times: &[u64], now: u64) -> u64 {
         let epoch = now / self.slice_ms;
         let first = epoch.saturating_sub(SLICES - 1);
@@ -75,13 +85,7 @@ proptest! {
     ) {
         let clock = ManualClock::new();
         let budget = budget(&clock, percent, min_per_second, window_s);
-        let mut model = Model {
-            reserve: u64::from(min_per_second) * window_s,
-            deposit: (percent * 1_000_000.0).floor() as u64,
-            slice_ms: window_s * 1000 / SLICES,
-            deposits: Vec::new(),
-            withdrawals: Vec::new(),
-        };
+        let mut model = Model::new(percent, min_per_second, window_s);
         let mut now = 0u64;
         for op in ops {
             match op {
@@ -123,13 +127,7 @@ proptest! {
     ) {
         let clock = ManualClock::new();
         let budget = budget(&clock, percent, min_per_second, window_s);
-        let mut model = Model {
-            reserve: u64::from(min_per_second) * window_s,
-            deposit: (percent * 1_000_000.0).floor() as u64,
-            slice_ms: window_s * 1000 / SLICES,
-            deposits: Vec::new(),
-            withdrawals: Vec::new(),
-        };
+        let mut model = Model::new(percent, min_per_second, window_s);
         let mut now = 0u64;
         for op in ops {
             match op {
