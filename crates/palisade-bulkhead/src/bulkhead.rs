@@ -731,3 +731,130 @@ impl std::fmt::Debug for AcquireOwned {
             .finish()
     }
 }
+
+/// Every interleaving of taking, giving back, queueing and leaving, up to
+/// loom's preemption bound. Run with
+/// `RUSTFLAGS="--cfg palisade_loom" cargo test -p palisade-bulkhead --lib --release loom`.
+#[cfg(all(test, palisade_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicUsize as LoomUsize;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    /// A wait that is never bounded, as the tower layer's backpressure waits.
+    struct Waiting<'a> {
+        bulkhead: &'a Bulkhead,
+        wait: Wait,
+    }
+
+    impl Future for Waiting<'_> {
+        type Output = Result<(), Rejected>;
+        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let this = &mut *self;
+            this.wait.poll_units(&this.bulkhead.shared, cx)
+        }
+    }
+
+    impl Drop for Waiting<'_> {
+        fn drop(&mut self) {
+            self.wait.cancel(&self.bulkhead.shared);
+        }
+    }
+
+    /// Wakes by unparking the loom thread that waits.
+    struct Unpark(loom::thread::Thread);
+
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    /// Polls until ready, parking in between: if nothing ever wakes the
+    /// thread, every thread is blocked and loom reports the deadlock.
+    fn block_on<F: Future>(future: F) -> F::Output {
+        let waker = Waker::from(Arc::new(Unpark(loom::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+            loom::thread::park();
+        }
+    }
+
+    fn bulkhead(limit: u32) -> Bulkhead {
+        Bulkhead::builder()
+            .max_concurrent_calls(limit)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn loom_two_takers_never_both_hold_one_unit() {
+        loom::model(|| {
+            let bulkhead = bulkhead(1);
+            let holders = Arc::new(LoomUsize::new(0));
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let (bulkhead, holders) = (bulkhead.clone(), Arc::clone(&holders));
+                    loom::thread::spawn(move || {
+                        if let Ok(permit) = bulkhead.try_acquire() {
+                            assert_eq!(holders.fetch_add(1, SeqCst), 0);
+                            holders.fetch_sub(1, SeqCst);
+                            drop(permit);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(bulkhead.snapshot().in_flight, 0);
+            assert!(bulkhead.try_acquire().is_ok());
+        });
+    }
+
+    #[test]
+    fn loom_a_waiter_is_woken_by_a_give_back_on_another_thread() {
+        loom::model(|| {
+            let bulkhead = bulkhead(1);
+            let permit = bulkhead.try_acquire_owned().unwrap();
+            let releaser = loom::thread::spawn(move || drop(permit));
+            // block_on parks until woken: a lost wake-up is a deadlock loom reports.
+            let got = block_on(Waiting {
+                bulkhead: &bulkhead,
+                wait: Wait::new(1, false),
+            });
+            assert!(got.is_ok());
+            assert_eq!(bulkhead.snapshot().in_flight, 1);
+            bulkhead.shared.give_back(1);
+            releaser.join().unwrap();
+            let s = bulkhead.snapshot();
+            assert_eq!((s.in_flight, s.waiting), (0, 0));
+            assert!(bulkhead.try_acquire().is_ok(), "the queued bit was cleared");
+        });
+    }
+
+    #[test]
+    fn loom_a_waiter_leaving_as_it_is_granted_strands_nothing() {
+        loom::model(|| {
+            let bulkhead = bulkhead(1);
+            let permit = bulkhead.try_acquire_owned().unwrap();
+            let mut waiting = Box::pin(Waiting {
+                bulkhead: &bulkhead,
+                wait: Wait::new(1, false),
+            });
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(waiting.as_mut().poll(&mut cx).is_pending());
+            let releaser = loom::thread::spawn(move || drop(permit));
+            // Dropped while the give-back may be handing it the unit.
+            drop(waiting);
+            releaser.join().unwrap();
+            let s = bulkhead.snapshot();
+            assert_eq!((s.in_flight, s.waiting), (0, 0));
+            assert!(bulkhead.try_acquire().is_ok());
+        });
+    }
+}

@@ -8,6 +8,7 @@
 //! answering while the callers of every other dependency starve.
 //!
 //! ```
+//! use futures::FutureExt;
 //! use palisade_bulkhead::{Bulkhead, ManualClock, Reason};
 //! use std::time::Duration;
 //!
@@ -30,14 +31,14 @@
 //!
 //! // A third waits in the queue; when a unit comes back, it gets it.
 //! let mut third = Box::pin(bulkhead.acquire());
-//! assert!(futures::poll!(third.as_mut()).is_pending());
+//! assert!(third.as_mut().now_or_never().is_none());
 //! assert_eq!(bulkhead.snapshot().waiting, 1);
 //! drop(first);
 //! let _third = third.await?;
 //!
 //! // A fourth waits 100 ms, then gives up.
 //! let mut fourth = Box::pin(bulkhead.call(|| async { Ok::<_, std::io::Error>(()) }));
-//! assert!(futures::poll!(fourth.as_mut()).is_pending());
+//! assert!(fourth.as_mut().now_or_never().is_none());
 //! clock.advance(Duration::from_millis(100));
 //! let err = fourth.await.unwrap_err();
 //! assert_eq!(Reason::of(err.rejected().unwrap()), Some(Reason::TimedOut));

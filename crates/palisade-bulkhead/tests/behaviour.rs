@@ -386,6 +386,7 @@ async fn the_tokio_sleeper_times_waits_under_paused_time() {
     let bulkhead = Bulkhead::builder()
         .max_concurrent_calls(1)
         .max_wait(Duration::from_millis(300))
+        .sleeper(palisade_core::TokioSleeper::shared())
         .build()
         .unwrap();
     let _held = bulkhead.acquire_owned().await.unwrap();
@@ -393,6 +394,32 @@ async fn the_tokio_sleeper_times_waits_under_paused_time() {
     let err = bulkhead.acquire().await.unwrap_err();
     assert_eq!(start.elapsed(), Duration::from_millis(300));
     assert_eq!(Reason::of(&err), Some(Reason::TimedOut));
+}
+
+/// With the `tokio` feature, tokio's timer is the default sleeper.
+#[cfg(feature = "tokio")]
+#[tokio::test(start_paused = true)]
+async fn the_default_sleeper_is_tokios_with_the_tokio_feature() {
+    let bulkhead = Bulkhead::builder()
+        .max_concurrent_calls(1)
+        .max_wait(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let _held = bulkhead.try_acquire().unwrap();
+    let start = tokio::time::Instant::now();
+    assert!(bulkhead.acquire().await.is_err());
+    assert_eq!(start.elapsed(), Duration::from_millis(300));
+}
+
+/// Without it, `max_wait` needs a sleeper.
+#[cfg(not(feature = "tokio"))]
+#[test]
+fn max_wait_without_a_sleeper_is_a_config_error() {
+    let err = Bulkhead::builder()
+        .max_wait(Duration::from_millis(300))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "sleeper");
 }
 
 #[test]
