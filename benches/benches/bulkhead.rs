@@ -275,7 +275,7 @@ mod allocations {
         }));
         let (s, _held) = full_semaphore();
         rows.push(count("reject", "tokio", || {
-            assert!(s.try_acquire().is_err())
+            assert!(s.try_acquire().is_err());
         }));
 
         let rt = runtime();
