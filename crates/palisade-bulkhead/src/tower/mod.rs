@@ -61,20 +61,30 @@ enum State {
 
 impl Readiness {
     /// Ready once the service holds a permit or a rejection for the next call.
+    #[inline]
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let State::Idle = self.state {
+            let shared = &self.bulkhead.shared;
+            // The hot path: one compare-and-swap, no wait set up.
+            if shared.try_take(1).is_ok() {
+                shared.listeners.emit_with(|| Event::Permitted {
+                    weight: 1,
+                    waited: None,
+                });
+                self.state = State::Holding(OwnedPermit::new(self.bulkhead.clone(), 1));
+                return Poll::Ready(());
+            }
+        }
+        self.poll_slow(cx)
+    }
+
+    /// Everything but a permit taken at once: waiting, or a permit or rejection already held.
+    #[cold]
+    #[inline(never)]
+    fn poll_slow(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             match &mut self.state {
                 State::Idle => {
-                    let shared = &self.bulkhead.shared;
-                    // The hot path: one compare-and-swap, no wait set up.
-                    if shared.try_take(1).is_ok() {
-                        shared.listeners.emit_with(|| Event::Permitted {
-                            weight: 1,
-                            waited: None,
-                        });
-                        self.state = State::Holding(OwnedPermit::new(self.bulkhead.clone(), 1));
-                        return Poll::Ready(());
-                    }
                     self.state = State::Waiting(Wait::new(1, self.mode == Mode::Reject));
                 }
                 State::Waiting(wait) => {
