@@ -83,6 +83,7 @@
 //! The guide is `docs/bulkhead.md` in the repository.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod adaptive;
 mod bulkhead;
 mod config;
 mod error;
@@ -104,8 +105,8 @@ pub use config::{BulkheadBuilder, QueueOrder};
 pub use error::{CallError, Reason, Rejected};
 pub use event::Event;
 pub use palisade_core::{
-    Clock, ConfigError, Listener, ManualClock, Pattern, SharedClock, SharedSleeper, Sleeper,
-    SystemClock,
+    Classifier, Clock, ConfigError, Listener, ManualClock, Outcome, Pattern, SharedClock,
+    SharedSleeper, Sleeper, SystemClock,
 };
 pub use permit::{OwnedPermit, Permit};
 pub use snapshot::Snapshot;
