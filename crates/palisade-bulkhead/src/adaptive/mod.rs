@@ -28,17 +28,20 @@
 //!     .clock(clock.shared())
 //!     .build()?;
 //!
-//! // Four calls in flight (the limit is in use), each answered in 10 ms: the limit grows.
+//! // Four calls in flight, answered in 10 ms. Each grows the limit by one
+//! // while at least half of it was in flight (4 of 4, then 3 of 5): 6.
 //! let permits: Vec<_> = (0..4).map(|_| limiter.try_acquire().unwrap()).collect();
 //! clock.advance(Duration::from_millis(10));
-//! permits.into_iter().for_each(|p| p.record(Outcome::Success));
-//! assert_eq!(bulkhead.snapshot().limit, 8);
+//! for permit in permits {
+//!     permit.record(Outcome::Success);
+//! }
+//! assert_eq!(bulkhead.snapshot().limit, 6);
 //!
 //! // A call slower than the timeout halves it.
 //! let slow = limiter.try_acquire()?;
 //! clock.advance(Duration::from_millis(150));
 //! slow.record(Outcome::Success);
-//! assert_eq!(bulkhead.snapshot().limit, 4);
+//! assert_eq!(bulkhead.snapshot().limit, 3);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
