@@ -14,6 +14,7 @@
 //! | `permit/2_threads` | the same, two threads on one bulkhead or semaphore (see [`permit_2_threads`]) |
 //! | `reject` | one `try_acquire` refused by a full bulkhead or semaphore |
 //! | `tower_layer` | one `ready().await` + `call().await` through a tower service, on a current-thread runtime |
+//! | `adaptive` | one permit taken and recorded through an adaptive limiter (AIMD, Gradient2), against the bare permit |
 //!
 //! Allocations are counted separately, with the `count-allocations` feature:
 //!
@@ -33,7 +34,8 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::Criterion;
-use palisade::bulkhead::{Bulkhead, BulkheadLayer};
+use palisade::bulkhead::adaptive::{AdaptiveLimiter, Aimd, Gradient2};
+use palisade::bulkhead::{Bulkhead, BulkheadLayer, Outcome};
 use palisade_benches::concurrent_elapsed;
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
@@ -135,6 +137,32 @@ where
     })
 }
 
+fn aimd() -> AdaptiveLimiter {
+    AdaptiveLimiter::builder(palisade())
+        .aimd(Aimd::new())
+        .max_limit(LIMIT)
+        .build()
+        .expect("valid limiter")
+}
+
+fn gradient2() -> AdaptiveLimiter {
+    AdaptiveLimiter::builder(palisade())
+        .gradient2(Gradient2::new())
+        .max_limit(LIMIT)
+        .build()
+        .expect("valid limiter")
+}
+
+/// One permit through the limiter, recorded as a success: two clock reads,
+/// the algorithm under its lock, and `set_limit` when the limit moves.
+#[inline]
+fn adaptive_call(limiter: &AdaptiveLimiter) {
+    black_box(limiter)
+        .try_acquire()
+        .expect("below the limit")
+        .record(Outcome::Success);
+}
+
 fn full_palisade() -> (Bulkhead, palisade::bulkhead::OwnedPermit) {
     let b = palisade();
     let held = b.try_acquire_many_owned(LIMIT).expect("empty");
@@ -192,6 +220,17 @@ fn reject(criterion: &mut Criterion) {
     group.finish();
 }
 
+fn adaptive(criterion: &mut Criterion) {
+    let mut group = criterion.benchmark_group("adaptive");
+    let pal = palisade();
+    group.bench_function("permit", |b| b.iter(|| palisade_permit(&pal)));
+    let a = aimd();
+    group.bench_function("aimd", |b| b.iter(|| adaptive_call(&a)));
+    let g = gradient2();
+    group.bench_function("gradient2", |b| b.iter(|| adaptive_call(&g)));
+    group.finish();
+}
+
 fn tower_layer(criterion: &mut Criterion) {
     let mut group = criterion.benchmark_group("tower_layer");
     let rt = runtime();
@@ -234,9 +273,10 @@ fn tower_layer(criterion: &mut Criterion) {
 #[cfg(feature = "count-allocations")]
 mod allocations {
     use super::{
-        BulkheadLayer, ConcurrencyLimitLayer, LIMIT, Layer, echo, full_palisade, full_semaphore,
-        palisade, palisade_owned, palisade_permit, runtime, semaphore, service_call, service_fn,
-        timer_runtime, tokio_owned, tokio_permit, tower_resilience,
+        BulkheadLayer, ConcurrencyLimitLayer, LIMIT, Layer, adaptive_call, aimd, echo,
+        full_palisade, full_semaphore, gradient2, palisade, palisade_owned, palisade_permit,
+        runtime, semaphore, service_call, service_fn, timer_runtime, tokio_owned, tokio_permit,
+        tower_resilience,
     };
     use palisade_benches::{AllocRow, alloc_table};
 
@@ -309,6 +349,11 @@ mod allocations {
             },
         ));
 
+        let a = aimd();
+        rows.push(count("adaptive", "aimd", || adaptive_call(&a)));
+        let g = gradient2();
+        rows.push(count("adaptive", "gradient2", || adaptive_call(&g)));
+
         // Not timed below, but worth knowing: a rejection through each rejecting layer.
         let (full, _held) = full_palisade();
         let mut pal = BulkheadLayer::new(full).layer(service_fn(echo));
@@ -344,6 +389,14 @@ fn callgrind(spec: &str) {
         "permit/tokio" => run_service(&mut || tokio_permit(&sem)),
         "permit/palisade_owned" => run_service(&mut || palisade_owned(&pal)),
         "permit/tokio_owned" => run_service(&mut || tokio_owned(&sem)),
+        "adaptive/aimd" => {
+            let a = aimd();
+            run_service(&mut || adaptive_call(&a));
+        }
+        "adaptive/gradient2" => {
+            let g = gradient2();
+            run_service(&mut || adaptive_call(&g));
+        }
         "tower/service_fn" => {
             let mut s = service_fn(echo);
             run_service(&mut || {
@@ -404,5 +457,6 @@ fn main() {
     permit_2_threads(&mut c);
     reject(&mut c);
     tower_layer(&mut c);
+    adaptive(&mut c);
     c.final_summary();
 }

@@ -64,6 +64,9 @@
 //!   [`Bulkhead::try_acquire`] and [`Bulkhead::acquire`] for permits by hand,
 //!   and `BulkheadLayer` for tower (feature `tower`): backpressure through
 //!   `poll_ready`, or rejection with a boxed [`Rejected`].
+//! - **Adaptive limits**: [`adaptive::AdaptiveLimiter`] moves the limit by
+//!   itself from each call's latency and outcome, by [`adaptive::Aimd`] or
+//!   Netflix's [`adaptive::Gradient2`], between a minimum and a maximum.
 //! - **Rejections** are core's [`Rejected`] with pattern `bulkhead`, the type
 //!   every Palisade pattern rejects with; [`Reason::of`] reads the reason back.
 //! - **Observability**: [`Event`]s to listeners, a [`Snapshot`] (in flight,
