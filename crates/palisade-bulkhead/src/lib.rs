@@ -67,6 +67,9 @@
 //! - **Adaptive limits**: [`adaptive::AdaptiveLimiter`] moves the limit by
 //!   itself from each call's latency and outcome, by [`adaptive::Aimd`] or
 //!   Netflix's [`adaptive::Gradient2`], between a minimum and a maximum.
+//! - **Client-side adaptive throttling** from Google's SRE book:
+//!   [`throttle::AdaptiveThrottle`] refuses requests locally as the backend
+//!   refuses them, with probability max(0, (requests − K·accepts) / (requests + 1)).
 //! - **Rejections** are core's [`Rejected`] with pattern `bulkhead`, the type
 //!   every Palisade pattern rejects with; [`Reason::of`] reads the reason back.
 //! - **Observability**: [`Event`]s to listeners, a [`Snapshot`] (in flight,
@@ -94,6 +97,7 @@ mod event;
 mod permit;
 mod snapshot;
 mod sync;
+pub mod throttle;
 
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
