@@ -54,6 +54,18 @@ async fn rejection_mode_refuses_the_call_without_reaching_the_service() {
 }
 
 #[tokio::test]
+async fn a_refusal_is_decided_again_when_poll_ready_is_called_again() {
+    let bulkhead = bulkhead(1);
+    let mut svc = BulkheadLayer::new(bulkhead.clone())
+        .layer(service_fn(|x: u32| async move { Ok::<_, Infallible>(x) }));
+    let held = bulkhead.try_acquire_owned().unwrap();
+    assert!(matches!(poll_ready(&mut svc), Poll::Ready(Ok(()))));
+    drop(held);
+    // Ready again, now with the unit free: the call goes through.
+    assert_eq!(svc.ready().await.unwrap().call(5).await.unwrap(), 5);
+}
+
+#[tokio::test]
 async fn backpressure_mode_waits_in_poll_ready() {
     let bulkhead = bulkhead(1);
     let mut a = BulkheadLayer::backpressure(bulkhead.clone())

@@ -11,7 +11,7 @@ use crate::Bulkhead;
 ///   bulkhead's waiting policy says (at once, or waiting up to `max_wait` in
 ///   its bounded queue); if it gets none, `poll_ready` is still ready and the
 ///   `call` that follows returns the [`Rejected`](crate::Rejected), boxed, without
-///   calling the inner service.
+///   calling the inner service (a `poll_ready` called again asks the bulkhead again).
 /// - [`backpressure`](Self::backpressure): `poll_ready` stays pending until a
 ///   permit is free, however long that takes (the queue's order still
 ///   applies; `max_wait` and `max_waiting` do not), as tower's

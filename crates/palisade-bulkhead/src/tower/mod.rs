@@ -63,6 +63,11 @@ impl Readiness {
     /// Ready once the service holds a permit or a rejection for the next call.
     #[inline]
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let State::Refused(_) = self.state {
+            // A refusal is for the call that follows the poll that made it;
+            // polled again, the service asks the bulkhead again.
+            self.state = State::Idle;
+        }
         if let State::Idle = self.state {
             let shared = &self.bulkhead.shared;
             // The hot path: one compare-and-swap, no wait set up.
