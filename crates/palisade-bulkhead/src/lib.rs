@@ -64,6 +64,10 @@
 //!   [`Bulkhead::try_acquire`] and [`Bulkhead::acquire`] for permits by hand,
 //!   and `BulkheadLayer` for tower (feature `tower`): backpressure through
 //!   `poll_ready`, or rejection with a boxed [`Rejected`].
+//! - **Partitions**: [`partition::PartitionedBulkhead`] shares one limit
+//!   between named partitions ("interactive 80 %, batch 20 %"); a partition
+//!   borrows what the others leave idle and gets its guarantee back, before
+//!   any borrower, when its callers wait for it.
 //! - **Adaptive limits**: [`adaptive::AdaptiveLimiter`] moves the limit by
 //!   itself from each call's latency and outcome, by [`adaptive::Aimd`] or
 //!   Netflix's [`adaptive::Gradient2`], between a minimum and a maximum.
@@ -94,6 +98,7 @@ mod bulkhead;
 mod config;
 mod error;
 mod event;
+pub mod partition;
 mod permit;
 mod snapshot;
 mod sync;
