@@ -67,7 +67,9 @@
 //! - **Partitions**: [`partition::PartitionedBulkhead`] shares one limit
 //!   between named partitions ("interactive 80 %, batch 20 %"); a partition
 //!   borrows what the others leave idle and gets its guarantee back, before
-//!   any borrower, when its callers wait for it.
+//!   any borrower, when its callers wait for it. [`keyed::KeyedBulkhead`]
+//!   gives each key (tenant) a limit of its own inside a shared one, with a
+//!   bounded number of keys, idle ones dropped.
 //! - **Adaptive limits**: [`adaptive::AdaptiveLimiter`] moves the limit by
 //!   itself from each call's latency and outcome, by [`adaptive::Aimd`] or
 //!   Netflix's [`adaptive::Gradient2`], between a minimum and a maximum.
@@ -98,6 +100,7 @@ mod bulkhead;
 mod config;
 mod error;
 mod event;
+pub mod keyed;
 pub mod partition;
 mod permit;
 mod snapshot;
