@@ -8,7 +8,7 @@
 //! | feature | turns on | default |
 //! |---|---|---|
 //! | `circuit-breaker` | `circuit_breaker`: count and time windows, failure and slow-call rates, half-open probes | no |
-//! | `bulkhead` | `bulkhead`: at most N calls at once, rejecting or waiting a bounded time in a FIFO or LIFO queue; weighted permits, run-time limits | no |
+//! | `bulkhead` | `bulkhead`: at most N calls at once, rejecting or waiting a bounded time in a FIFO or LIFO queue; weighted permits, run-time and adaptive limits, partitions, client-side throttling | no |
 //! | `cache` | `cache`: a bounded cache with adaptive W-TinyLFU, expiry, one load per key, refresh-ahead, stale-if-error, two tiers | no |
 //! | `redis` | the cache's remote tier over Redis, with pub/sub invalidation | no |
 //! | `redis-tls` | TLS to Redis (`rediss://`) with rustls | no |
