@@ -14,7 +14,7 @@
 //! | `permit/2_threads` | the same, two threads on one bulkhead or semaphore (see [`permit_2_threads`]) |
 //! | `reject` | one `try_acquire` refused by a full bulkhead or semaphore |
 //! | `tower_layer` | one `ready().await` + `call().await` through a tower service, on a current-thread runtime |
-//! | `adaptive` | one permit taken and recorded through an adaptive limiter (AIMD, Gradient2), against the bare permit |
+//! | `adaptive` | one permit taken and recorded through an adaptive limiter (AIMD, Gradient2, Vegas), against the bare permit |
 //!
 //! Allocations are counted separately, with the `count-allocations` feature:
 //!
@@ -34,7 +34,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::Criterion;
-use palisade::bulkhead::adaptive::{AdaptiveLimiter, Aimd, Gradient2};
+use palisade::bulkhead::adaptive::{AdaptiveLimiter, Aimd, Gradient2, Vegas};
 use palisade::bulkhead::{Bulkhead, BulkheadLayer, Outcome};
 use palisade_benches::concurrent_elapsed;
 use tokio::runtime::Runtime;
@@ -145,6 +145,14 @@ fn aimd() -> AdaptiveLimiter {
         .expect("valid limiter")
 }
 
+fn vegas() -> AdaptiveLimiter {
+    AdaptiveLimiter::builder(palisade())
+        .vegas(Vegas::new())
+        .max_limit(LIMIT)
+        .build()
+        .expect("valid limiter")
+}
+
 fn gradient2() -> AdaptiveLimiter {
     AdaptiveLimiter::builder(palisade())
         .gradient2(Gradient2::new())
@@ -228,6 +236,8 @@ fn adaptive(criterion: &mut Criterion) {
     group.bench_function("aimd", |b| b.iter(|| adaptive_call(&a)));
     let g = gradient2();
     group.bench_function("gradient2", |b| b.iter(|| adaptive_call(&g)));
+    let v = vegas();
+    group.bench_function("vegas", |b| b.iter(|| adaptive_call(&v)));
     group.finish();
 }
 
@@ -276,7 +286,7 @@ mod allocations {
         BulkheadLayer, ConcurrencyLimitLayer, LIMIT, Layer, adaptive_call, aimd, echo,
         full_palisade, full_semaphore, gradient2, palisade, palisade_owned, palisade_permit,
         runtime, semaphore, service_call, service_fn, timer_runtime, tokio_owned, tokio_permit,
-        tower_resilience,
+        tower_resilience, vegas,
     };
     use palisade_benches::{AllocRow, alloc_table};
 
@@ -353,6 +363,8 @@ mod allocations {
         rows.push(count("adaptive", "aimd", || adaptive_call(&a)));
         let g = gradient2();
         rows.push(count("adaptive", "gradient2", || adaptive_call(&g)));
+        let vg = vegas();
+        rows.push(count("adaptive", "vegas", || adaptive_call(&vg)));
 
         // Not timed below, but worth knowing: a rejection through each rejecting layer.
         let (full, _held) = full_palisade();
@@ -396,6 +408,10 @@ fn callgrind(spec: &str) {
         "adaptive/gradient2" => {
             let g = gradient2();
             run_service(&mut || adaptive_call(&g));
+        }
+        "adaptive/vegas" => {
+            let v = vegas();
+            run_service(&mut || adaptive_call(&v));
         }
         "tower/service_fn" => {
             let mut s = service_fn(echo);

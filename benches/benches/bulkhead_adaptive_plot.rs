@@ -1,5 +1,5 @@
 //! Draws the limit over time of the bulkhead's adaptive limiters (AIMD in
-//! blue, Gradient2 in orange) in the simulated service of
+//! blue, Gradient2 in orange, Vegas in green) in the simulated service of
 //! `crates/palisade-bulkhead/tests/adaptive.rs`, whose knee (grey) is at 20
 //! calls, and writes it to `docs/img/bulkhead-adaptive-limit.png`:
 //!
@@ -15,7 +15,7 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use palisade::bulkhead::adaptive::{AdaptiveLimiter, AdaptivePermit, Aimd, Gradient2};
+use palisade::bulkhead::adaptive::{AdaptiveLimiter, AdaptivePermit, Aimd, Gradient2, Vegas};
 use palisade::bulkhead::{Bulkhead, ManualClock, Outcome};
 
 // ---- the simulated service: as in tests/adaptive.rs ----------------------------
@@ -68,7 +68,14 @@ fn limits(bulkhead: &Bulkhead, limiter: &AdaptiveLimiter, clock: &ManualClock) -
     out
 }
 
-fn run(gradient: bool) -> Vec<u32> {
+#[derive(Clone, Copy)]
+enum Algorithm {
+    Aimd,
+    Gradient2,
+    Vegas,
+}
+
+fn run(algorithm: Algorithm) -> Vec<u32> {
     let clock = ManualClock::new();
     let bulkhead = Bulkhead::builder()
         .max_concurrent_calls(5)
@@ -77,10 +84,10 @@ fn run(gradient: bool) -> Vec<u32> {
     let builder = AdaptiveLimiter::builder(bulkhead.clone())
         .max_limit(200)
         .clock(clock.shared());
-    let builder = if gradient {
-        builder.gradient2(Gradient2::new().tolerance(1.2).queue_size(2.0))
-    } else {
-        builder.aimd(Aimd::new().timeout(Duration::from_millis(12)))
+    let builder = match algorithm {
+        Algorithm::Aimd => builder.aimd(Aimd::new().timeout(Duration::from_millis(12))),
+        Algorithm::Gradient2 => builder.gradient2(Gradient2::new().tolerance(1.2).queue_size(2.0)),
+        Algorithm::Vegas => builder.vegas(Vegas::new()),
     };
     let limiter = builder.build().expect("valid limiter");
     limits(&bulkhead, &limiter, &clock)
@@ -159,8 +166,9 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let aimd = run(false);
-    let gradient = run(true);
+    let aimd = run(Algorithm::Aimd);
+    let gradient = run(Algorithm::Gradient2);
+    let vegas = run(Algorithm::Vegas);
     let mut c = Canvas(vec![[255, 255, 255]; W * H]);
     let x_of = |i: usize, n: usize| i as f64 / (n - 1) as f64 * (W - 1) as f64;
     let y_of = |limit: f64| (H - 1) as f64 - limit / MAX_LIMIT * (H - 1) as f64;
@@ -183,7 +191,11 @@ fn main() {
             [120, 120, 120],
         );
     }
-    for (series, rgb) in [(&aimd, [31, 119, 180]), (&gradient, [255, 127, 14])] {
+    for (series, rgb) in [
+        (&aimd, [31, 119, 180]),
+        (&gradient, [255, 127, 14]),
+        (&vegas, [44, 160, 44]),
+    ] {
         for i in 1..series.len() {
             c.line(
                 (x_of(i - 1, series.len()), y_of(f64::from(series[i - 1]))),
@@ -199,8 +211,9 @@ fn main() {
     std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/img")).expect("docs/img");
     std::fs::write(path, c.png()).expect("write the PNG");
     println!(
-        "wrote {path}: limit every 50 ms, AIMD ends at {}, Gradient2 at {}",
+        "wrote {path}: limit every 50 ms, AIMD ends at {}, Gradient2 at {}, Vegas at {}",
         aimd.last().expect("samples"),
-        gradient.last().expect("samples")
+        gradient.last().expect("samples"),
+        vegas.last().expect("samples")
     );
 }

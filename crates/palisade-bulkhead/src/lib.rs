@@ -71,8 +71,9 @@
 //!   gives each key (tenant) a limit of its own inside a shared one, with a
 //!   bounded number of keys, idle ones dropped.
 //! - **Adaptive limits**: [`adaptive::AdaptiveLimiter`] moves the limit by
-//!   itself from each call's latency and outcome, by [`adaptive::Aimd`] or
-//!   Netflix's [`adaptive::Gradient2`], between a minimum and a maximum.
+//!   itself from each call's latency and outcome, by [`adaptive::Aimd`],
+//!   Netflix's [`adaptive::Gradient2`] or [`adaptive::Vegas`], between a
+//!   minimum and a maximum.
 //! - **Client-side adaptive throttling** from Google's SRE book:
 //!   [`throttle::AdaptiveThrottle`] refuses requests locally as the backend
 //!   refuses them, with probability max(0, (requests − K·accepts) / (requests + 1)).

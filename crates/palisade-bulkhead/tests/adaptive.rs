@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use palisade_bulkhead::adaptive::{AdaptiveLimiter, AdaptivePermit, Aimd, Gradient2};
+use palisade_bulkhead::adaptive::{AdaptiveLimiter, AdaptivePermit, Aimd, Gradient2, Vegas};
 use palisade_bulkhead::{Bulkhead, ManualClock, Outcome, Permit};
 
 fn bulkhead(limit: u32) -> Bulkhead {
@@ -377,4 +377,51 @@ fn gradient2_settles_near_the_knee() {
     check("gradient2", &run, best);
     let settled = &run.limits[10..];
     assert!(settled.iter().all(|l| (15..=40).contains(l)), "{settled:?}");
+}
+
+#[test]
+fn vegas_settles_near_the_knee() {
+    let best = best_fixed();
+    let clock = ManualClock::new();
+    let b = bulkhead(5);
+    let limiter = AdaptiveLimiter::builder(b.clone())
+        .vegas(Vegas::new())
+        .max_limit(200)
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    let run = simulate(&b, Some(&limiter), &clock, 20);
+    check("vegas", &run, best);
+    let settled = &run.limits[10..];
+    assert!(settled.iter().all(|l| (15..=30).contains(l)), "{settled:?}");
+}
+
+#[test]
+fn vegas_steps_by_the_queue_it_estimates() {
+    let clock = ManualClock::new();
+    let b = bulkhead(100);
+    let limiter = AdaptiveLimiter::builder(b.clone())
+        .vegas(Vegas::new())
+        .max_limit(1000)
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    let call = |latency_ms: u64, in_flight: usize, outcome: Outcome| {
+        let held: Vec<_> = (1..in_flight).map(|_| b.try_acquire().unwrap()).collect();
+        let p = limiter.try_acquire().unwrap();
+        clock.advance(Duration::from_millis(latency_ms));
+        p.record(outcome);
+        drop(held);
+    };
+    // The first call sets the no-load latency; no queue: + beta × log10(100) = + 12.
+    call(10, 60, Outcome::Success);
+    assert_eq!(limit(&b), 112);
+    // Twice as slow: queue = ceil(112 × 0.5) = 56 > beta × log10(112) ≈ 12.3: − log10(112).
+    call(20, 60, Outcome::Success);
+    assert_eq!(limit(&b), 109, "112 − 2.05");
+    // A failure takes log10(limit) off too; too few in flight moves nothing.
+    call(10, 60, Outcome::Failure);
+    assert_eq!(limit(&b), 107);
+    call(10, 10, Outcome::Success);
+    assert_eq!(limit(&b), 107);
 }

@@ -13,6 +13,8 @@
 //!   needs the timeout set a little above the dependency's unloaded latency.
 //! - [`Gradient2`]: Netflix's latency-gradient limit, which needs no timeout:
 //!   it shrinks when the latest latency rises above the long-term average.
+//! - [`Vegas`]: estimates the calls queued at the dependency from how much
+//!   slower they are than the fastest seen, and keeps that queue short.
 //!
 //! ```
 //! use palisade_bulkhead::adaptive::{AdaptiveLimiter, Aimd};
@@ -47,6 +49,7 @@
 
 mod aimd;
 mod gradient2;
+mod vegas;
 
 use std::fmt;
 use std::future::Future;
@@ -60,6 +63,7 @@ use parking_lot::Mutex;
 
 pub use aimd::Aimd;
 pub use gradient2::Gradient2;
+pub use vegas::Vegas;
 
 use crate::bulkhead::MAX_LIMIT;
 use crate::config::check_limit;
@@ -87,6 +91,7 @@ pub(crate) trait Algorithm: Send + fmt::Debug {
 enum Choice {
     Aimd(Aimd),
     Gradient2(Gradient2),
+    Vegas(Vegas),
 }
 
 /// Builds an [`AdaptiveLimiter`] over a bulkhead.
@@ -111,15 +116,21 @@ impl fmt::Debug for AdaptiveLimiterBuilder {
 }
 
 impl AdaptiveLimiterBuilder {
-    /// Moves the limit by AIMD (see [`Aimd`]). One of `aimd` and `gradient2` is required.
+    /// Moves the limit by AIMD (see [`Aimd`]). One algorithm (`aimd`, `gradient2`, `vegas`) is required.
     pub fn aimd(mut self, settings: Aimd) -> Self {
         self.choice = Some(Choice::Aimd(settings));
         self
     }
 
-    /// Moves the limit by Gradient2 (see [`Gradient2`]). One of `aimd` and `gradient2` is required.
+    /// Moves the limit by Gradient2 (see [`Gradient2`]). One algorithm (`aimd`, `gradient2`, `vegas`) is required.
     pub fn gradient2(mut self, settings: Gradient2) -> Self {
         self.choice = Some(Choice::Gradient2(settings));
+        self
+    }
+
+    /// Moves the limit by Vegas (see [`Vegas`]). One algorithm is required.
+    pub fn vegas(mut self, settings: Vegas) -> Self {
+        self.choice = Some(Choice::Vegas(settings));
         self
     }
 
@@ -146,11 +157,14 @@ impl AdaptiveLimiterBuilder {
     ///
     /// # Errors
     /// A [`ConfigError`] naming the method: no algorithm (`aimd`), an
-    /// algorithm setting out of bounds (`aimd` or `gradient2`), a minimum of 0
+    /// algorithm setting out of bounds (`aimd`, `gradient2` or `vegas`), a minimum of 0
     /// or above the maximum (`min_limit`), a maximum above 2³¹−1 (`max_limit`).
     pub fn build(self) -> Result<AdaptiveLimiter, ConfigError> {
         let choice = self.choice.ok_or_else(|| {
-            ConfigError::new("aimd", "choose an algorithm: aimd(..) or gradient2(..)")
+            ConfigError::new(
+                "aimd",
+                "choose an algorithm: aimd(..), gradient2(..) or vegas(..)",
+            )
         })?;
         check_limit("min_limit", self.min_limit)?;
         check_limit("max_limit", self.max_limit)?;
@@ -177,6 +191,10 @@ impl AdaptiveLimiterBuilder {
             Choice::Gradient2(settings) => {
                 settings.validate()?;
                 Box::new(gradient2::Gradient2State::new(settings, initial))
+            }
+            Choice::Vegas(settings) => {
+                settings.validate()?;
+                Box::new(vegas::VegasState::new(settings, initial))
             }
         };
         self.bulkhead.set_limit(initial)?;
