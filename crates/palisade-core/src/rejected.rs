@@ -16,6 +16,8 @@ pub enum Pattern {
     RateLimit,
     /// A retry budget with nothing left to spend.
     RetryBudget,
+    /// A client-side adaptive throttle shedding load before the backend must.
+    Throttle,
 }
 
 impl Pattern {
@@ -26,6 +28,7 @@ impl Pattern {
             Self::Bulkhead => "bulkhead",
             Self::RateLimit => "rate_limit",
             Self::RetryBudget => "retry_budget",
+            Self::Throttle => "throttle",
         }
     }
 }
@@ -37,6 +40,7 @@ impl fmt::Display for Pattern {
             Self::Bulkhead => "bulkhead",
             Self::RateLimit => "rate limit",
             Self::RetryBudget => "retry budget",
+            Self::Throttle => "adaptive throttle",
         })
     }
 }

@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `circuit-breaker` | `circuit_breaker`: count and time windows, failure and slow-call rates, half-open probes | no |
 //! | `retry` | `retry`: retries with capped jitter, a deadline, a shared retry budget, Retry-After and hedging | no |
+//! | `bulkhead` | `bulkhead`: at most N calls at once, rejecting or waiting a bounded time in a FIFO or LIFO queue; weighted permits, run-time and adaptive limits, partitions, client-side throttling | no |
 //! | `cache` | `cache`: a bounded cache with adaptive W-TinyLFU, expiry, one load per key, refresh-ahead, stale-if-error, two tiers | no |
 //! | `redis` | the cache's remote tier over Redis, with pub/sub invalidation | no |
 //! | `redis-tls` | TLS to Redis (`rediss://`) with rustls | no |
@@ -19,7 +20,7 @@
 //! | `tower` | a tower `Layer` for every enabled pattern | no |
 //! | `otel` | OpenTelemetry instruments and spans for every enabled pattern, for each instance whose builder asks (`.otel()` or `.meter(m)`) | no |
 //! | `tracing` | `tracing` events for every enabled pattern, for each instance whose builder asks (`.tracing()`) | no |
-//! | `tokio` | `core::TokioClock` and `core::TokioSleeper`, which follow `tokio::time::pause`; the cache's `LoadingCache` and `tier` | no |
+//! | `tokio` | `core::TokioClock` and `core::TokioSleeper`, which follow `tokio::time::pause`; the cache's `LoadingCache` and `tier`; tokio's timer as the bulkhead's default sleeper | no |
 //! | `full` | all of the above | no |
 //!
 //! ```
@@ -51,7 +52,7 @@
 //! `CircuitBreakerLayer` (feature `tower`).
 //!
 //! The guides live in the repository's `docs/` folder: one per pattern
-//! (`circuit-breaker.md`, `cache.md`, `event-store.md`), plus `telemetry.md`,
+//! (`circuit-breaker.md`, `bulkhead.md`, `cache.md`, `event-store.md`), plus `telemetry.md`,
 //! `benchmarks.md` and the decisions in `adr/`. Their code blocks, and the
 //! README's, are doctests of this crate.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -69,6 +70,11 @@ pub use palisade_circuit_breaker as circuit_breaker;
 #[cfg_attr(docsrs, doc(cfg(feature = "retry")))]
 #[doc(inline)]
 pub use palisade_retry as retry;
+
+#[cfg(feature = "bulkhead")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bulkhead")))]
+#[doc(inline)]
+pub use palisade_bulkhead as bulkhead;
 
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
@@ -96,6 +102,10 @@ mod guides {
     #[cfg(all(feature = "retry", feature = "tower", feature = "circuit-breaker"))]
     #[doc = include_str!("../../../docs/retry.md")]
     struct RetryGuide;
+
+    #[cfg(all(feature = "bulkhead", feature = "tower", feature = "tokio"))]
+    #[doc = include_str!("../../../docs/bulkhead.md")]
+    struct BulkheadGuide;
 
     #[cfg(all(feature = "cache", feature = "redis"))]
     #[doc = include_str!("../../../docs/cache.md")]
