@@ -69,6 +69,10 @@ impl<E: Error + 'static> Error for CallError<E> {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
             Self::Rejected(r) => Some(r),
+            // Transparent, but for a rejection of another pattern inside the
+            // call (a rate limit, a bulkhead): that one is the source, so
+            // `Rejected::find` sees it and a retry above leaves it alone.
+            Self::Inner(e) if (e as &(dyn Error + 'static)).is::<Rejected>() => Some(e),
             Self::Inner(e) => e.source(),
         }
     }
@@ -102,5 +106,13 @@ mod tests {
         let e: CallError<std::io::Error> = CallError::Inner(std::io::Error::other("refused"));
         assert_eq!(Rejected::find(&e), None);
         assert_eq!(e.to_string(), "refused");
+    }
+
+    #[test]
+    fn a_rejection_returned_by_the_call_itself_is_found() {
+        let limited = Rejected::new(palisade_core::Pattern::RateLimit, "exhausted", None);
+        let e: CallError<Rejected> = CallError::Inner(limited);
+        assert_eq!(Rejected::find(&e), Some(&limited));
+        assert_eq!(e.to_string(), "rate limit rejected the call (exhausted)");
     }
 }

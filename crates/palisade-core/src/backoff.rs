@@ -118,6 +118,17 @@ impl Backoff {
         self
     }
 
+    /// The same schedule with every delay at most `cap`, applied before the
+    /// jitter, so a jittered delay stays spread over `[0, cap]` (or
+    /// `[cap / 2, cap]`) instead of piling up at the cap. A base above `cap`
+    /// comes down to it.
+    #[must_use]
+    pub fn capped_at(mut self, cap: Duration) -> Self {
+        self.max = self.max.min(cap);
+        self.base = self.base.min(cap);
+        self
+    }
+
     /// Checks the schedule; `field` names it in the error.
     pub fn validate(&self, field: &'static str) -> Result<(), ConfigError> {
         check_positive_duration(field, self.base)?;
@@ -139,6 +150,12 @@ impl Backoff {
             return Err(ConfigError::new(
                 field,
                 format!("a fixed backoff does not grow; got factor {}", self.factor),
+            ));
+        }
+        if self.jitter == Jitter::Decorrelated && self.max <= self.base {
+            return Err(ConfigError::new(
+                field,
+                "decorrelated jitter needs a max above the base delay (a fixed backoff leaves it no room)",
             ));
         }
         if self.max < self.base {
@@ -319,6 +336,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_cap_applies_before_the_jitter() {
+        let b = Backoff::exponential(Duration::from_millis(100))
+            .jitter(Jitter::Full)
+            .capped_at(Duration::from_secs(1));
+        // Retry 10 would be 51.2 s: the draw is spread over [0, 1 s], not piled at 1 s.
+        assert_eq!(b.delay_with(10, 0.5), Duration::from_millis(500));
+        let b = Backoff::fixed(Duration::from_secs(5)).capped_at(Duration::from_secs(2));
+        assert_eq!(b.delay(1), Duration::from_secs(2));
+        assert!(b.validate("backoff").is_ok());
+    }
+
+    #[test]
+    fn decorrelated_jitter_needs_room_above_the_base() {
+        let err = Backoff::fixed(Duration::from_secs(1))
+            .jitter(Jitter::Decorrelated)
+            .validate("backoff")
+            .unwrap_err();
+        assert!(err.to_string().contains("decorrelated"), "{err}");
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use palisade_core::sync::{AtomicU64, Mutex};
-use palisade_core::{CachePadded, ConfigError, SharedClock, SystemClock, duration_to_nanos};
+use palisade_core::{CachePadded, ConfigError, SharedClock, TokioClock, duration_to_nanos};
 
 const SLICES: usize = 10;
 /// One retry, in budget units.
@@ -301,7 +301,8 @@ impl RetryBudgetBuilder {
         self
     }
 
-    /// The clock the window runs on (default: the system clock).
+    /// The clock the window runs on (default: tokio's clock, which is the
+    /// system clock unless tokio's time is paused).
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
         self
@@ -321,7 +322,7 @@ impl RetryBudgetBuilder {
                 format!("must be from 1 s to 60 s, got {:?}", self.window),
             ));
         }
-        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let clock = self.clock.unwrap_or_else(TokioClock::shared);
         let slice_nanos = duration_to_nanos(self.window) / SLICES as u64;
         let reserve_retries =
             (f64::from(self.min_per_second) * self.window.as_secs_f64()).floor() as u64;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use palisade_core::config::{check_nonzero, check_positive_duration};
 use palisade_core::{
-    Backoff, ConfigError, Jitter, Listener, SharedClock, SharedSleeper, SystemClock, TokioSleeper,
+    Backoff, ConfigError, Jitter, Listener, SharedClock, SharedSleeper, TokioClock, TokioSleeper,
 };
 
 use crate::budget::{BudgetChoice, RetryBudget};
@@ -116,7 +116,8 @@ impl RetryBuilder {
         self
     }
 
-    /// The clock deadlines and the default budget read (default: the system clock).
+    /// The clock deadlines and the default budget read (default: tokio's
+    /// clock, like the default sleeper, so both follow `tokio::time::pause`).
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
         self
@@ -147,13 +148,15 @@ impl RetryBuilder {
         if let Some(timeout) = self.attempt_timeout {
             check_positive_duration("attempt_timeout", timeout)?;
         }
-        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let clock = self.clock.unwrap_or_else(TokioClock::shared);
         let budget = self.budget.resolve(&clock)?;
         let listeners = self.listening.build(&self.name);
         Ok(Retry::from_inner(Inner {
             name: self.name,
             max_attempts: self.max_attempts,
-            backoff: self.backoff,
+            // The cap goes in before the jitter, so jittered delays stay spread
+            // below it; the final `min` in the loop is for Retry-After.
+            backoff: self.backoff.capped_at(self.max_delay),
             max_delay: self.max_delay,
             deadline: self.deadline,
             attempt_timeout: self.attempt_timeout,

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use palisade_core::{
-    ConfigError, Listener, Listeners, Outcome, SharedClock, SharedSleeper, Sleep, SystemClock,
+    ConfigError, Listener, Listeners, Outcome, SharedClock, SharedSleeper, Sleep, TokioClock,
     TokioSleeper, duration_to_nanos,
 };
 use parking_lot::Mutex;
@@ -64,6 +64,10 @@ impl HedgeDelay {
 
     fn validate(self) -> Result<(), ConfigError> {
         match self {
+            Self::Fixed(delay) if delay.is_zero() => Err(ConfigError::new(
+                "delay",
+                "a zero hedge delay sends every attempt at once; use a positive delay",
+            )),
             Self::Fixed(_) => Ok(()),
             Self::Percentile {
                 percentile,
@@ -219,7 +223,7 @@ impl Hedge {
             let Some((number, result)) = next else {
                 // The timer fired: no answer yet, hedge if allowed.
                 timer = None;
-                if attempts < inner.max_attempts && inner.withdraw(attempts) {
+                if attempts < inner.max_attempts && inner.withdraw() {
                     attempts += 1;
                     inner.started_hedge(attempts, started);
                     running.push(tag(attempts, make_attempt(Attempt::new(attempts, None))));
@@ -247,7 +251,7 @@ impl Hedge {
             let last = result;
             // A failure makes room for the next attempt at once.
             if attempts < inner.max_attempts {
-                if inner.withdraw(attempts) {
+                if inner.withdraw() {
                     attempts += 1;
                     inner.started_hedge(attempts, started);
                     running.push(tag(attempts, make_attempt(Attempt::new(attempts, None))));
@@ -288,18 +292,8 @@ impl Inner {
         Some(self.sleeper.sleep(delay))
     }
 
-    fn withdraw(&self, attempts: u32) -> bool {
-        match &self.budget {
-            None => true,
-            Some(budget) => {
-                let granted = budget.try_withdraw();
-                if !granted {
-                    self.listeners
-                        .emit_with(|| Event::BudgetExhausted { attempts });
-                }
-                granted
-            }
-        }
+    fn withdraw(&self) -> bool {
+        self.budget.as_ref().is_none_or(RetryBudget::try_withdraw)
     }
 
     fn started_hedge(&self, attempt: u32, started: u64) {
@@ -322,6 +316,12 @@ impl Inner {
         // too, or the percentile would learn only from the fast answers.
         if !first_answered {
             self.record(started);
+        }
+        // Once per call, and only when the budget is why it failed (a hedge
+        // the budget refused to a call that then succeeded is no failure).
+        if stop == StopReason::BudgetExhausted {
+            self.listeners
+                .emit_with(|| Event::BudgetExhausted { attempts });
         }
         self.listeners
             .emit_with(|| Event::Finished { attempts, stop });
@@ -383,7 +383,8 @@ impl HedgeBuilder {
         self
     }
 
-    /// The clock latencies are measured on (default: the system clock).
+    /// The clock latencies are measured on (default: tokio's clock, like the
+    /// default sleeper).
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
         self
@@ -416,7 +417,7 @@ impl HedgeBuilder {
             ));
         }
         self.delay.validate()?;
-        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock::new()));
+        let clock = self.clock.unwrap_or_else(TokioClock::shared);
         let budget = self.budget.resolve(&clock)?;
         let latencies = match self.delay {
             HedgeDelay::Fixed(_) => None,
@@ -556,7 +557,9 @@ fn bucket_top(index: usize) -> u64 {
     }
     let exponent = (index - 16) / 8 + 4;
     let mantissa = ((index - 16) % 8) as u64;
-    ((8 + mantissa + 1) << (exponent - 3)).saturating_sub(1)
+    // In u128: the top bucket's bound is past u64::MAX.
+    let top = u128::from(8 + mantissa + 1) << (exponent - 3);
+    u64::try_from(top - 1).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -575,6 +578,7 @@ mod tests {
             }
         }
         assert!(bucket_of(u64::MAX) < BUCKETS);
+        assert_eq!(bucket_top(bucket_of(u64::MAX)), u64::MAX);
     }
 
     #[test]

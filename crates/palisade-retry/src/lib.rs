@@ -42,9 +42,9 @@
 //!     }
 //! });
 //! let driver = async {
-//!     for _ in 0..2 {
+//!     for delay in [100, 200] {
 //!         tokio::task::yield_now().await;
-//!         clock.advance(Duration::from_secs(1));
+//!         clock.advance(Duration::from_millis(delay));
 //!     }
 //! };
 //! let (answer, ()) = tokio::join!(call, driver);

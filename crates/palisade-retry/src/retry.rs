@@ -158,32 +158,48 @@ impl Retry {
             match next {
                 Next::Stop(stop) => {
                     inner.finish(&state, stop);
-                    return match result {
-                        Some(Ok(value)) => Ok(value),
-                        Some(Err(error)) => Err(RetryError::Failed {
-                            error,
-                            attempts: state.attempts,
-                            stop,
-                        }),
-                        None => Err(RetryError::TimedOut {
-                            timed_out: TimedOut {
-                                attempt: state.attempts,
-                                limit: limit.unwrap_or_default(),
-                            },
-                            stop,
-                        }),
-                    };
+                    return answer(result, &state, limit, stop);
                 }
                 Next::Retry { delay, withdrawal } => {
-                    drop(result);
                     let refund = Refund::new(inner.budget.as_ref(), withdrawal);
                     if !delay.is_zero() {
                         inner.sleeper.sleep(delay).await;
+                    }
+                    // A sleeper may wake late: no attempt starts with no time
+                    // left (the refund goes back as it is dropped).
+                    if inner.remaining(&state) == Some(Duration::ZERO) {
+                        drop(refund);
+                        inner.finish(&state, StopReason::Deadline);
+                        return answer(result, &state, limit, StopReason::Deadline);
                     }
                     refund.disarm();
                 }
             }
         }
+    }
+}
+
+/// What a call returns when it stops after `state.attempts` attempts.
+fn answer<T, E>(
+    result: Option<Result<T, E>>,
+    state: &CallState,
+    limit: Option<Duration>,
+    stop: StopReason,
+) -> Result<T, RetryError<E>> {
+    match result {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(error)) => Err(RetryError::Failed {
+            error,
+            attempts: state.attempts,
+            stop,
+        }),
+        None => Err(RetryError::TimedOut {
+            timed_out: TimedOut {
+                attempt: state.attempts,
+                limit: limit.unwrap_or_default(),
+            },
+            stop,
+        }),
     }
 }
 
@@ -210,7 +226,7 @@ impl Inner {
 
     /// The time the deadline leaves, when there is one.
     #[inline]
-    fn remaining(&self, state: &CallState) -> Option<Duration> {
+    pub(crate) fn remaining(&self, state: &CallState) -> Option<Duration> {
         let (deadline, started) = (self.deadline?, state.started?);
         let elapsed = Duration::from_nanos(self.clock.now_nanos().saturating_sub(started));
         Some(deadline.saturating_sub(elapsed))

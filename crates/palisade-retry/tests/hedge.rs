@@ -209,7 +209,42 @@ async fn hedges_are_paid_from_the_budget() {
         .iter()
         .filter(|e| matches!(e, Event::BudgetExhausted { .. }))
         .count();
-    assert_eq!(exhausted, 3);
+    // The three refused hedges were of calls that then succeeded: no failure to report.
+    assert_eq!(exhausted, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_the_budget_stops_reports_it_once() {
+    let budget = RetryBudget::builder()
+        .percent(0.0)
+        .min_per_second(0)
+        .clock(TokioClock::shared())
+        .build()
+        .unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let hedge = paused(HedgeDelay::Fixed(10 * MS), &events)
+        .max_attempts(3)
+        .budget(budget)
+        .build()
+        .unwrap();
+    let err = hedge
+        .call(|_| async {
+            tokio::time::sleep(30 * MS).await;
+            Err::<(), _>(io::Error::other("down"))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.stop(), StopReason::BudgetExhausted);
+    assert_eq!(
+        *events.lock().unwrap(),
+        [
+            Event::BudgetExhausted { attempts: 1 },
+            Event::Finished {
+                attempts: 1,
+                stop: StopReason::BudgetExhausted
+            }
+        ]
+    );
 }
 
 #[test]
@@ -225,4 +260,9 @@ fn bad_configuration_names_the_builder_method() {
     }
     let err = Hedge::builder().name("").build().unwrap_err();
     assert_eq!(err.field(), "name");
+    let err = Hedge::builder()
+        .delay(HedgeDelay::Fixed(Duration::ZERO))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "delay");
 }

@@ -139,26 +139,117 @@ fn the_cap_holds_after_jitter_over_100_000_draws() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn max_delay_caps_every_jittered_delay() {
+async fn max_delay_caps_the_schedule_before_the_jitter() {
+    // Retry 9 would wait 25.6 s before the cap. Capped after the draw, most
+    // of 1,000 callers would wake at exactly 10 s together; capped before
+    // it, their delays stay spread over [0, 10 s] (full) or [5 s, 10 s] (equal).
+    for (jitter, low) in [
+        (Jitter::Full, Duration::ZERO),
+        (Jitter::Equal, Duration::from_secs(5)),
+    ] {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let retry = paused(&events)
+            .max_attempts(10)
+            .backoff(Backoff::exponential(100 * MS).jitter(jitter))
+            .max_delay(Duration::from_secs(10))
+            .jitter_seed(3)
+            .build()
+            .unwrap();
+        for _ in 0..1000 {
+            let _ = retry.call(always_fails).await;
+        }
+        let last: Vec<Duration> = events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::RetryScheduled {
+                    attempt: 10, delay, ..
+                } => Some(*delay),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(last.len(), 1000);
+        assert!(
+            last.iter()
+                .all(|d| *d >= low && *d <= Duration::from_secs(10))
+        );
+        let at_cap = last
+            .iter()
+            .filter(|d| **d == Duration::from_secs(10))
+            .count();
+        assert!(
+            at_cap <= 1,
+            "{jitter:?}: {at_cap} callers wake together at the cap"
+        );
+        let mean = last.iter().sum::<Duration>() / 1000;
+        let expected = (low + Duration::from_secs(10)) / 2;
+        assert!(
+            mean.abs_diff(expected) < Duration::from_millis(400),
+            "{jitter:?}: mean {mean:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_wake_starts_no_attempt_with_nothing_left() {
+    // 999.5 ms of delay against a 1 s deadline: tokio's timer wakes at 1 s.
     let events = Arc::new(Mutex::new(Vec::new()));
     let retry = paused(&events)
-        .max_attempts(200)
-        .backoff(
-            Backoff::exponential(100 * MS)
-                .max(Duration::from_secs(60))
-                .jitter(Jitter::Decorrelated),
-        )
-        .max_delay(Duration::from_millis(700))
+        .max_attempts(2)
+        .backoff(Backoff::fixed(Duration::from_micros(999_500)))
+        .deadline(Duration::from_secs(1))
         .build()
         .unwrap();
-    let _ = retry.call(always_fails).await;
-    let delays = delays(&events);
-    assert_eq!(delays.len(), 199);
-    assert!(delays.iter().all(|d| *d <= Duration::from_millis(700)));
-    assert!(
-        delays.contains(&Duration::from_millis(700)),
-        "the cap is reached"
-    );
+    let attempts = AtomicU32::new(0);
+    let err = retry
+        .call(|_| {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(io::Error::other("down")) }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    assert_eq!(err.stop(), StopReason::Deadline);
+    assert_eq!(err.into_inner().unwrap().to_string(), "down");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_clock_follows_paused_time() {
+    // No clock and no sleeper given: tokio's, both, so the deadline holds.
+    let retry = Retry::builder()
+        .max_attempts(10)
+        .backoff(Backoff::fixed(400 * MS))
+        .deadline(Duration::from_secs(1))
+        .no_budget()
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let err = retry.call(always_fails).await.unwrap_err();
+    assert_eq!(err.stop(), StopReason::Deadline);
+    assert_eq!(err.attempts(), 3);
+    assert_eq!(t0.elapsed(), 800 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejection_returned_inside_a_breaker_call_is_not_retried() {
+    let breaker = palisade_circuit_breaker::CircuitBreaker::builder()
+        .build()
+        .unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let retry = paused(&events).max_attempts(3).build().unwrap();
+    let calls = AtomicU32::new(0);
+    let err = retry
+        .call(|_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            breaker.call(|| async {
+                Err::<(), _>(Rejected::new(Pattern::RateLimit, "exhausted", None))
+            })
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(err.stop(), StopReason::NotRetryable);
 }
 
 #[tokio::test(start_paused = true)]

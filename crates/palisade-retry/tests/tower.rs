@@ -1,8 +1,11 @@
 //! The tower layer in a real stack: Buffer → retry → breaker → Timeout → service.
 #![cfg(feature = "tower")]
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, SlidingWindow, State};
@@ -219,4 +222,75 @@ async fn clones_share_one_budget() {
     }
     // 4 calls, and the 3 retries the reserve holds, shared.
     assert_eq!(calls.load(Ordering::SeqCst), 4 + 3);
+}
+
+/// Ready for its first call; each later clone takes 10 s to be ready (a rate
+/// limit, a full bulkhead or pool below the retry).
+struct SlowToBeReady {
+    calls: Arc<AtomicU32>,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Clone for SlowToBeReady {
+    fn clone(&self) -> Self {
+        Self {
+            calls: Arc::clone(&self.calls),
+            wait: None,
+        }
+    }
+}
+
+impl Service<u32> for SlowToBeReady {
+    type Response = u32;
+    type Error = Flaky;
+    type Future = std::future::Ready<Result<u32, Flaky>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Flaky>> {
+        if self.calls.load(Ordering::SeqCst) == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let wait = self
+            .wait
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_secs(10))));
+        wait.as_mut().poll(cx).map(Ok)
+    }
+
+    fn call(&mut self, _: u32) -> Self::Future {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        std::future::ready(Err(Flaky(n)))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_counts_while_waiting_for_readiness() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let svc = SlowToBeReady {
+        calls: Arc::clone(&calls),
+        wait: None,
+    };
+    let budget = RetryBudget::builder()
+        .percent(0.0)
+        .min_per_second(1)
+        .window(Duration::from_secs(10))
+        .clock(TokioClock::shared())
+        .build()
+        .unwrap();
+    let retry = Retry::builder()
+        .max_attempts(3)
+        .backoff(Backoff::fixed(Duration::from_millis(10)))
+        .deadline(Duration::from_secs(1))
+        .budget(budget.clone())
+        .clock(TokioClock::shared())
+        .sleeper(TokioSleeper::shared())
+        .build()
+        .unwrap();
+    let svc = RetryLayer::new(retry).layer(svc);
+    let started = tokio::time::Instant::now();
+    let err = svc.oneshot(1).await.unwrap_err();
+    // The deadline, not the 10 s the service needed: the last error, and the
+    // retry that never started given back.
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(err.downcast_ref::<Flaky>(), Some(&Flaky(1)));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(budget.available(), 10);
 }

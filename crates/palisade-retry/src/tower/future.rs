@@ -1,7 +1,7 @@
 use std::borrow::Borrow;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::{Outcome, Sleep};
@@ -13,7 +13,7 @@ use crate::Retry;
 use crate::budget::Withdrawal;
 use crate::error::{StopReason, TimedOut};
 use crate::policy::RetryPolicy;
-use crate::retry::{CallState, Next};
+use crate::retry::{CallState, Inner, Next};
 
 pin_project! {
     /// The response future of [`RetryService`](super::RetryService).
@@ -38,6 +38,11 @@ pin_project! {
         call: CallState,
         limit: Option<Duration>,
         withdrawal: Option<Withdrawal>,
+        // The last attempt's result, kept while the next one is prepared: it
+        // is the answer if the deadline passes before that one can start.
+        last: Option<Result<S::Response, BoxError>>,
+        // Fires at the deadline while waiting for a delay or for readiness.
+        deadline: Option<Sleep>,
     }
 
     impl<S, Req, P, R, H> PinnedDrop for ResponseFuture<S, Req, P, R, H>
@@ -106,6 +111,8 @@ where
             call,
             limit,
             withdrawal: None,
+            last: None,
+            deadline: None,
         }
     }
 }
@@ -124,31 +131,36 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
+            let inner = &*(*this.retry).borrow().inner;
             match this.state.as_mut().project() {
                 StateProj::Calling { future, timeout } => {
-                    let result = match future.poll(cx) {
-                        Poll::Ready(result) => Some(result.map_err(Into::into)),
+                    let (result, timed_out) = match future.poll(cx) {
+                        Poll::Ready(result) => (result.map_err(Into::into), false),
                         Poll::Pending => match timeout.as_mut().map(|s| s.as_mut().poll(cx)) {
-                            Some(Poll::Ready(())) => None,
+                            Some(Poll::Ready(())) => {
+                                let limit = this.limit.unwrap_or_default();
+                                inner.timed_out(this.call.attempts, limit);
+                                let attempt = this.call.attempts;
+                                let error: BoxError = Box::new(TimedOut { attempt, limit });
+                                (Err(error), true)
+                            }
                             _ => return Poll::Pending,
                         },
                     };
-                    let inner = &*(*this.retry).borrow().inner;
-                    let limit = this.limit.unwrap_or_default();
-                    if result.is_none() {
-                        inner.timed_out(this.call.attempts, limit);
-                    }
-                    let (outcome, retry_after) = match &result {
-                        Some(result) => (
-                            this.policy.classify(result),
-                            this.policy.retry_after(result),
-                        ),
-                        None => (Outcome::Failure, None),
+                    let (outcome, retry_after) = if timed_out {
+                        (Outcome::Failure, None)
+                    } else {
+                        (
+                            this.policy.classify(&result),
+                            this.policy.retry_after(&result),
+                        )
                     };
                     let next = match outcome {
                         Outcome::Success => Next::Stop(StopReason::Succeeded),
                         Outcome::Ignored => Next::Stop(StopReason::NotRetryable),
-                        Outcome::Failure if this.spare.is_none() => {
+                        Outcome::Failure
+                            if this.spare.is_none() && this.call.attempts < inner.max_attempts =>
+                        {
                             Next::Stop(StopReason::NotRetryable)
                         }
                         Outcome::Failure => inner.after_failure(this.call, retry_after),
@@ -156,16 +168,14 @@ where
                     match next {
                         Next::Stop(stop) => {
                             inner.finish(this.call, stop);
-                            return Poll::Ready(match result {
-                                Some(result) => result,
-                                None => Err(Box::new(TimedOut {
-                                    attempt: this.call.attempts,
-                                    limit,
-                                })),
-                            });
+                            return Poll::Ready(result);
                         }
                         Next::Retry { delay, withdrawal } => {
                             *this.withdrawal = withdrawal;
+                            *this.last = Some(result);
+                            *this.deadline = inner
+                                .remaining(this.call)
+                                .map(|left| inner.sleeper.sleep(left));
                             if delay.is_zero() {
                                 this.state.set(State::Readying);
                             } else {
@@ -176,25 +186,54 @@ where
                     }
                 }
                 StateProj::Waiting { sleep } => {
-                    ready!(sleep.as_mut().poll(cx));
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        if deadline_passed(this.deadline, cx) {
+                            return Poll::Ready(give_up(
+                                inner,
+                                this.call,
+                                this.withdrawal,
+                                this.last,
+                            ));
+                        }
+                        return Poll::Pending;
+                    }
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {
-                    if let Err(error) = ready!(this.service.poll_ready(cx)) {
-                        // The service cannot take the retry: its error is the call's.
-                        let inner = &*(*this.retry).borrow().inner;
-                        if let (Some(w), Some(budget)) = (this.withdrawal.take(), &inner.budget) {
-                            budget.refund(w);
-                        }
-                        inner.finish(this.call, StopReason::NotRetryable);
-                        return Poll::Ready(Err(error.into()));
+                    // A sleeper may wake late: no attempt starts with no time left.
+                    if inner.remaining(this.call) == Some(Duration::ZERO) {
+                        return Poll::Ready(give_up(inner, this.call, this.withdrawal, this.last));
                     }
-                    let inner = &*(*this.retry).borrow().inner;
+                    match this.service.poll_ready(cx) {
+                        Poll::Pending => {
+                            if deadline_passed(this.deadline, cx) {
+                                return Poll::Ready(give_up(
+                                    inner,
+                                    this.call,
+                                    this.withdrawal,
+                                    this.last,
+                                ));
+                            }
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err(error)) => {
+                            // The service cannot take the retry: its error is the call's.
+                            refund(inner, this.withdrawal);
+                            inner.finish(this.call, StopReason::NotRetryable);
+                            return Poll::Ready(Err(error.into()));
+                        }
+                        Poll::Ready(Ok(())) => {}
+                    }
                     let Some(request) = this.spare.take() else {
-                        unreachable!("a retry is scheduled only with a spare request");
+                        // Only after a panic in `replay` or the inner `call`, polled again.
+                        return Poll::Ready(Err(
+                            "the retry's response future was polled after a panic".into(),
+                        ));
                     };
                     *this.spare = this.replay.replay(&request);
                     *this.withdrawal = None;
+                    *this.last = None;
+                    *this.deadline = None;
                     inner.start_attempt(this.call);
                     *this.limit = inner.attempt_limit(this.call);
                     let timeout = this.limit.map(|limit| inner.sleeper.sleep(limit));
@@ -204,6 +243,32 @@ where
             }
         }
     }
+}
+
+fn deadline_passed(deadline: &mut Option<Sleep>, cx: &mut Context<'_>) -> bool {
+    deadline
+        .as_mut()
+        .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+}
+
+fn refund(inner: &Inner, withdrawal: &mut Option<Withdrawal>) {
+    if let (Some(w), Some(budget)) = (withdrawal.take(), &inner.budget) {
+        budget.refund(w);
+    }
+}
+
+/// The deadline passed before the next attempt could start: the retry the
+/// budget granted goes back, and the last attempt's result is the answer.
+fn give_up<T>(
+    inner: &Inner,
+    call: &CallState,
+    withdrawal: &mut Option<Withdrawal>,
+    last: &mut Option<Result<T, BoxError>>,
+) -> Result<T, BoxError> {
+    refund(inner, withdrawal);
+    inner.finish(call, StopReason::Deadline);
+    last.take()
+        .unwrap_or_else(|| Err("the retry's response future was polled after it finished".into()))
 }
 
 impl<S, Req, P, R, H> std::fmt::Debug for ResponseFuture<S, Req, P, R, H>

@@ -145,7 +145,12 @@ where
     #[allow(clippy::inline_always)]
     #[inline(always)]
     fn call(&mut self, request: Req) -> Self::Future {
-        let spare = self.replay.replay(&request);
+        // No copy when no retry can follow.
+        let spare = if self.retry.borrow().inner.max_attempts > 1 {
+            self.replay.replay(&request)
+        } else {
+            None
+        };
         let service = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, service);
         ResponseFuture::start(
