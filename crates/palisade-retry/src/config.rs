@@ -70,7 +70,8 @@ impl RetryBuilder {
     }
 
     /// The longest wait between two attempts, whatever sets it: the backoff
-    /// with its jitter, or a result's `Retry-After` (default 10 s; zero
+    /// (capped before its jitter is drawn, so jittered delays stay spread
+    /// below the cap), or a result's `Retry-After` (default 10 s; zero
     /// retries at once).
     pub fn max_delay(mut self, max: Duration) -> Self {
         self.max_delay = max;
