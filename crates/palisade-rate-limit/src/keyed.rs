@@ -342,16 +342,7 @@ where
         if guard.table.len() >= guard.capacity {
             let next = guard.next_sweep.load(Ordering::Relaxed);
             if now >= next {
-                let before = guard.table.len();
-                guard.table.retain(|e| e.tat.load(Ordering::Acquire) > now);
-                evicted = before - guard.table.len();
-                let earliest = guard
-                    .table
-                    .iter()
-                    .map(|e| e.tat.load(Ordering::Acquire))
-                    .min()
-                    .unwrap_or(0);
-                guard.next_sweep.store(earliest, Ordering::Relaxed);
+                evicted = self.sweep_shard(&mut guard, now);
             }
             if guard.table.len() >= guard.capacity {
                 let next = guard.next_sweep.load(Ordering::Relaxed);
@@ -379,6 +370,36 @@ where
             waited: None,
         });
         Ok(Decision::new(now, tat, params))
+    }
+
+    /// Drops the shard's refilled keys and notes the earliest TAT left.
+    ///
+    /// Removing in place leaves tombstones, which would make the hash table
+    /// grow past its size once they fill it, so a shard that keeps evicting
+    /// would double its memory without holding one key more. When the table
+    /// no longer has room for the shard's capacity, the kept keys move to a
+    /// fresh table of that capacity instead.
+    fn sweep_shard(&self, shard: &mut Shard<K>, now: u64) -> usize {
+        let before = shard.table.len();
+        shard.table.retain(|e| e.tat.load(Ordering::Acquire) > now);
+        let kept = shard.table.len();
+        if shard.table.capacity() < shard.capacity {
+            let old = std::mem::replace(&mut shard.table, HashTable::with_capacity(shard.capacity));
+            let hasher = &self.inner.hasher;
+            for e in old {
+                shard
+                    .table
+                    .insert_unique(hasher.hash_one(&e.key), e, |e| hasher.hash_one(&e.key));
+            }
+        }
+        let earliest = shard
+            .table
+            .iter()
+            .map(|e| e.tat.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0);
+        shard.next_sweep.store(earliest, Ordering::Relaxed);
+        before - kept
     }
 
     fn emit_evicted(&self, count: usize) {
@@ -430,14 +451,7 @@ where
         let now = self.inner.clock.now_nanos();
         let mut evicted = 0;
         for shard in &*self.inner.shards {
-            let mut guard = shard.write();
-            let before = guard.table.len();
-            guard.table.retain(|e| e.tat.load(Ordering::Acquire) > now);
-            evicted += before - guard.table.len();
-            guard.table.shrink_to_fit({
-                let hasher = &self.inner.hasher;
-                move |e: &Entry<K>| hasher.hash_one(&e.key)
-            });
+            evicted += self.sweep_shard(&mut shard.write(), now);
         }
         self.emit_evicted(evicted);
         evicted
