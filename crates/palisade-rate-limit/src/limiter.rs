@@ -243,6 +243,7 @@ impl RateLimiter {
     }
 
     /// The sleeper that `reserve` waits with.
+    #[cfg(feature = "tower")]
     pub(crate) fn sleeper(&self) -> Option<&SharedSleeper> {
         self.inner.sleeper.as_ref()
     }
