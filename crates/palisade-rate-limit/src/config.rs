@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use palisade_core::config::check_nonzero;
 use palisade_core::{
-    ConfigError, Listener, Listeners, SharedClock, SharedSleeper, SystemClock, duration_to_nanos,
+    ConfigError, Listener, Listeners, SharedClock, SharedSleeper, duration_to_nanos,
 };
 
+use crate::clock::LimiterClock;
 use crate::event::Event;
 use crate::keyed::{KeyedRateLimiter, QuotaFn};
 use crate::limiter::RateLimiter;
@@ -44,7 +45,7 @@ impl Common {
     }
 
     /// Checks the name and adds the adapters asked for.
-    pub(crate) fn finish(self) -> Result<(Arc<str>, SharedClock, Listeners<Event>), ConfigError> {
+    pub(crate) fn finish(self) -> Result<(Arc<str>, LimiterClock, Listeners<Event>), ConfigError> {
         if self.name.is_empty() {
             return Err(ConfigError::new("name", "must not be empty"));
         }
@@ -62,7 +63,9 @@ impl Common {
                 source, &self.name,
             )));
         }
-        let clock = self.clock.unwrap_or_else(SystemClock::shared);
+        let clock = self
+            .clock
+            .map_or_else(LimiterClock::default, LimiterClock::Shared);
         Ok((self.name, clock, listeners))
     }
 }
@@ -76,8 +79,8 @@ macro_rules! common_methods {
             self
         }
 
-        /// The clock the limit is measured on (default: the system clock).
-        /// Tests pass a `ManualClock`.
+        /// The clock the limit is measured on (default: the system clock, or
+        /// `QuantaClock` with the `quanta` feature). Tests pass a `ManualClock`.
         pub fn clock(mut self, clock: SharedClock) -> Self {
             self.common.clock = Some(clock);
             self

@@ -41,17 +41,19 @@ pub const KEY_CAPACITY: &str = "key_capacity";
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
-    /// When the decision holds, on the limiter's clock (nanoseconds).
-    now: u64,
-    /// The theoretical arrival time the check left (or found, on a refusal).
-    tat: u64,
+    /// How far the theoretical arrival time the check left (or found, on a
+    /// refusal) is ahead of the time of the decision, in nanoseconds.
+    ahead: u64,
     params: Params,
 }
 
 impl Decision {
     #[inline]
     pub(crate) fn new(now: u64, tat: u64, params: Params) -> Self {
-        Self { now, tat, params }
+        Self {
+            ahead: tat.saturating_sub(now),
+            params,
+        }
     }
 
     /// The most requests the limit admits at once: the quota's burst
@@ -63,15 +65,14 @@ impl Decision {
     /// How many single requests would be admitted right now, one after the
     /// other, without waiting (`RateLimit-Remaining`).
     pub fn remaining(&self) -> u32 {
-        let ahead = self.tat.saturating_sub(self.now);
-        let free = self.params.tolerance().saturating_sub(ahead);
+        let free = self.params.tolerance().saturating_sub(self.ahead);
         (free / self.params.emission).min(u64::from(self.params.burst)) as u32
     }
 
     /// How long until the whole burst is available again (`RateLimit-Reset`);
     /// zero when it is now.
     pub fn reset(&self) -> Duration {
-        Duration::from_nanos(self.tat.saturating_sub(self.now))
+        Duration::from_nanos(self.ahead)
     }
 
     /// The three `RateLimit-*` headers (IETF draft `RateLimit` header fields),

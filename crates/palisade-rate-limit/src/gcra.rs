@@ -62,7 +62,8 @@ pub(crate) struct Refused {
 
 /// One GCRA step for `n` requests (`1 ≤ n ≤ burst`) at `now`, admitting it
 /// if it conforms within `max_wait` nanoseconds (0: only now).
-#[inline]
+#[allow(clippy::inline_always)] // fewer instructions per check, counted by callgrind
+#[inline(always)]
 pub(crate) fn take(
     tat: &AtomicU64,
     now: u64,

@@ -33,9 +33,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hashbrown::HashTable;
-use palisade_core::{CachePadded, Listeners, SharedClock};
+use palisade_core::{CachePadded, Listeners};
 use parking_lot::RwLock;
 
+use crate::clock::LimiterClock;
 use crate::config::KeyedRateLimiterBuilder;
 use crate::decision::{Decision, Denied, EXHAUSTED, Error, KEY_CAPACITY};
 use crate::event::Event;
@@ -105,7 +106,7 @@ struct Inner<K> {
     quota: QuotaFn<K>,
     max_keys: usize,
     name: Arc<str>,
-    clock: SharedClock,
+    clock: LimiterClock,
     listeners: Listeners<Event>,
 }
 
@@ -152,7 +153,7 @@ where
         quota: QuotaFn<K>,
         max_keys: usize,
         shards: usize,
-        clock: SharedClock,
+        clock: LimiterClock,
         listeners: Listeners<Event>,
     ) -> Self {
         let base = max_keys / shards;
@@ -227,7 +228,7 @@ where
     pub fn check_n(&self, key: &K, n: u32) -> Result<Decision, Error> {
         let hash = self.inner.hasher.hash_one(key);
         let shard = self.shard(hash);
-        let now = self.inner.clock.now_nanos();
+        let now = self.inner.clock.now();
         {
             let guard = shard.read();
             if let Some(entry) = guard.table.find(hash, |e| e.key == *key) {
@@ -417,7 +418,7 @@ where
         let guard = self.shard(hash).read();
         let entry = guard.table.find(hash, |e| e.key == *key)?;
         Some(Decision::new(
-            self.inner.clock.now_nanos(),
+            self.inner.clock.now(),
             entry.tat.load(Ordering::Acquire),
             entry.params(),
         ))
@@ -448,7 +449,7 @@ where
     /// information), and returns how many. Never needed for the bound, which
     /// holds anyway; useful to give memory back after a burst of clients.
     pub fn sweep(&self) -> usize {
-        let now = self.inner.clock.now_nanos();
+        let now = self.inner.clock.now();
         let mut evicted = 0;
         for shard in &*self.inner.shards {
             evicted += self.sweep_shard(&mut shard.write(), now);

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use palisade_core::{CachePadded, ConfigError, Listeners, SharedClock, SharedSleeper};
+use palisade_core::{CachePadded, ConfigError, Listeners, SharedSleeper};
 use parking_lot::Mutex;
 
+use crate::clock::LimiterClock;
 use crate::config::RateLimiterBuilder;
 use crate::decision::{Decision, Denied, EXHAUSTED, Error};
 use crate::event::Event;
@@ -57,7 +58,7 @@ struct Inner {
     /// The quota as given, for `quota()`; its lock serialises `set_quota`.
     quota: Mutex<Quota>,
     name: Arc<str>,
-    clock: SharedClock,
+    clock: LimiterClock,
     sleeper: Option<SharedSleeper>,
     listeners: Listeners<Event>,
     max_wait: u64,
@@ -73,7 +74,7 @@ impl RateLimiter {
         name: Arc<str>,
         quota: Quota,
         params: Params,
-        clock: SharedClock,
+        clock: LimiterClock,
         sleeper: Option<SharedSleeper>,
         listeners: Listeners<Event>,
         max_wait: u64,
@@ -136,9 +137,10 @@ impl RateLimiter {
         Ok(self.take_now(params, n)?)
     }
 
-    #[inline]
+    #[allow(clippy::inline_always)] // fewer instructions per check, counted by callgrind
+    #[inline(always)]
     fn take_now(&self, params: Params, n: u32) -> Result<Decision, Denied> {
-        let now = self.inner.clock.now_nanos();
+        let now = self.inner.clock.now();
         match gcra::take(&self.inner.tat, now, params, n, 0) {
             Ok(taken) => {
                 self.inner.listeners.emit_with(|| Event::Acquired {
@@ -151,7 +153,8 @@ impl RateLimiter {
         }
     }
 
-    #[cold]
+    #[allow(clippy::inline_always)] // fewer instructions per check, counted by callgrind
+    #[inline(always)]
     fn refuse(&self, now: u64, refused: Refused, params: Params, n: u32) -> Denied {
         self.inner.listeners.emit_with(|| Event::Rejected {
             permits: n,
@@ -212,7 +215,7 @@ impl RateLimiter {
     /// Takes `n` now, or reserves a slot within `max_wait` (only with a sleeper).
     pub(crate) fn reserve(&self, n: u32) -> Result<Reserve, Error> {
         let params = self.inner.params.load();
-        let now = self.inner.clock.now_nanos();
+        let now = self.inner.clock.now();
         if n == 0 {
             return Ok(Reserve::Ready(self.decision_now(params)));
         }
@@ -250,12 +253,7 @@ impl RateLimiter {
 
     /// A reservation whose wait is over: admitted.
     pub(crate) fn finish(&self, r: &Reservation) -> Decision {
-        let waited = self
-            .inner
-            .clock
-            .now_nanos()
-            .saturating_sub(r.started)
-            .max(r.wait);
+        let waited = self.inner.clock.now().saturating_sub(r.started).max(r.wait);
         self.inner.listeners.emit_with(|| Event::Acquired {
             permits: r.n,
             waited: Some(Duration::from_nanos(waited)),
@@ -268,7 +266,7 @@ impl RateLimiter {
         let returned = gcra::give_back(&self.inner.tat, r.tat, r.params, r.n);
         self.inner.listeners.emit_with(|| Event::Canceled {
             permits: r.n,
-            waited: Duration::from_nanos(self.inner.clock.now_nanos().saturating_sub(r.started)),
+            waited: Duration::from_nanos(self.inner.clock.now().saturating_sub(r.started)),
             returned,
         });
     }
@@ -279,7 +277,7 @@ impl RateLimiter {
     }
 
     fn decision_now(&self, params: Params) -> Decision {
-        let now = self.inner.clock.now_nanos();
+        let now = self.inner.clock.now();
         let tat = self.inner.tat.load(std::sync::atomic::Ordering::Acquire);
         Decision::new(now, tat, params)
     }

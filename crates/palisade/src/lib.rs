@@ -8,6 +8,8 @@
 //! | feature | turns on | default |
 //! |---|---|---|
 //! | `circuit-breaker` | `circuit_breaker`: count and time windows, failure and slow-call rates, half-open probes | no |
+//! | `rate-limit` | `rate_limit`: GCRA on one atomic word, fair waiting, keyed limits with a quota per key in bounded memory | no |
+//! | `quanta` | the rate limiters' default clock reads the CPU's time-stamp counter (quanta) | no |
 //! | `cache` | `cache`: a bounded cache with adaptive W-TinyLFU, expiry, one load per key, refresh-ahead, stale-if-error, two tiers | no |
 //! | `redis` | the cache's remote tier over Redis, with pub/sub invalidation | no |
 //! | `redis-tls` | TLS to Redis (`rediss://`) with rustls | no |
@@ -18,7 +20,7 @@
 //! | `tower` | a tower `Layer` for every enabled pattern | no |
 //! | `otel` | OpenTelemetry instruments and spans for every enabled pattern, for each instance whose builder asks (`.otel()` or `.meter(m)`) | no |
 //! | `tracing` | `tracing` events for every enabled pattern, for each instance whose builder asks (`.tracing()`) | no |
-//! | `tokio` | `core::TokioClock` and `core::TokioSleeper`, which follow `tokio::time::pause`; the cache's `LoadingCache` and `tier` | no |
+//! | `tokio` | `core::TokioClock` and `core::TokioSleeper`, which follow `tokio::time::pause`; the cache's `LoadingCache` and `tier`; the rate limiter's default sleeper | no |
 //! | `full` | all of the above | no |
 //!
 //! ```
@@ -50,7 +52,7 @@
 //! `CircuitBreakerLayer` (feature `tower`).
 //!
 //! The guides live in the repository's `docs/` folder: one per pattern
-//! (`circuit-breaker.md`, `cache.md`, `event-store.md`), plus `telemetry.md`,
+//! (`circuit-breaker.md`, `rate-limit.md`, `cache.md`, `event-store.md`), plus `telemetry.md`,
 //! `benchmarks.md` and the decisions in `adr/`. Their code blocks, and the
 //! README's, are doctests of this crate.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -63,6 +65,11 @@ pub use palisade_core as core;
 #[cfg_attr(docsrs, doc(cfg(feature = "circuit-breaker")))]
 #[doc(inline)]
 pub use palisade_circuit_breaker as circuit_breaker;
+
+#[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
+#[doc(inline)]
+pub use palisade_rate_limit as rate_limit;
 
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
@@ -86,6 +93,10 @@ mod guides {
     #[cfg(all(feature = "circuit-breaker", feature = "tower"))]
     #[doc = include_str!("../../../docs/circuit-breaker.md")]
     struct CircuitBreakerGuide;
+
+    #[cfg(all(feature = "rate-limit", feature = "tower", feature = "tokio"))]
+    #[doc = include_str!("../../../docs/rate-limit.md")]
+    struct RateLimitGuide;
 
     #[cfg(all(feature = "cache", feature = "redis"))]
     #[doc = include_str!("../../../docs/cache.md")]
