@@ -278,7 +278,7 @@ fn tower_layer(c: &mut Criterion) {
     });
     let mut tr = rt.block_on(async { tower_resilience() });
     g.bench_function("tower-resilience", |b| {
-        b.iter(|| service_call(&rt, &mut tr))
+        b.iter(|| service_call(&rt, &mut tr));
     });
     g.finish();
 }
