@@ -37,10 +37,16 @@
 //! of one quota with the burst of another. The TAT is kept across a change:
 //! time already owed stays owed, then the new rate applies.
 
+// The limiters' atomic words come from here, so that under `--cfg
+// palisade_loom` every one of them is loom's.
 #[cfg(palisade_loom)]
-use loom::sync::atomic::{AtomicU64, Ordering, fence};
+pub(crate) use loom::sync::atomic::AtomicU64;
+#[cfg(palisade_loom)]
+use loom::sync::atomic::{Ordering, fence};
 #[cfg(not(palisade_loom))]
-use std::sync::atomic::{AtomicU64, Ordering, fence};
+pub(crate) use std::sync::atomic::AtomicU64;
+#[cfg(not(palisade_loom))]
+use std::sync::atomic::{Ordering, fence};
 
 use crate::quota::Params;
 

@@ -29,7 +29,7 @@
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hashbrown::HashTable;
@@ -40,7 +40,7 @@ use crate::clock::LimiterClock;
 use crate::config::KeyedRateLimiterBuilder;
 use crate::decision::{Decision, Denied, EXHAUSTED, Error, KEY_CAPACITY};
 use crate::event::Event;
-use crate::gcra;
+use crate::gcra::{self, AtomicU64};
 use crate::limiter::check_size;
 use crate::quota::{Params, Quota};
 

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use palisade_core::{CachePadded, ConfigError, Listeners, SharedSleeper};
@@ -12,7 +11,7 @@ use crate::clock::LimiterClock;
 use crate::config::RateLimiterBuilder;
 use crate::decision::{Decision, Denied, EXHAUSTED, Error};
 use crate::event::Event;
-use crate::gcra::{self, QuotaCell, Refused};
+use crate::gcra::{self, AtomicU64, QuotaCell, Refused};
 use crate::quota::{Params, Quota};
 
 /// A GCRA rate limiter: one limit shared by every clone.
