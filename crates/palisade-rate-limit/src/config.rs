@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::config::check_nonzero;
-use palisade_core::{
-    ConfigError, Listener, Listeners, SharedClock, SharedSleeper, duration_to_nanos,
-};
+use palisade_core::{ConfigError, Listeners, SharedClock, SharedSleeper, duration_to_nanos};
 
 use crate::clock::LimiterClock;
 use crate::event::Event;
@@ -32,7 +30,7 @@ pub(crate) struct Common {
 }
 
 impl Common {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             name: Arc::from("default"),
             clock: None,
@@ -74,26 +72,27 @@ macro_rules! common_methods {
     () => {
         /// The instance name in telemetry (`palisade.instance`) and in
         /// `tracing` events. Default: `"default"`; must not be empty.
-        pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        pub fn name(mut self, name: impl Into<std::sync::Arc<str>>) -> Self {
             self.common.name = name.into();
             self
         }
 
         /// The clock the limit is measured on (default: the system clock, or
         /// `QuantaClock` with the `quanta` feature). Tests pass a `ManualClock`.
-        pub fn clock(mut self, clock: SharedClock) -> Self {
+        pub fn clock(mut self, clock: palisade_core::SharedClock) -> Self {
             self.common.clock = Some(clock);
             self
         }
 
         /// Adds a listener that receives every [`Event`], synchronously, on
         /// the thread that caused it, after the limiter let go of its locks.
-        pub fn listener(mut self, listener: impl Listener<Event>) -> Self {
-            self.common.listeners.push(Arc::new(listener));
+        pub fn listener(mut self, listener: impl palisade_core::Listener<crate::Event>) -> Self {
+            self.common.listeners.push(std::sync::Arc::new(listener));
             self
         }
     };
 }
+pub(crate) use common_methods;
 
 /// Builds a [`RateLimiter`]. The quota is required; everything else has a default.
 ///

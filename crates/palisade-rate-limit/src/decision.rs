@@ -41,10 +41,16 @@ pub const KEY_CAPACITY: &str = "key_capacity";
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
-    /// How far the theoretical arrival time the check left (or found, on a
-    /// refusal) is ahead of the time of the decision, in nanoseconds.
+    /// How long until the limit is whole again, in nanoseconds: for the
+    /// GCRA, how far the theoretical arrival time the check left (or found,
+    /// on a refusal) is ahead of the time of the decision.
     ahead: u64,
-    params: Params,
+    /// The GCRA's emission interval; 0 for a window counter.
+    emission: u64,
+    /// The burst, or the window's limit.
+    limit: u32,
+    /// A window counter's remaining requests (unused by the GCRA).
+    window_remaining: u32,
 }
 
 impl Decision {
@@ -52,25 +58,43 @@ impl Decision {
     pub(crate) fn new(now: u64, tat: u64, params: Params) -> Self {
         Self {
             ahead: tat.saturating_sub(now),
-            params,
+            emission: params.emission,
+            limit: params.burst,
+            window_remaining: 0,
         }
     }
 
-    /// The most requests the limit admits at once: the quota's burst
-    /// (`RateLimit-Limit`).
+    /// A window counter's decision: `remaining` of `limit` left, whole again in `reset` ns.
+    pub(crate) fn window(limit: u32, remaining: u32, reset: u64) -> Self {
+        Self {
+            ahead: reset,
+            emission: 0,
+            limit,
+            window_remaining: remaining,
+        }
+    }
+
+    /// The most requests the limit admits at once: the quota's burst, or a
+    /// window's limit (`RateLimit-Limit`).
     pub fn limit(&self) -> u32 {
-        self.params.burst
+        self.limit
     }
 
     /// How many single requests would be admitted right now, one after the
-    /// other, without waiting (`RateLimit-Remaining`).
+    /// other, without waiting (`RateLimit-Remaining`). For a sliding window,
+    /// as its estimate counts them.
     pub fn remaining(&self) -> u32 {
-        let free = self.params.tolerance().saturating_sub(self.ahead);
-        (free / self.params.emission).min(u64::from(self.params.burst)) as u32
+        if self.emission == 0 {
+            return self.window_remaining;
+        }
+        let tolerance = self.emission * u64::from(self.limit);
+        let free = tolerance.saturating_sub(self.ahead);
+        (free / self.emission).min(u64::from(self.limit)) as u32
     }
 
-    /// How long until the whole burst is available again (`RateLimit-Reset`);
-    /// zero when it is now.
+    /// How long until the whole limit is available again (`RateLimit-Reset`);
+    /// zero when it is now. For a fixed window, the end of the window; for
+    /// a sliding one, when the requests counted now have left it.
     pub fn reset(&self) -> Duration {
         Duration::from_nanos(self.ahead)
     }

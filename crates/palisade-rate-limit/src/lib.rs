@@ -101,6 +101,7 @@ mod limiter;
 #[cfg(feature = "quanta")]
 mod quanta_clock;
 mod quota;
+mod window;
 
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
@@ -128,3 +129,4 @@ pub use quota::Quota;
 pub use tower::{
     BoxError, Keyed, RateLimitLayer, RateLimitService, RequestLimiter, ResponseFuture,
 };
+pub use window::{WindowKind, WindowLimiter, WindowLimiterBuilder};

@@ -10,7 +10,7 @@ use opentelemetry::metrics::{Counter, Histogram, Meter};
 use palisade_core::Listener;
 use palisade_core::telemetry::{INSTANCE, MeterSource, OUTCOME};
 
-use crate::{Event, KeyedRateLimiterBuilder, RateLimiterBuilder};
+use crate::{Event, KeyedRateLimiterBuilder, RateLimiterBuilder, WindowLimiterBuilder};
 
 /// `palisade.rate_limit.requests`: calls by outcome (acquired, rejected, canceled).
 pub const REQUESTS: &str = "palisade.rate_limit.requests";
@@ -33,6 +33,21 @@ impl RateLimiterBuilder {
 }
 
 impl<K> KeyedRateLimiterBuilder<K> {
+    /// Records the instruments of `docs/telemetry.md` on the global meter
+    /// provider as it is when `build()` runs.
+    pub fn otel(mut self) -> Self {
+        self.common.otel = Some(MeterSource::Global);
+        self
+    }
+
+    /// Records the instruments of `docs/telemetry.md` on `meter`.
+    pub fn meter(mut self, meter: Meter) -> Self {
+        self.common.otel = Some(MeterSource::Meter(meter));
+        self
+    }
+}
+
+impl WindowLimiterBuilder {
     /// Records the instruments of `docs/telemetry.md` on the global meter
     /// provider as it is when `build()` runs.
     pub fn otel(mut self) -> Self {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use palisade_core::Listener;
 
-use crate::{Event, KeyedRateLimiterBuilder, RateLimiterBuilder};
+use crate::{Event, KeyedRateLimiterBuilder, RateLimiterBuilder, WindowLimiterBuilder};
 
 impl RateLimiterBuilder {
     /// Emits every event as a `tracing` event with target
@@ -23,6 +23,16 @@ impl<K> KeyedRateLimiterBuilder<K> {
     /// Emits every event as a `tracing` event with target
     /// `palisade_rate_limit`: rejections at `DEBUG`, evictions at `DEBUG`,
     /// admissions at `TRACE`.
+    #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+    pub fn tracing(mut self) -> Self {
+        self.common.tracing = true;
+        self
+    }
+}
+
+impl WindowLimiterBuilder {
+    /// Emits every event as a `tracing` event with target
+    /// `palisade_rate_limit`: rejections at `DEBUG`, admissions at `TRACE`.
     #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
     pub fn tracing(mut self) -> Self {
         self.common.tracing = true;
