@@ -40,6 +40,12 @@ pub enum Event {
         /// The new quota.
         quota: Quota,
     },
+    /// A Redis limiter's call to Redis failed or timed out; Redis is left
+    /// alone for a back-off, and the limiter does what its `Unavailable` says.
+    BackendUnavailable {
+        /// Failures in a row, this one included.
+        failures: u32,
+    },
     /// A keyed limiter dropped keys whose limit had refilled completely.
     KeysEvicted {
         /// How many.

@@ -65,6 +65,12 @@
 //!   function, at most `max_keys` keys: refilled keys are dropped first, and
 //!   when every held key is still draining a new key is refused rather than
 //!   any key given a fresh burst. No key ever exceeds its quota.
+//! - **[`WindowLimiter`]**: fixed-window and sliding-window counters, for
+//!   contracts written as "N per minute".
+//! - **`RedisRateLimiter`** (feature `redis`): one limit per key shared by
+//!   every process, the GCRA in a server-side script on Redis's clock, one
+//!   round trip a check; fail open, fail closed, or fall back to a local
+//!   limit while Redis cannot answer, asking it again after a back-off.
 //! - **Answers**: a [`Decision`] (limit, remaining, reset, the headers) and,
 //!   on a refusal, a [`Denied`] holding core's [`Rejected`] (pattern
 //!   `RateLimit`, reason [`EXHAUSTED`] or [`KEY_CAPACITY`], retry-after),
@@ -86,6 +92,7 @@
 //! | `otel` | the builders' `otel()` and `meter(m)`: the instruments of `docs/telemetry.md` | no |
 //! | `tracing` | the builders' `tracing()`: events with target `palisade_rate_limit` | no |
 //! | `tokio` | tokio's timer as the default sleeper of `acquire` | no |
+//! | `redis` | `RedisRateLimiter`: one limit shared by every process, GCRA in a Lua script on Redis's clock (turns on `tokio`) | no |
 //! | `quanta` | `QuantaClock` (the CPU's time-stamp counter) as the limiters' default clock | no |
 //!
 //! The guide is `docs/rate-limit.md` in the repository.
@@ -101,6 +108,8 @@ mod limiter;
 #[cfg(feature = "quanta")]
 mod quanta_clock;
 mod quota;
+#[cfg(feature = "redis")]
+mod redis_limiter;
 mod window;
 
 #[cfg(feature = "otel")]
@@ -124,6 +133,11 @@ pub use palisade_core::{
 #[cfg_attr(docsrs, doc(cfg(feature = "quanta")))]
 pub use quanta_clock::QuantaClock;
 pub use quota::Quota;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis_limiter::{
+    RedisConnectError, RedisLimitError, RedisRateLimiter, RedisRateLimiterBuilder, Unavailable,
+};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use tower::{

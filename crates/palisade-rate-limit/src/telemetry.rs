@@ -10,6 +10,8 @@ use opentelemetry::metrics::{Counter, Histogram, Meter};
 use palisade_core::Listener;
 use palisade_core::telemetry::{INSTANCE, MeterSource, OUTCOME};
 
+#[cfg(feature = "redis")]
+use crate::RedisRateLimiterBuilder;
 use crate::{Event, KeyedRateLimiterBuilder, RateLimiterBuilder, WindowLimiterBuilder};
 
 /// `palisade.rate_limit.requests`: calls by outcome (acquired, rejected, canceled).
@@ -50,6 +52,22 @@ impl<K> KeyedRateLimiterBuilder<K> {
 impl WindowLimiterBuilder {
     /// Records the instruments of `docs/telemetry.md` on the global meter
     /// provider as it is when `build()` runs.
+    pub fn otel(mut self) -> Self {
+        self.common.otel = Some(MeterSource::Global);
+        self
+    }
+
+    /// Records the instruments of `docs/telemetry.md` on `meter`.
+    pub fn meter(mut self, meter: Meter) -> Self {
+        self.common.otel = Some(MeterSource::Meter(meter));
+        self
+    }
+}
+
+#[cfg(feature = "redis")]
+impl RedisRateLimiterBuilder {
+    /// Records the instruments of `docs/telemetry.md` on the global meter
+    /// provider as it is when `connect()` runs.
     pub fn otel(mut self) -> Self {
         self.common.otel = Some(MeterSource::Global);
         self
@@ -107,7 +125,9 @@ impl Listener<Event> for OtelListener {
             }
             Event::Rejected { .. } => self.requests.add(1, &self.by_outcome[1]),
             Event::Canceled { .. } => self.requests.add(1, &self.by_outcome[2]),
-            Event::QuotaChanged { .. } | Event::KeysEvicted { .. } => {}
+            Event::QuotaChanged { .. }
+            | Event::KeysEvicted { .. }
+            | Event::BackendUnavailable { .. } => {}
         }
     }
 }

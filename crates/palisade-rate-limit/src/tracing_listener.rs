@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use palisade_core::Listener;
 
+#[cfg(feature = "redis")]
+use crate::RedisRateLimiterBuilder;
 use crate::{Event, KeyedRateLimiterBuilder, RateLimiterBuilder, WindowLimiterBuilder};
 
 impl RateLimiterBuilder {
@@ -33,6 +35,18 @@ impl<K> KeyedRateLimiterBuilder<K> {
 impl WindowLimiterBuilder {
     /// Emits every event as a `tracing` event with target
     /// `palisade_rate_limit`: rejections at `DEBUG`, admissions at `TRACE`.
+    #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+    pub fn tracing(mut self) -> Self {
+        self.common.tracing = true;
+        self
+    }
+}
+
+#[cfg(feature = "redis")]
+impl RedisRateLimiterBuilder {
+    /// Emits every event as a `tracing` event with target
+    /// `palisade_rate_limit`: Redis failures at `WARN`, rejections at
+    /// `DEBUG`, admissions at `TRACE`.
     #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
     pub fn tracing(mut self) -> Self {
         self.common.tracing = true;
@@ -69,6 +83,9 @@ impl Listener<Event> for TracingListener {
                 target: T, instance = %self.name,
                 count = quota.count(), period = ?quota.period(), burst = quota.burst_size(),
                 "quota changed"
+            ),
+            Event::BackendUnavailable { failures } => tracing::warn!(
+                target: T, instance = %self.name, failures, "redis unavailable; backing off"
             ),
             Event::KeysEvicted { count } => tracing::debug!(
                 target: T, instance = %self.name, count, "refilled keys evicted"

@@ -11,7 +11,7 @@
 //! | `rate-limit` | `rate_limit`: GCRA on one atomic word, fair waiting, keyed limits with a quota per key in bounded memory | no |
 //! | `quanta` | the rate limiters' default clock reads the CPU's time-stamp counter (quanta) | no |
 //! | `cache` | `cache`: a bounded cache with adaptive W-TinyLFU, expiry, one load per key, refresh-ahead, stale-if-error, two tiers | no |
-//! | `redis` | the cache's remote tier over Redis, with pub/sub invalidation | no |
+//! | `redis` | the cache's remote tier over Redis, with pub/sub invalidation; the rate limiter's limit shared through Redis | no |
 //! | `redis-tls` | TLS to Redis (`rediss://`) with rustls | no |
 //! | `event-store` | `event_store`: streams with optimistic concurrency, a subscriber-safe global order, subscriptions, snapshots, upcasting; in memory | no |
 //! | `sqlite` | the event store on one SQLite file (WAL) | no |
