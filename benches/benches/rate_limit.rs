@@ -13,6 +13,8 @@
 //! | `keyed/hot_key` | one admitted check of the same key |
 //! | `keyed/1M_keys` | one admitted check of a key picked at random among 1 million held keys |
 //! | `tower_layer` | one `ready().await` + `call().await` through a service on a current-thread runtime |
+//! | `redis/sequential` | one `RedisRateLimiter::check` awaited before the next, one connection (`PALISADE_REDIS_URL` or 127.0.0.1:6379; skipped when unreachable) |
+//! | `redis/pipelined` | the same, 64 checks in flight at once on the one (multiplexed) connection: time per check |
 //!
 //! Both crates read the CPU's time-stamp counter through quanta: governor's
 //! default clock, and Palisade's with its `quanta` feature (on here). The
@@ -398,6 +400,63 @@ mod allocations {
     }
 }
 
+fn redis(c: &mut Criterion) {
+    let url = std::env::var("PALISADE_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime with I/O");
+    let prefix = format!("palisade_bench_rl_{}:", std::process::id());
+    let connected = rt.block_on(async {
+        palisade_rate_limit::RedisRateLimiter::builder(prefix.clone())
+            .url(url.clone())
+            .quota(Quota::per_second(FAST))
+            .connect()
+            .await
+    });
+    let limiter = match connected {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("SKIPPED redis benchmarks: {e}");
+            return;
+        }
+    };
+    let mut g = c.benchmark_group("redis");
+    g.bench_function("sequential", |b| {
+        b.iter(|| {
+            rt.block_on(limiter.check("bench-key")).expect("admitted");
+        });
+    });
+    g.bench_function("pipelined", |b| {
+        b.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            rt.block_on(async {
+                let mut left = iters;
+                while left > 0 {
+                    let batch = left.min(64);
+                    let checks = (0..batch).map(|_| limiter.check("bench-key"));
+                    for r in futures_util::future::join_all(checks).await {
+                        r.expect("admitted");
+                    }
+                    left -= batch;
+                }
+            });
+            start.elapsed()
+        });
+    });
+    g.finish();
+    if let Ok(client) = redis::Client::open(url.as_str())
+        && let Ok(mut conn) = client.get_connection()
+    {
+        let _: Result<(), _> = redis::cmd("DEL")
+            .arg(format!("{prefix}bench-key"))
+            .query(&mut conn);
+    }
+}
+
 fn main() {
     #[cfg(feature = "count-allocations")]
     if !std::env::args().any(|a| a == "--list") {
@@ -407,5 +466,6 @@ fn main() {
     direct(&mut c);
     keyed(&mut c);
     tower_layer(&mut c);
+    redis(&mut c);
     c.final_summary();
 }

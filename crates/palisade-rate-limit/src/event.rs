@@ -21,7 +21,8 @@ pub enum Event {
     Rejected {
         /// How many at once.
         permits: u32,
-        /// Why: [`EXHAUSTED`](crate::EXHAUSTED) or [`KEY_CAPACITY`](crate::KEY_CAPACITY).
+        /// Why: [`EXHAUSTED`](crate::EXHAUSTED), [`KEY_CAPACITY`](crate::KEY_CAPACITY),
+        /// or `unavailable` (a Redis limiter failing closed).
         reason: &'static str,
         /// How long until the same request would be admitted.
         retry_after: Duration,

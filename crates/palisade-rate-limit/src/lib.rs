@@ -136,7 +136,8 @@ pub use quota::Quota;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_limiter::{
-    RedisConnectError, RedisLimitError, RedisRateLimiter, RedisRateLimiterBuilder, Unavailable,
+    RedisConnectError, RedisLimitError, RedisRateLimiter, RedisRateLimiterBuilder, UNAVAILABLE,
+    Unavailable,
 };
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]

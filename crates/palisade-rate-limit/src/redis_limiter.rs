@@ -51,6 +51,10 @@ redis.call('SET', KEYS[1], string.format('%.0f', new), 'PX', math.floor((new - n
 return {1, 0, new - now}
 ";
 
+/// The reason in [`Event::Rejected`] of a refusal because Redis could not
+/// answer (with [`Unavailable::FailClosed`]).
+pub const UNAVAILABLE: &str = "unavailable";
+
 /// What a [`RedisRateLimiter`] does while Redis cannot answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -265,7 +269,8 @@ impl RedisRateLimiter {
         wait
     }
 
-    /// The answer while Redis cannot give one.
+    /// The answer while Redis cannot give one, reported to the listeners
+    /// as any answer is (a fail-closed refusal with reason [`UNAVAILABLE`]).
     fn unavailable(
         &self,
         key: &str,
@@ -273,21 +278,33 @@ impl RedisRateLimiter {
         error: Option<RedisLimitError>,
         retry_after: Duration,
     ) -> Result<Decision, RedisLimitError> {
-        match self.inner.on_unavailable {
+        let result = match self.inner.on_unavailable {
             Unavailable::FailOpen => {
                 let params = (self.inner.quota)(key)
                     .params("quota")
                     .map_err(Error::InvalidQuota)?;
                 Ok(Decision::new(0, 0, params))
             }
+            Unavailable::Local { .. } => match &self.inner.local {
+                Some(local) => local.check_n(&key.to_owned(), n).map_err(Into::into),
+                None => Err(error.unwrap_or(RedisLimitError::Unavailable { retry_after })),
+            },
             Unavailable::FailClosed => {
                 Err(error.unwrap_or(RedisLimitError::Unavailable { retry_after }))
             }
-            Unavailable::Local { .. } => match &self.inner.local {
-                Some(local) => Ok(local.check_n(&key.to_owned(), n)?),
-                None => Err(error.unwrap_or(RedisLimitError::Unavailable { retry_after })),
-            },
+        };
+        match &result {
+            Ok(_) => self.inner.listeners.emit_with(|| Event::Acquired {
+                permits: n,
+                waited: None,
+            }),
+            Err(e) => self.inner.listeners.emit_with(|| Event::Rejected {
+                permits: n,
+                reason: e.denied().map_or(UNAVAILABLE, |d| d.rejected().reason()),
+                retry_after: e.denied().map_or(retry_after, Denied::retry_after),
+            }),
         }
+        result
     }
 }
 
