@@ -93,6 +93,7 @@
 //! | `tracing` | the builders' `tracing()`: events with target `palisade_rate_limit` | no |
 //! | `tokio` | tokio's timer as the default sleeper of `acquire` | no |
 //! | `redis` | `RedisRateLimiter`: one limit shared by every process, GCRA in a Lua script on Redis's clock (turns on `tokio`) | no |
+//! | `redis-tls` | `rediss://` URLs and `redis::Client::build_with_tls` for `RedisRateLimiter`, by rustls | no |
 //! | `quanta` | `QuantaClock` (the CPU's time-stamp counter) as the limiters' default clock | no |
 //!
 //! The guide is `docs/rate-limit.md` in the repository.

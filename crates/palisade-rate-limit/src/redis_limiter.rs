@@ -339,15 +339,16 @@ pub struct RedisRateLimiterBuilder {
 impl RedisRateLimiterBuilder {
     crate::config::common_methods!();
 
-    /// Where Redis is: `redis://host:port/db` (`rediss://` needs the `redis`
-    /// crate's TLS features in the application). One of `url`, `client` and
+    /// Where Redis is: `redis://host:port/db`, or `rediss://…` for TLS
+    /// (feature `redis-tls`). One of `url`, `client` and
     /// `connection_manager` is required.
     pub fn url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
         self
     }
 
-    /// An existing client (its connection settings, TLS included).
+    /// An existing client (its connection settings; TLS with feature
+    /// `redis-tls` and `redis::Client::build_with_tls`, for a private authority).
     pub fn client(mut self, client: redis::Client) -> Self {
         self.client = Some(client);
         self

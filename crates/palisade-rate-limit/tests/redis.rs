@@ -236,3 +236,58 @@ async fn while_redis_does_not_answer_each_mode_does_what_it_says_and_recovers() 
         assert_eq!(l.check("k").await.unwrap().remaining(), 1);
     }
 }
+
+/// TLS to Redis (feature `redis-tls`), against a server of the test's own
+/// that listens with TLS only, with certificates made for it.
+#[cfg(feature = "redis-tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limiter_over_tls_verifies_the_server_and_shares_its_limit() {
+    use palisade_rate_limit::RedisConnectError;
+
+    fn client(url: &str, ca: &std::path::Path) -> redis::Client {
+        redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(ca).expect("the CA's certificate")),
+            },
+        )
+        .unwrap()
+    }
+
+    let dir = std::env::temp_dir().join(unique_name("palisade_rl_tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let Some((server, certs)) = OwnRedis::start_tls(test_name!(), &dir) else {
+        return;
+    };
+    let mut limiters = Vec::new();
+    for _ in 0..2 {
+        limiters.push(
+            RedisRateLimiter::builder("tls:")
+                .client(client(&server.url(), &certs.ca))
+                .quota(Quota::per_hour(3))
+                .connect()
+                .await
+                .expect("a TLS connection to a server the limiter trusts"),
+        );
+    }
+    assert_eq!(limiters[0].check("k").await.unwrap().remaining(), 2);
+    assert_eq!(limiters[1].check_n("k", 2).await.unwrap().remaining(), 0);
+    assert!(limiters[0].check("k").await.unwrap_err().denied().is_some());
+
+    // Signed by another authority: refused.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let stranger = palisade_test_support::TestCerts::make(&other);
+    let refused = RedisRateLimiter::builder("tls:")
+        .client(client(&server.url(), &stranger.ca))
+        .quota(Quota::per_hour(3))
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, RedisConnectError::Redis(_)), "{refused}");
+    let chain = format!("{:?}", refused);
+    assert!(chain.contains("invalid peer certificate"), "{chain}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
