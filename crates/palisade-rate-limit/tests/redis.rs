@@ -286,7 +286,7 @@ async fn a_limiter_over_tls_verifies_the_server_and_shares_its_limit() {
         .await
         .unwrap_err();
     assert!(matches!(refused, RedisConnectError::Redis(_)), "{refused}");
-    let chain = format!("{:?}", refused);
+    let chain = format!("{refused:?}");
     assert!(chain.contains("invalid peer certificate"), "{chain}");
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
