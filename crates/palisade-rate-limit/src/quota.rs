@@ -89,16 +89,18 @@ impl Quota {
     }
 
     /// The time between two requests at the sustained rate: `period / count`,
-    /// in whole nanoseconds (rounded down). Zero for an invalid quota.
+    /// in whole nanoseconds, rounded up, so that a limit never admits more
+    /// than its quota. Zero for an invalid quota.
     pub fn emission_interval(&self) -> Duration {
         Duration::from_nanos(self.emission_nanos())
     }
 
     fn emission_nanos(&self) -> u64 {
-        if self.count == 0 {
+        let period = duration_to_nanos(self.period);
+        if self.count == 0 || period < u64::from(self.count) {
             return 0;
         }
-        duration_to_nanos(self.period) / u64::from(self.count)
+        period.div_ceil(u64::from(self.count))
     }
 
     /// Checks the quota; `field` is the builder method that set it.
@@ -204,6 +206,11 @@ mod tests {
             }
         );
         assert_eq!(p.tolerance(), 1_000_000_000);
+        // Rounded up: 3 per second is never more than 3 per second.
+        assert_eq!(
+            Quota::per_second(3).emission_interval(),
+            Duration::from_nanos(333_333_334)
+        );
         let p = Quota::per_minute(2).burst(7).params("quota").unwrap();
         assert_eq!(
             p,

@@ -109,7 +109,8 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..60),
     ) {
         let quota = Quota::new(count, Duration::from_nanos(period)).burst(burst);
-        let emission = period / u64::from(count);
+        // Rounded up, as the quota says.
+        let emission = period.div_ceil(u64::from(count));
         let clock = ManualClock::new();
         let limiter = RateLimiter::builder()
             .quota(quota)
