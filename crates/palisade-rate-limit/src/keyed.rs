@@ -114,7 +114,8 @@ struct Shard<K> {
     table: HashTable<Entry<K>>,
     capacity: usize,
     /// No held key can have refilled before this time (ns): the earliest TAT
-    /// at the last sweep. Read under the read lock, written under the write lock.
+    /// at the last sweep, lowered by every key inserted since (a held key's
+    /// TAT only grows). Read under the read lock, written under the write lock.
     next_sweep: AtomicU64,
 }
 
@@ -353,6 +354,9 @@ where
             }
         }
         let tat = now + params.emission * u64::from(n);
+        // Still a lower bound of the held keys' TATs (they only grow).
+        let next = guard.next_sweep.load(Ordering::Relaxed);
+        guard.next_sweep.store(next.min(tat), Ordering::Relaxed);
         let hasher = &self.inner.hasher;
         guard.table.insert_unique(
             hash,

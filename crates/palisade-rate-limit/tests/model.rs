@@ -197,8 +197,8 @@ fn params_of(key: u8) -> (u64, u32) {
 
 /// The keyed model: a bucket per held key, at most `capacity`; a full table
 /// drops the keys whose bucket is empty (level 0), and refuses a new key if
-/// none is, until the earliest time a held bucket can be empty (its level
-/// drained as of that sweep: the table does not look again before then).
+/// none is, until the earliest time a held bucket can be empty (as of that
+/// sweep, or of a key inserted since: the table does not look again before then).
 struct KeyedModel {
     capacity: usize,
     held: HashMap<u8, Bucket>,
@@ -233,6 +233,11 @@ impl KeyedModel {
                 }
             }
             self.held.insert(key, Bucket { level: 0, at: now });
+            let b = self.held.get_mut(&key).unwrap();
+            let answer = b.request(now, emission, burst, n, 0);
+            // The earliest a held bucket can be empty is no later than this one's.
+            self.next_sweep = self.next_sweep.min(b.at + b.level);
+            return Ok(answer);
         }
         Ok(self
             .held
@@ -296,4 +301,34 @@ proptest! {
             }
         }
     }
+}
+
+/// A key inserted after a sweep may refill before every key the sweep kept:
+/// a full table must look again when it has, not when the kept ones do.
+#[test]
+fn a_full_table_makes_room_as_soon_as_any_held_key_has_refilled() {
+    let clock = ManualClock::new();
+    let limiter = KeyedRateLimiter::<&'static str>::builder()
+        .quota_fn(|k| {
+            if k.starts_with("slow") {
+                Quota::per_hour(1)
+            } else {
+                Quota::per_second(1_000)
+            }
+        })
+        .max_keys(2)
+        .shards(1)
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    let ms = Duration::from_millis(1);
+    limiter.check(&"slow").unwrap();
+    limiter.check(&"fast-1").unwrap(); // refilled 1 ms from now
+    clock.advance(ms);
+    limiter.check(&"fast-2").unwrap(); // a sweep dropped fast-1; slow stays for an hour
+    clock.advance(ms);
+    // fast-2 has refilled: it makes room now, not in an hour.
+    limiter.check(&"fast-3").unwrap();
+    assert_eq!(limiter.len(), 2);
+    assert!(limiter.snapshot(&"fast-2").is_none());
 }
