@@ -189,7 +189,8 @@ impl RedisRateLimiter {
     }
 
     /// Admits `n` requests for `key` at once, or none; `n = 0` is admitted
-    /// and asks nothing.
+    /// without asking Redis, with a decision showing the quota's whole burst
+    /// (as does every admission by [`Unavailable::FailOpen`]).
     ///
     /// # Errors
     /// [`RedisLimitError::Limit`] with [`Error::Denied`] when the shared quota
