@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use palisade_rate_limit::{
     EXHAUSTED, Error, Event, ManualClock, Quota, RedisLimitError, RedisRateLimiter, Rejected,
-    Unavailable,
+    UNAVAILABLE, Unavailable,
 };
 use palisade_test_support::{Cleanup, OwnRedis, redis_url, test_name, unique_name};
 
@@ -181,18 +181,20 @@ async fn while_redis_does_not_answer_each_mode_does_what_it_says_and_recovers() 
     let url = server.url();
     let clock = ManualClock::new();
     let failures = Arc::new(Mutex::new(Vec::new()));
+    let refusals = Arc::new(Mutex::new(Vec::new()));
     let make = |mode: Unavailable, prefix: &str| {
         let seen = Arc::clone(&failures);
+        let refused = Arc::clone(&refusals);
         RedisRateLimiter::builder(prefix)
             .url(url.clone())
             .quota(Quota::per_hour(4))
             .on_unavailable(mode)
             .timeout(Duration::from_millis(200))
             .clock(clock.shared())
-            .listener(move |e: &Event| {
-                if let Event::BackendUnavailable { failures } = e {
-                    seen.lock().unwrap().push(*failures);
-                }
+            .listener(move |e: &Event| match e {
+                Event::BackendUnavailable { failures } => seen.lock().unwrap().push(*failures),
+                Event::Rejected { reason, .. } => refused.lock().unwrap().push(*reason),
+                _ => {}
             })
             .connect()
     };
@@ -225,6 +227,11 @@ async fn while_redis_does_not_answer_each_mode_does_what_it_says_and_recovers() 
     let err = local.check("k").await.unwrap_err();
     assert_eq!(err.denied().unwrap().rejected().reason(), EXHAUSTED);
     assert_eq!(*failures.lock().unwrap(), [1, 1, 1]);
+    // Every refusal reaches the listeners, a fail-closed one as `unavailable`.
+    assert_eq!(
+        *refusals.lock().unwrap(),
+        [UNAVAILABLE, UNAVAILABLE, EXHAUSTED]
+    );
 
     server.thaw();
     clock.advance(Duration::from_secs(10)); // past every back-off

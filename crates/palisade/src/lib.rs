@@ -128,4 +128,7 @@ mod guides {
 
     #[doc = include_str!("../../../docs/adr/0004-cache-policy-and-concurrency.md")]
     struct Adr0004;
+
+    #[doc = include_str!("../../../docs/adr/0005-rate-limit-state-and-eviction.md")]
+    struct Adr0005;
 }
