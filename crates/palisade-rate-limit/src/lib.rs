@@ -81,8 +81,8 @@
 //! - **Observability**: [`Event`]s to listeners, OpenTelemetry instruments
 //!   (feature `otel`) and `tracing` events (feature `tracing`).
 //!
-//! A check takes no lock (a keyed check takes its shard's read lock) and
-//! allocates nothing; it reads the clock once, which on the system clock
+//! A GCRA check takes no lock (a keyed one takes its shard's read lock, a
+//! window counter one short mutex) and allocates nothing; it reads the clock once, which on the system clock
 //! (`Instant::now`) costs more than the rest of the check: the `quanta`
 //! feature makes the limiters read the CPU's time-stamp counter instead.
 //!
