@@ -6,9 +6,19 @@
 //! which then needs loom itself.)
 
 #[cfg(palisade_loom)]
-pub use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
+pub use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, fence};
 #[cfg(not(palisade_loom))]
-pub use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
+pub use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, fence};
+
+/// In a retry loop that waits for another thread: a spin hint, or in a loom
+/// model a yield, so the model lets the other thread run.
+#[inline]
+pub fn spin_loop() {
+    #[cfg(palisade_loom)]
+    loom::thread::yield_now();
+    #[cfg(not(palisade_loom))]
+    std::hint::spin_loop();
+}
 
 /// A mutex: parking_lot's, or loom's in a model.
 pub struct Mutex<T> {

@@ -10,8 +10,10 @@
 //! | `circuit-breaker` | `circuit_breaker`: count and time windows, failure and slow-call rates, half-open probes | no |
 //! | `retry` | `retry`: retries with capped jitter, a deadline, a shared retry budget, Retry-After and hedging | no |
 //! | `bulkhead` | `bulkhead`: at most N calls at once, rejecting or waiting a bounded time in a FIFO or LIFO queue; weighted permits, run-time and adaptive limits, partitions, client-side throttling | no |
+//! | `rate-limit` | `rate_limit`: GCRA on one atomic word, fair waiting, keyed limits with a quota per key in bounded memory | no |
+//! | `quanta` | the rate limiters' default clock reads the CPU's time-stamp counter (quanta) | no |
 //! | `cache` | `cache`: a bounded cache with adaptive W-TinyLFU, expiry, one load per key, refresh-ahead, stale-if-error, two tiers | no |
-//! | `redis` | the cache's remote tier over Redis, with pub/sub invalidation | no |
+//! | `redis` | the cache's remote tier over Redis, with pub/sub invalidation; the rate limiter's limit shared through Redis | no |
 //! | `redis-tls` | TLS to Redis (`rediss://`) with rustls | no |
 //! | `event-store` | `event_store`: streams with optimistic concurrency, a subscriber-safe global order, subscriptions, snapshots, upcasting; in memory | no |
 //! | `sqlite` | the event store on one SQLite file (WAL) | no |
@@ -20,7 +22,7 @@
 //! | `tower` | a tower `Layer` for every enabled pattern | no |
 //! | `otel` | OpenTelemetry instruments and spans for every enabled pattern, for each instance whose builder asks (`.otel()` or `.meter(m)`) | no |
 //! | `tracing` | `tracing` events for every enabled pattern, for each instance whose builder asks (`.tracing()`) | no |
-//! | `tokio` | `core::TokioClock` and `core::TokioSleeper`, which follow `tokio::time::pause`; the cache's `LoadingCache` and `tier`; tokio's timer as the bulkhead's default sleeper | no |
+//! | `tokio` | `core::TokioClock` and `core::TokioSleeper`, which follow `tokio::time::pause`; the cache's `LoadingCache` and `tier`; tokio's timer as the bulkhead's and the rate limiter's default sleeper | no |
 //! | `full` | all of the above | no |
 //!
 //! ```
@@ -52,7 +54,7 @@
 //! `CircuitBreakerLayer` (feature `tower`).
 //!
 //! The guides live in the repository's `docs/` folder: one per pattern
-//! (`circuit-breaker.md`, `bulkhead.md`, `cache.md`, `event-store.md`), plus `telemetry.md`,
+//! (`circuit-breaker.md`, `retry.md`, `bulkhead.md`, `rate-limit.md`, `cache.md`, `event-store.md`), plus `telemetry.md`,
 //! `benchmarks.md` and the decisions in `adr/`. Their code blocks, and the
 //! README's, are doctests of this crate.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -75,6 +77,11 @@ pub use palisade_retry as retry;
 #[cfg_attr(docsrs, doc(cfg(feature = "bulkhead")))]
 #[doc(inline)]
 pub use palisade_bulkhead as bulkhead;
+
+#[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
+#[doc(inline)]
+pub use palisade_rate_limit as rate_limit;
 
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
@@ -107,6 +114,10 @@ mod guides {
     #[doc = include_str!("../../../docs/bulkhead.md")]
     struct BulkheadGuide;
 
+    #[cfg(all(feature = "rate-limit", feature = "tower", feature = "tokio"))]
+    #[doc = include_str!("../../../docs/rate-limit.md")]
+    struct RateLimitGuide;
+
     #[cfg(all(feature = "cache", feature = "redis"))]
     #[doc = include_str!("../../../docs/cache.md")]
     struct CacheGuide;
@@ -137,4 +148,7 @@ mod guides {
 
     #[doc = include_str!("../../../docs/adr/0004-cache-policy-and-concurrency.md")]
     struct Adr0004;
+
+    #[doc = include_str!("../../../docs/adr/0005-rate-limit-state-and-eviction.md")]
+    struct Adr0005;
 }

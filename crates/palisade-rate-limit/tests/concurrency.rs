@@ -1,0 +1,162 @@
+//! Exact counts under contention, and the keyed limiter's memory bound under
+//! 10 million distinct keys, measured on the heap.
+
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use palisade_rate_limit::{KEY_CAPACITY, KeyedRateLimiter, ManualClock, Quota, RateLimiter};
+
+const THREADS: usize = 8;
+
+#[test]
+fn with_time_frozen_many_threads_admit_exactly_the_burst() {
+    for burst in [1, 7, 1_000] {
+        let clock = ManualClock::new();
+        let limiter = RateLimiter::builder()
+            .quota(Quota::per_second(10).burst(burst))
+            .clock(clock.shared())
+            .build()
+            .unwrap();
+        let admitted = AtomicU64::new(0);
+        let barrier = Barrier::new(THREADS);
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(|| {
+                    barrier.wait();
+                    for _ in 0..2_000 {
+                        if limiter.check().is_ok() {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.load(Ordering::Relaxed), u64::from(burst));
+        // One interval later, exactly one more.
+        clock.advance(Duration::from_millis(100));
+        assert!(limiter.check().is_ok());
+        assert!(limiter.check().is_err());
+    }
+}
+
+#[test]
+fn check_n_under_contention_never_overshoots() {
+    let clock = ManualClock::new();
+    let limiter = RateLimiter::builder()
+        .quota(Quota::per_second(100).burst(100))
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    let admitted = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (limiter, admitted) = (&limiter, &admitted);
+            s.spawn(move || {
+                let n = 1 + (t as u32 % 3); // 1, 2 or 3 at once
+                for _ in 0..1_000 {
+                    if limiter.check_n(n).is_ok() {
+                        admitted.fetch_add(u64::from(n), Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    // 100 cells; requests of 1 always fit the last cell, so all 100 are used.
+    assert_eq!(admitted.load(Ordering::Relaxed), 100);
+}
+
+#[test]
+fn a_keyed_limiter_admits_exactly_each_keys_burst_under_contention() {
+    let clock = ManualClock::new();
+    let limiter = KeyedRateLimiter::<u32>::builder()
+        .quota_fn(|k| Quota::per_second(10).burst(1 + k % 5))
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    let admitted: Vec<AtomicU64> = (0..50).map(|_| AtomicU64::new(0)).collect();
+    let barrier = Barrier::new(THREADS);
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                barrier.wait();
+                for _ in 0..20 {
+                    for key in 0..50u32 {
+                        if limiter.check(&key).is_ok() {
+                            admitted[key as usize].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    for (key, count) in admitted.iter().enumerate() {
+        assert_eq!(
+            count.load(Ordering::Relaxed),
+            1 + key as u64 % 5,
+            "key {key}"
+        );
+    }
+    assert_eq!(limiter.len(), 50);
+}
+
+/// 10 million distinct keys through a limiter bounded to 10,000 keys, the
+/// clock moving so that keys keep refilling and being dropped: the table
+/// never holds more than 10,000 keys, and the heap it takes, measured by a
+/// counting allocator, stays within that bound's size (about 56 bytes a key
+/// slot: 32-byte entries in power-of-two tables), nowhere near what 10
+/// million keys would need (at least 33 bytes each: 330 MB).
+#[test]
+fn ten_million_distinct_keys_stay_within_the_key_bound_in_memory() {
+    const KEYS: u64 = 10_000_000;
+    const MAX_KEYS: usize = 10_000;
+    let clock = ManualClock::new();
+    let mut refused = 0u64;
+    let mut admitted = 0u64;
+    let mut max_len = 0;
+    let info = allocation_counter::measure(|| {
+        let limiter = KeyedRateLimiter::<u64>::builder()
+            .quota(Quota::per_second(1))
+            .max_keys(MAX_KEYS)
+            .clock(clock.shared())
+            .build()
+            .unwrap();
+        for key in 0..KEYS {
+            // 20 µs per key: 50,000 new keys a second against 10,000 slots
+            // that each take 1 s to refill.
+            clock.advance(Duration::from_micros(20));
+            match limiter.check(&key) {
+                Ok(_) => admitted += 1,
+                Err(e) => {
+                    assert_eq!(e.denied().unwrap().rejected().reason(), KEY_CAPACITY);
+                    refused += 1;
+                }
+            }
+            if key % 100_000 == 0 {
+                max_len = max_len.max(limiter.len());
+            }
+        }
+        max_len = max_len.max(limiter.len());
+    });
+    assert!(max_len <= MAX_KEYS, "held {max_len}");
+    assert_eq!(admitted + refused, KEYS);
+    // Room for 10,000 keys per second of clock: 200 s of clock, at most 2 million
+    // admitted; and every second the whole table refills, so nearly that many.
+    let seconds = KEYS * 20 / 1_000_000;
+    assert!(
+        admitted <= seconds * MAX_KEYS as u64 + MAX_KEYS as u64,
+        "{admitted}"
+    );
+    assert!(
+        admitted >= (seconds - 2) * (MAX_KEYS as u64 * 9 / 10),
+        "{admitted}"
+    );
+    let per_key = info.bytes_max as f64 / MAX_KEYS as f64;
+    eprintln!(
+        "10M distinct keys, max_keys {MAX_KEYS}: peak heap {} bytes ({per_key:.1} per key slot), {admitted} admitted, {refused} refused",
+        info.bytes_max
+    );
+    // 64 shards of 157 keys: 256 buckets of 33 bytes each, 540 KB, plus one
+    // shard being rebuilt. (Removing in place, tombstones doubled it to 1.1 MB.)
+    assert!(info.bytes_max < 700_000, "peak heap {}", info.bytes_max);
+}
