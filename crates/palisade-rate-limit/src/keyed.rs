@@ -332,6 +332,11 @@ where
         }
         check_size(n, params)?;
         let mut guard = shard.write();
+        // Read again under the lock: while the quota function ran, another
+        // thread may have inserted this key, drained it and seen it swept;
+        // a fresh entry dated by the earlier reading would hand out a burst
+        // on top of what that one took.
+        let now = now.max(self.inner.clock.now());
         if let Some(entry) = guard.table.find(hash, |e| e.key == *key) {
             // Inserted meanwhile by another thread: its quota, not ours.
             let params = entry.params();
@@ -381,22 +386,16 @@ where
     ///
     /// Removing in place leaves tombstones, which would make the hash table
     /// grow past its size once they fill it, so a shard that keeps evicting
-    /// would double its memory without holding one key more. When the table
-    /// no longer has room for the shard's capacity, the kept keys move to a
-    /// fresh table of that capacity instead.
+    /// would double its memory without holding one key more. The table is
+    /// then shrunk to what it keeps, which rehashes it without them.
     fn sweep_shard(&self, shard: &mut Shard<K>, now: u64) -> usize {
         let before = shard.table.len();
         shard.table.retain(|e| e.tat.load(Ordering::Acquire) > now);
         let kept = shard.table.len();
-        if shard.table.capacity() < shard.capacity {
-            let old = std::mem::replace(&mut shard.table, HashTable::with_capacity(shard.capacity));
-            let hasher = &self.inner.hasher;
-            for e in old {
-                shard
-                    .table
-                    .insert_unique(hasher.hash_one(&e.key), e, |e| hasher.hash_one(&e.key));
-            }
-        }
+        // Rehashing into a table sized for what is kept drops the tombstones
+        // and gives memory back (a sweep must never take more).
+        let hasher = &self.inner.hasher;
+        shard.table.shrink_to(kept, |e| hasher.hash_one(&e.key));
         let earliest = shard
             .table
             .iter()

@@ -206,10 +206,28 @@ impl RedisRateLimiter {
             return Ok(Decision::new(0, 0, params));
         }
         check_size(n, params)?;
+        if params.emission < 1_000 {
+            return Err(Error::InvalidQuota(palisade_core::ConfigError::new(
+                "quota",
+                "Redis counts in microseconds: at most one request per microsecond",
+            ))
+            .into());
+        }
         let now = self.inner.clock.now();
-        let retry_at = self.inner.down.lock().retry_at;
-        if now < retry_at {
-            return self.unavailable(key, n, None, Duration::from_nanos(retry_at - now));
+        {
+            let mut down = self.inner.down.lock();
+            if now < down.retry_at {
+                let wait = Duration::from_nanos(down.retry_at - now);
+                drop(down);
+                return self.unavailable(key, n, None, wait);
+            }
+            if down.failures > 0 {
+                // Redis was failing and its back-off is over: this check is
+                // the one probe; the others keep the failure mode until it
+                // has its answer (at most the timeout).
+                down.retry_at =
+                    now.saturating_add(palisade_core::duration_to_nanos(self.inner.timeout));
+            }
         }
         let emission_us = params.emission.div_ceil(1_000);
         let mut connection = self.inner.connection.clone();
@@ -218,7 +236,11 @@ impl RedisRateLimiter {
         let call = invocation.invoke_async::<(i64, i64, i64)>(&mut connection);
         match palisade_core::timeout(&*self.inner.sleeper, self.inner.timeout, call).await {
             Ok(Ok((admitted, retry_us, ahead_us))) => {
-                self.inner.down.lock().failures = 0;
+                {
+                    let mut down = self.inner.down.lock();
+                    down.failures = 0;
+                    down.retry_at = 0;
+                }
                 let shared = Params {
                     emission: emission_us * 1_000,
                     burst: params.burst,
@@ -287,7 +309,14 @@ impl RedisRateLimiter {
                 Ok(Decision::new(0, 0, params))
             }
             Unavailable::Local { .. } => match &self.inner.local {
-                Some(local) => local.check_n(&key.to_owned(), n).map_err(Into::into),
+                // A request over the local share's burst is not impossible,
+                // only undecidable until Redis answers again.
+                Some(local) => match local.check_n(&key.to_owned(), n) {
+                    Err(Error::InsufficientCapacity { .. }) => {
+                        Err(RedisLimitError::Unavailable { retry_after })
+                    }
+                    other => other.map_err(Into::into),
+                },
                 None => Err(error.unwrap_or(RedisLimitError::Unavailable { retry_after })),
             },
             Unavailable::FailClosed => {

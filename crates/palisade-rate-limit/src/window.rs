@@ -155,12 +155,13 @@ impl WindowLimiter {
                 burst: limit,
             });
         }
-        let now = self.inner.clock.now();
-        let w = self.inner.window;
         let (result, decision) = {
             let mut state = self.inner.state.lock();
-            state.roll(now / w);
-            let e = now % w;
+            // Read under the lock, and never behind the window already
+            // entered: a reading taken before another thread moved the
+            // window on must not take it back and wipe its counts.
+            let (index, e) = self.position(&state);
+            state.roll(index);
             let fits = self.room(&state, e) >= u64::from(n);
             if fits {
                 state.curr += u64::from(n);
@@ -196,11 +197,22 @@ impl WindowLimiter {
 
     /// The window's state now, counting nothing.
     pub fn snapshot(&self) -> Decision {
+        let mut state = *self.inner.state.lock();
+        let (index, e) = self.position(&state);
+        state.roll(index);
+        self.decide(&state, e)
+    }
+
+    /// The window the clock is in and how far into it, read with the state
+    /// locked, and never behind the window already entered.
+    fn position(&self, state: &State) -> (u64, u64) {
         let now = self.inner.clock.now();
         let w = self.inner.window;
-        let mut state = *self.inner.state.lock();
-        state.roll(now / w);
-        self.decide(&state, now % w)
+        if now / w < state.index {
+            (state.index, 0)
+        } else {
+            (now / w, now % w)
+        }
     }
 
     /// How many more requests fit now, `e` ns into the current window.
@@ -221,7 +233,7 @@ impl WindowLimiter {
         let w = self.inner.window;
         let reset = match self.inner.kind {
             WindowKind::Fixed if state.curr > 0 => w - e,
-            WindowKind::Sliding if state.curr > 0 => 2 * w - e,
+            WindowKind::Sliding if state.curr > 0 => w.saturating_mul(2).saturating_sub(e),
             WindowKind::Sliding if state.prev > 0 => w - e,
             _ => 0,
         };
@@ -310,7 +322,8 @@ impl WindowLimiterBuilder {
     ///
     /// # Errors
     /// A [`ConfigError`] named `fixed` or `sliding` (the method that set it):
-    /// neither called, a zero limit or a zero window; an empty `name`.
+    /// neither called, a zero limit, a zero window or one over 2^62 ns (about
+    /// 146 years, so that two windows still count in 64 bits); an empty `name`.
     pub fn build(self) -> Result<WindowLimiter, ConfigError> {
         let (kind, limit, window) = self
             .kind
@@ -321,6 +334,12 @@ impl WindowLimiterBuilder {
         };
         check_nonzero(field, u64::from(limit))?;
         check_positive_duration(field, window)?;
+        if duration_to_nanos(window) > 1 << 62 {
+            return Err(ConfigError::new(
+                field,
+                format!("the window must be at most 2^62 ns (about 146 years), got {window:?}"),
+            ));
+        }
         let (name, clock, listeners) = self.common.finish()?;
         Ok(WindowLimiter {
             inner: Arc::new(Inner {

@@ -160,3 +160,77 @@ fn ten_million_distinct_keys_stay_within_the_key_bound_in_memory() {
     // shard being rebuilt. (Removing in place, tombstones doubled it to 1.1 MB.)
     assert!(info.bytes_max < 700_000, "peak heap {}", info.bytes_max);
 }
+
+/// A new key whose quota function is slow: while it runs, another thread
+/// inserts the key, drains its burst, time passes and a sweep drops it.
+/// The slow check must then count at the time it inserts, not at the time it
+/// started, or the key gets a burst on top of the one just spent.
+#[test]
+fn a_key_inserted_after_a_sweep_is_dated_when_it_is_inserted() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    let clock = ManualClock::new();
+    let entered = Arc::new(Barrier::new(2));
+    let release = Arc::new(Barrier::new(2));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (e, r, c) = (
+        Arc::clone(&entered),
+        Arc::clone(&release),
+        Arc::clone(&calls),
+    );
+    let limiter = KeyedRateLimiter::<u32>::builder()
+        .quota_fn(move |_| {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                e.wait();
+                r.wait();
+            }
+            Quota::new(5, Duration::from_millis(500))
+        })
+        .max_keys(16)
+        .shards(1)
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    clock.advance(Duration::from_secs(1));
+    let slow_admitted = std::thread::scope(|s| {
+        let slow = s.spawn(|| limiter.check(&7).is_ok()); // reads 1 s, then waits in quota_fn
+        entered.wait();
+        assert_eq!((0..10).filter(|_| limiter.check(&7).is_ok()).count(), 5);
+        clock.advance(Duration::from_secs(1)); // 2 s: refilled
+        assert_eq!(limiter.sweep(), 1);
+        release.wait();
+        slow.join().unwrap()
+    });
+    // The slow check counts at 2 s: with it, a burst of 5 at 2 s.
+    assert!(slow_admitted);
+    let more = (0..10).filter(|_| limiter.check(&7).is_ok()).count();
+    assert_eq!(1 + more, 5);
+}
+
+/// `sweep()` gives memory back: it never rebuilds a table larger than what it keeps.
+#[test]
+fn a_sweep_never_grows_the_heap() {
+    let limiter = KeyedRateLimiter::<u64>::builder()
+        .quota(Quota::per_second(10))
+        .max_keys(1_000_000)
+        .build()
+        .unwrap();
+    for k in 0..10 {
+        limiter.check(&k).unwrap();
+    }
+    let info = allocation_counter::measure(|| {
+        assert_eq!(limiter.sweep(), 0);
+    });
+    assert!(
+        info.bytes_max <= 4096,
+        "a sweep of 10 held keys took {} bytes",
+        info.bytes_max
+    );
+    let huge = KeyedRateLimiter::<u64>::builder()
+        .quota(Quota::per_second(1))
+        .max_keys(usize::MAX)
+        .build()
+        .unwrap();
+    huge.check(&1).unwrap();
+    assert_eq!(huge.sweep(), 0);
+}

@@ -382,3 +382,67 @@ async fn redis_killed_and_restarted_fails_closed_then_recovers() {
     assert_eq!(l.check("k").await.unwrap().remaining(), 0);
     assert!(l.check("k").await.unwrap_err().denied().is_some());
 }
+
+/// After the back-off, one check asks Redis again; the others keep the
+/// failure mode until it has its answer, instead of every caller waiting out
+/// a timeout against a server that is still down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_back_off_one_check_asks_redis() {
+    let Some(server) = OwnRedis::start(test_name!()) else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&failures);
+    let limiter = RedisRateLimiter::builder("herd:")
+        .url(server.url())
+        .quota(Quota::per_hour(10))
+        .timeout(Duration::from_millis(200))
+        .clock(clock.shared())
+        .listener(move |e: &Event| {
+            if let Event::BackendUnavailable { failures } = e {
+                seen.lock().unwrap().push(*failures);
+            }
+        })
+        .connect()
+        .await
+        .unwrap();
+    limiter.check("k").await.unwrap();
+    server.freeze();
+    assert!(matches!(
+        limiter.check("k").await,
+        Err(RedisLimitError::TimedOut(_))
+    ));
+    clock.advance(Duration::from_secs(60)); // the back-off is over
+    let checks: Vec<_> = (0..20)
+        .map(|_| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.check("k").await })
+        })
+        .collect();
+    let (mut asked, mut unavailable) = (0, 0);
+    for check in checks {
+        match check.await.unwrap() {
+            Err(RedisLimitError::TimedOut(_)) => asked += 1,
+            Err(RedisLimitError::Unavailable { .. }) => unavailable += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((asked, unavailable), (1, 19));
+    assert_eq!(*failures.lock().unwrap(), [1, 2]);
+    server.thaw();
+}
+
+#[tokio::test]
+async fn a_quota_finer_than_a_microsecond_is_refused() {
+    let Some(url) = redis_url(test_name!()) else {
+        return;
+    };
+    let prefix = unique_name("rl-sub-us");
+    let _cleanup = cleanup(&url, &prefix);
+    let limiter = limiter(&url, &prefix, Quota::per_second(10_000_000)).await;
+    match limiter.check("k").await {
+        Err(RedisLimitError::Limit(Error::InvalidQuota(e))) => assert_eq!(e.field(), "quota"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -189,3 +189,69 @@ fn bad_windows_name_the_method() {
         .unwrap_err();
     assert_eq!(err.field(), "fixed");
 }
+
+/// A clock that hands out one reading taken earlier: what a thread preempted
+/// between reading the clock and taking the window's lock would use.
+#[derive(Debug)]
+struct StaleOnce {
+    clock: ManualClock,
+    stale: std::sync::Mutex<Option<u64>>,
+}
+
+impl Clock for StaleOnce {
+    fn now_nanos(&self) -> u64 {
+        self.stale
+            .lock()
+            .unwrap()
+            .take()
+            .unwrap_or_else(|| self.clock.now_nanos())
+    }
+}
+
+#[test]
+fn a_reading_from_the_window_before_does_not_wipe_the_counts() {
+    let clock = ManualClock::new();
+    let stale = std::sync::Arc::new(StaleOnce {
+        clock: clock.clone(),
+        stale: std::sync::Mutex::new(None),
+    });
+    let limiter = WindowLimiter::builder()
+        .fixed(10, Duration::from_secs(1))
+        .clock(stale.clone())
+        .build()
+        .unwrap();
+    clock.set_nanos(1_500_000_000);
+    limiter.check_n(10).unwrap();
+    *stale.stale.lock().unwrap() = Some(999_999_999);
+    assert!(
+        limiter.check().is_err(),
+        "the stale check counts in the current window"
+    );
+    assert_eq!((0..20).filter(|_| limiter.check().is_ok()).count(), 0);
+}
+
+#[test]
+fn a_window_too_long_to_count_is_refused_and_the_longest_works() {
+    for sliding in [false, true] {
+        let b = WindowLimiter::builder();
+        let b = if sliding {
+            b.sliding(10, Duration::MAX)
+        } else {
+            b.fixed(10, Duration::MAX)
+        };
+        let err = b.build().unwrap_err();
+        assert_eq!(err.field(), if sliding { "sliding" } else { "fixed" });
+        let clock = ManualClock::new();
+        let b = WindowLimiter::builder().clock(clock.shared());
+        let longest = Duration::from_nanos(1 << 62);
+        let limiter = if sliding {
+            b.sliding(10, longest)
+        } else {
+            b.fixed(10, longest)
+        }
+        .build()
+        .unwrap();
+        limiter.check().unwrap();
+        assert!(limiter.snapshot().remaining() == 9);
+    }
+}
