@@ -103,6 +103,9 @@ struct Queue {
     /// In arrival order (ids ascending).
     waiters: VecDeque<Waiter>,
     next_id: u64,
+    /// Waiters taken out of the queue without units: heavier than a limit
+    /// lowered after they joined. Each is told once, by `granted` or `leave`.
+    too_heavy: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -296,6 +299,17 @@ impl Shared {
         reason.rejection(self.config.retry_after)
     }
 
+    /// A refusal of `weight` units for `reason` that waited for nothing:
+    /// reported to the listeners, with the configured hint.
+    pub(crate) fn refuse_now(&self, weight: u32, reason: Reason) -> Rejected {
+        self.listeners.emit_with(|| Event::Rejected {
+            weight,
+            reason,
+            waited: None,
+        });
+        self.rejection(reason)
+    }
+
     /// Takes `weight` units now or says why not; emits the event.
     #[inline]
     fn try_permit(&self, weight: u32) -> Result<(), Rejected> {
@@ -389,6 +403,18 @@ impl Shared {
                     }
                     break;
                 }
+                Some(head) if u64::from(head.weight) > limit(word) => {
+                    // The limit came down below its weight: it can never
+                    // fit, and would hold back everyone behind it.
+                    let refused = match self.config.order {
+                        QueueOrder::Fifo => queue.waiters.pop_front(),
+                        QueueOrder::Lifo => queue.waiters.pop_back(),
+                    };
+                    if let Some(w) = refused {
+                        queue.too_heavy.push(w.id);
+                        wakers.push(w.waker);
+                    }
+                }
                 Some(head) if fits(word, head.weight) => {
                     let next = word + u64::from(head.weight);
                     if self
@@ -474,8 +500,8 @@ impl Shared {
         Ok(joined)
     }
 
-    /// `true` once the waiter `id` was granted; otherwise keeps its waker fresh.
-    fn granted(&self, id: u64, waker: &Waker) -> bool {
+    /// Where the waiter `id` is; while it waits, keeps its waker fresh.
+    fn granted(&self, id: u64, waker: &Waker) -> Queued {
         let mut queue = self.queue.lock();
         match queue.position(id) {
             Some(at) => {
@@ -483,13 +509,20 @@ impl Shared {
                 if !waiter.waker.will_wake(waker) {
                     waiter.waker.clone_from(waker);
                 }
-                false
+                Queued::Waiting
             }
-            None => true,
+            None => match queue.too_heavy.iter().position(|r| *r == id) {
+                Some(at) => {
+                    queue.too_heavy.swap_remove(at);
+                    Queued::TooHeavy
+                }
+                None => Queued::Granted,
+            },
         }
     }
 
-    /// Takes the waiter `id` out of the queue; `false` if it had been granted.
+    /// Takes the waiter `id` out of the queue; `false` if it had been granted
+    /// (a waiter refused as too heavy left with nothing: `true`).
     fn leave(&self, id: u64) -> bool {
         let mut wakers = Vec::new();
         let left = {
@@ -501,7 +534,13 @@ impl Shared {
                     self.grant(&mut queue, &mut wakers);
                     true
                 }
-                None => false,
+                None => match queue.too_heavy.iter().position(|r| *r == id) {
+                    Some(at) => {
+                        queue.too_heavy.swap_remove(at);
+                        true
+                    }
+                    None => false,
+                },
             }
         };
         wakers.into_iter().for_each(Waker::wake);
@@ -511,6 +550,14 @@ impl Shared {
     fn waited_since(&self, since: u64) -> Duration {
         Duration::from_nanos(self.clock.now_nanos().saturating_sub(since))
     }
+}
+
+/// What a queued waiter finds when it looks.
+enum Queued {
+    Waiting,
+    Granted,
+    /// Taken out of the queue: the limit came down below its weight.
+    TooHeavy,
 }
 
 /// Where a wait for units is.
@@ -593,12 +640,17 @@ impl Wait {
                     }
                 }
             }
-            Stage::Queued { id, since, .. } => {
-                if shared.granted(*id, cx.waker()) {
+            Stage::Queued { id, since, .. } => match shared.granted(*id, cx.waker()) {
+                Queued::Waiting => {}
+                Queued::Granted => {
                     let waited = shared.waited_since(*since);
                     return shared.permitted(stage, weight, Some(waited));
                 }
-            }
+                Queued::TooHeavy => {
+                    let waited = shared.waited_since(*since);
+                    return shared.refused(stage, weight, Reason::TooHeavy, Some(waited));
+                }
+            },
             Stage::Done => return Poll::Pending,
         }
         let Stage::Queued { id, sleep, since } = stage else {

@@ -126,8 +126,9 @@ impl BulkheadBuilder {
     }
 
     /// Which waiter is served first when units come free (default [`QueueOrder::Fifo`]).
-    /// A waiter whose weight does not fit holds back those behind it in this order,
-    /// so a heavy call is not starved by light ones.
+    /// In FIFO order a waiter whose weight does not fit holds back those behind
+    /// it, so a heavy call is not starved by light ones; in LIFO order newer
+    /// light callers go first and a heavy one may wait out its `max_wait`.
     pub fn queue_order(mut self, order: QueueOrder) -> Self {
         self.order = order;
         self

@@ -7,7 +7,7 @@
 //! [`max_concurrent_calls`](KeyedBulkheadBuilder::max_concurrent_calls), so
 //! one tenant cannot take more than its own limit and all tenants together
 //! not more than the total. At most [`max_keys`](KeyedBulkheadBuilder::max_keys)
-//! keys are kept: a key with nothing in flight for
+//! keys are kept: a key with nothing in flight and no permit taken for
 //! [`idle_after`](KeyedBulkheadBuilder::idle_after) is dropped when a new key
 //! needs room (the longest-idle first); if every kept key has calls in
 //! flight or is younger than that, a new key is refused with reason `full`.
@@ -207,11 +207,11 @@ impl<K: Hash + Eq + Clone> KeyedBulkhead<K> {
         let now = inner.clock.now_nanos();
         // The key's unit is taken under the lock that drops idle keys, so a
         // key is never dropped between being found and being used.
-        let own = {
+        let (own, inserted) = {
             let mut keys = inner.keys.lock();
             if let Some(entry) = keys.get_mut(key) {
                 entry.last_used = now;
-                entry.bulkhead.try_acquire_owned()?
+                (entry.bulkhead.try_acquire_owned()?, false)
             } else {
                 if keys.len() >= inner.max_keys
                     && !Self::drop_one_idle(&mut keys, now, inner.idle_after)
@@ -230,11 +230,28 @@ impl<K: Hash + Eq + Clone> KeyedBulkhead<K> {
                         last_used: now,
                     },
                 );
-                own
+                (own, true)
             }
         };
-        // Then the shared unit; a refusal gives the key's back (dropping `own`).
-        let shared = inner.total.try_acquire_owned()?;
+        // Then the shared unit. A refusal gives the key's back, and a key
+        // made for this call leaves again if nothing else holds it, so
+        // refused newcomers cannot fill the key table.
+        let shared = match inner.total.try_acquire_owned() {
+            Ok(shared) => shared,
+            Err(rejected) => {
+                drop(own);
+                if inserted {
+                    let mut keys = inner.keys.lock();
+                    if keys
+                        .get(key)
+                        .is_some_and(|e| e.bulkhead.snapshot().in_flight == 0)
+                    {
+                        keys.remove(key);
+                    }
+                }
+                return Err(rejected);
+            }
+        };
         Ok(KeyedPermit {
             _own: own,
             _shared: shared,

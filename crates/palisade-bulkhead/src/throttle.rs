@@ -90,8 +90,8 @@ impl AdaptiveThrottleBuilder {
         self
     }
 
-    /// How many buckets the window is cut into, at least 1 (default 120: the
-    /// window moves a second at a time with the default window).
+    /// How many buckets the window is cut into, from 1 to 10,000 (default
+    /// 120: the window moves a second at a time with the default window).
     pub fn buckets(mut self, buckets: u32) -> Self {
         self.buckets = buckets;
         self
@@ -124,6 +124,13 @@ impl AdaptiveThrottleBuilder {
         }
         palisade_core::config::check_positive_duration("window", self.window)?;
         palisade_core::config::check_nonzero("buckets", u64::from(self.buckets))?;
+        // Every check sums the buckets: a bound keeps it cheap.
+        if self.buckets > 10_000 {
+            return Err(ConfigError::new(
+                "buckets",
+                format!("must be at most 10,000, got {}", self.buckets),
+            ));
+        }
         let window = palisade_core::duration_to_nanos(self.window);
         if window < u64::from(self.buckets) {
             return Err(ConfigError::new(

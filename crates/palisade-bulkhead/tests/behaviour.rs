@@ -285,6 +285,47 @@ fn weighted_permits_hold_their_weight_and_a_heavy_head_is_not_starved() {
 }
 
 #[test]
+fn a_waiter_heavier_than_a_lowered_limit_is_refused_and_holds_nobody_back() {
+    let clock = ManualClock::new();
+    let bulkhead = waiting(4, QueueOrder::Fifo, &clock);
+    let three = bulkhead.try_acquire_many(3).unwrap();
+    let mut heavy = Box::pin(bulkhead.acquire_many(4));
+    assert!(poll(&mut heavy).is_pending());
+    let mut light = Box::pin(bulkhead.acquire());
+    assert!(poll(&mut light).is_pending());
+    bulkhead.set_limit(2).unwrap();
+    drop(three);
+    // The heavy head can never fit 2: refused at once, not after max_wait,
+    // and the light one behind it gets its unit.
+    match poll(&mut heavy) {
+        Poll::Ready(Err(e)) => assert_eq!(e.reason(), "too_heavy"),
+        other => panic!("{other:?}"),
+    }
+    let Poll::Ready(Ok(_permit)) = poll(&mut light) else {
+        panic!("the light waiter is let in")
+    };
+    assert_eq!(bulkhead.snapshot().in_flight, 1);
+    assert_eq!(bulkhead.snapshot().waiting, 0);
+}
+
+#[test]
+fn a_lifo_queue_serves_newer_light_callers_before_a_heavy_one() {
+    // As the guide says: the price of LIFO.
+    let clock = ManualClock::new();
+    let bulkhead = waiting(2, QueueOrder::Lifo, &clock);
+    let one = bulkhead.try_acquire().unwrap();
+    let mut heavy = Box::pin(bulkhead.acquire_many(2));
+    assert!(poll(&mut heavy).is_pending());
+    let mut light = Box::pin(bulkhead.acquire());
+    assert!(
+        matches!(poll(&mut light), Poll::Ready(Ok(_))),
+        "the newest goes first"
+    );
+    assert!(poll(&mut heavy).is_pending());
+    drop(one);
+}
+
+#[test]
 fn a_heavy_waiter_timing_out_lets_the_light_ones_behind_it_in() {
     let clock = ManualClock::new();
     let bulkhead = waiting(2, QueueOrder::Fifo, &clock);

@@ -138,3 +138,26 @@ fn bad_settings_name_the_builder_method() {
     assert_eq!(field(KeyedBulkhead::builder().max_keys(0)), "max_keys");
     assert_eq!(field(KeyedBulkhead::builder().name("")), "name");
 }
+
+#[test]
+fn a_new_key_the_shared_limit_refuses_does_not_keep_a_slot() {
+    let clock = ManualClock::new();
+    let bulkhead = KeyedBulkhead::builder()
+        .max_concurrent_calls(5)
+        .per_key_limit(2)
+        .max_keys(10)
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    let held: Vec<_> = ["a", "a", "b", "b", "c"]
+        .iter()
+        .map(|k| bulkhead.try_acquire(&key(k)).unwrap())
+        .collect();
+    assert_eq!(bulkhead.keys(), 3);
+    // The shared limit is full: each newcomer is refused and leaves no key.
+    for k in ["d", "e", "f"] {
+        assert_eq!(bulkhead.try_acquire(&key(k)).unwrap_err().reason(), "full");
+    }
+    assert_eq!(bulkhead.keys(), 3);
+    drop(held);
+}

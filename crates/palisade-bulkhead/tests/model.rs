@@ -54,6 +54,8 @@ struct ModelWaiter {
     since: u64,
     /// Granted by a release but not yet polled.
     granted: bool,
+    /// Taken out of the queue as heavier than a lowered limit, not yet polled.
+    too_heavy: bool,
 }
 
 #[derive(Debug)]
@@ -88,6 +90,19 @@ impl Model {
             };
             let Some(&id) = head else { break };
             let w = self.weight_of(id);
+            if w > self.limit {
+                // It can never fit the lowered limit: out, refused.
+                match self.order {
+                    QueueOrder::Fifo => self.queue.pop_front(),
+                    _ => self.queue.pop_back(),
+                };
+                self.waiters
+                    .iter_mut()
+                    .find(|x| x.id == id)
+                    .unwrap()
+                    .too_heavy = true;
+                continue;
+            }
             if !self.fits(w) {
                 break;
             }
@@ -151,6 +166,7 @@ impl Model {
             weight: w,
             since: self.now,
             granted: false,
+            too_heavy: false,
         });
         self.grant();
         let me = self.waiters.last().unwrap();
@@ -170,6 +186,10 @@ impl Model {
             self.waiters.remove(at);
             self.permits.push(w);
             return Answer::Granted;
+        }
+        if waiter.too_heavy {
+            self.waiters.remove(at);
+            return Answer::Rejected(Reason::TooHeavy);
         }
         if self.now - waiter.since >= MAX_WAIT_MS * 1_000_000 {
             self.waiters.remove(at);

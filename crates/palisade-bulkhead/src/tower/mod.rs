@@ -204,7 +204,12 @@ where
                 if let State::Waiting(mut wait) = other {
                     wait.cancel(&self.ready.bulkhead.shared);
                 }
-                ResponseFuture::rejected(crate::Reason::Full.rejection(None))
+                ResponseFuture::rejected(
+                    self.ready
+                        .bulkhead
+                        .shared
+                        .refuse_now(1, crate::Reason::Full),
+                )
             }
         }
     }
