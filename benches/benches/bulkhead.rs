@@ -380,88 +380,56 @@ mod allocations {
     }
 }
 
-/// `BULKHEAD_CALLGRIND=<subject>:<calls>`: runs one subject `calls` times
-/// and exits, for `valgrind --tool=callgrind` (see `docs/benchmarks.md`):
-/// the difference between two call counts, divided by their difference, is
-/// the instructions per call, free of the noise of a shared machine.
-fn callgrind(spec: &str) {
-    let (subject, calls) = spec.split_once(':').expect("<subject>:<calls>");
-    let calls: u64 = calls.parse().expect("a number of calls");
+/// The hot paths, for `benches/callgrind.sh bulkhead` (instructions per
+/// call, through `palisade_benches::callgrind`).
+#[allow(clippy::semicolon_if_nothing_returned)] // closures that return ()
+fn callgrind_subjects() -> bool {
     let rt = runtime();
     let timer_rt = timer_runtime();
     let pal = palisade();
     let sem = semaphore();
-    let run_service = |svc: &mut dyn FnMut()| {
-        for _ in 0..calls {
-            svc();
-        }
-    };
-    match subject {
-        "permit/palisade" => run_service(&mut || palisade_permit(&pal)),
-        "permit/tokio" => run_service(&mut || tokio_permit(&sem)),
-        "permit/palisade_owned" => run_service(&mut || palisade_owned(&pal)),
-        "permit/tokio_owned" => run_service(&mut || tokio_owned(&sem)),
-        "adaptive/aimd" => {
-            let a = aimd();
-            run_service(&mut || adaptive_call(&a));
-        }
-        "adaptive/gradient2" => {
-            let g = gradient2();
-            run_service(&mut || adaptive_call(&g));
-        }
-        "adaptive/vegas" => {
-            let v = vegas();
-            run_service(&mut || adaptive_call(&v));
-        }
-        "tower/service_fn" => {
-            let mut s = service_fn(echo);
-            run_service(&mut || {
-                let _ = black_box(service_call(&rt, &mut s));
-            });
-        }
-        "tower/concurrency_limit" => {
-            let mut s = ConcurrencyLimitLayer::new(LIMIT as usize).layer(service_fn(echo));
-            run_service(&mut || {
-                let _ = black_box(service_call(&rt, &mut s));
-            });
-        }
-        "tower/palisade" => {
-            let mut s = BulkheadLayer::new(palisade()).layer(service_fn(echo));
-            run_service(&mut || {
-                let _ = black_box(service_call(&rt, &mut s));
-            });
-        }
-        "tower/palisade_backpressure" => {
-            let mut s = BulkheadLayer::backpressure(palisade()).layer(service_fn(echo));
-            run_service(&mut || {
-                let _ = black_box(service_call(&rt, &mut s));
-            });
-        }
-        "tower/tower_resilience_backpressure" => {
-            let mut s = tower_resilience(true).layer(service_fn(echo));
-            run_service(&mut || {
-                let _ = black_box(service_call(&rt, &mut s));
-            });
-        }
-        "tower/service_fn_timer" => {
-            let mut s = service_fn(echo);
-            run_service(&mut || {
-                let _ = black_box(service_call(&timer_rt, &mut s));
-            });
-        }
-        "tower/tower_resilience_timer" => {
-            let mut s = tower_resilience(false).layer(service_fn(echo));
-            run_service(&mut || {
-                let _ = black_box(service_call(&timer_rt, &mut s));
-            });
-        }
-        other => panic!("unknown subject {other}"),
-    }
+    let (a, g, v) = (aimd(), gradient2(), vegas());
+    let mut bare = service_fn(echo);
+    let mut limit = ConcurrencyLimitLayer::new(LIMIT as usize).layer(service_fn(echo));
+    let mut layer = BulkheadLayer::new(palisade()).layer(service_fn(echo));
+    let mut backpressure = BulkheadLayer::backpressure(palisade()).layer(service_fn(echo));
+    let mut tr_backpressure = tower_resilience(true).layer(service_fn(echo));
+    let mut bare_timer = service_fn(echo);
+    let mut tr_timer = tower_resilience(false).layer(service_fn(echo));
+    palisade_benches::callgrind(&mut [
+        ("permit/palisade", &mut || palisade_permit(&pal)),
+        ("permit/tokio", &mut || tokio_permit(&sem)),
+        ("permit/palisade_owned", &mut || palisade_owned(&pal)),
+        ("permit/tokio_owned", &mut || tokio_owned(&sem)),
+        ("adaptive/aimd", &mut || adaptive_call(&a)),
+        ("adaptive/gradient2", &mut || adaptive_call(&g)),
+        ("adaptive/vegas", &mut || adaptive_call(&v)),
+        ("tower/service_fn", &mut || {
+            let _ = black_box(service_call(&rt, &mut bare));
+        }),
+        ("tower/concurrency_limit", &mut || {
+            let _ = black_box(service_call(&rt, &mut limit));
+        }),
+        ("tower/palisade", &mut || {
+            let _ = black_box(service_call(&rt, &mut layer));
+        }),
+        ("tower/palisade_backpressure", &mut || {
+            let _ = black_box(service_call(&rt, &mut backpressure));
+        }),
+        ("tower/tower_resilience_backpressure", &mut || {
+            let _ = black_box(service_call(&rt, &mut tr_backpressure));
+        }),
+        ("tower/service_fn_timer", &mut || {
+            let _ = black_box(service_call(&timer_rt, &mut bare_timer));
+        }),
+        ("tower/tower_resilience_timer", &mut || {
+            let _ = black_box(service_call(&timer_rt, &mut tr_timer));
+        }),
+    ])
 }
 
 fn main() {
-    if let Ok(spec) = std::env::var("BULKHEAD_CALLGRIND") {
-        callgrind(&spec);
+    if callgrind_subjects() {
         return;
     }
     #[cfg(feature = "count-allocations")]

@@ -514,7 +514,54 @@ mod allocations {
     }
 }
 
+/// The hot paths, for `benches/callgrind.sh circuit_breaker` (instructions per call).
+#[allow(clippy::semicolon_if_nothing_returned)] // closures that return ()
+fn callgrind_subjects() -> bool {
+    let pal = palisade_count();
+    let rec = recloser();
+    let fs = failsafe_consecutive();
+    let fs_time = failsafe_time(0);
+    let pal_open = palisade_open();
+    let rec_open = recloser_open();
+    let fs_open = failsafe_open();
+    let rt = runtime();
+    let mut bare = service_fn(echo);
+    let mut limit = ConcurrencyLimitLayer::new(1000).layer(service_fn(echo));
+    let mut layer = CircuitBreakerLayer::new(palisade_count()).layer(service_fn(echo));
+    let mut tr = tower_resilience_count().layer(service_fn(echo));
+    palisade_benches::callgrind(&mut [
+        ("closed_call/1_thread/palisade", &mut || palisade_call(&pal)),
+        ("closed_call/1_thread/recloser", &mut || recloser_call(&rec)),
+        ("closed_call/1_thread/failsafe/consecutive", &mut || {
+            failsafe_call(&fs)
+        }),
+        ("closed_call/1_thread/failsafe/time_window", &mut || {
+            failsafe_call(&fs_time)
+        }),
+        ("open_reject/palisade", &mut || palisade_reject(&pal_open)),
+        ("open_reject/recloser", &mut || recloser_reject(&rec_open)),
+        ("open_reject/failsafe/consecutive", &mut || {
+            failsafe_reject(&fs_open)
+        }),
+        ("tower_layer/service_fn", &mut || {
+            let _ = service_call(&rt, &mut bare);
+        }),
+        ("tower_layer/concurrency_limit", &mut || {
+            let _ = service_call(&rt, &mut limit);
+        }),
+        ("tower_layer/palisade", &mut || {
+            let _ = service_call(&rt, &mut layer);
+        }),
+        ("tower_layer/tower-resilience", &mut || {
+            let _ = service_call(&rt, &mut tr);
+        }),
+    ])
+}
+
 fn main() {
+    if callgrind_subjects() {
+        return;
+    }
     #[cfg(feature = "count-allocations")]
     if !std::env::args().any(|a| a == "--list") {
         allocations::report();

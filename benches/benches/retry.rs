@@ -548,7 +548,55 @@ mod allocations {
     }
 }
 
+/// The happy paths, for `benches/callgrind.sh retry` (instructions per call).
+#[allow(clippy::semicolon_if_nothing_returned)] // closures that return ()
+fn callgrind_subjects() -> bool {
+    let pal = palisade();
+    let pal_nb = palisade_no_budget();
+    let backon = backon();
+    let mut layer = PalisadeLayer::new(palisade()).layer(service_fn(ok));
+    let mut layer_nb = PalisadeLayer::new(palisade_no_budget()).layer(service_fn(ok));
+    let leaked: &'static Retry = Box::leak(Box::new(palisade()));
+    let mut layer_static = PalisadeLayer::from_static(leaked).layer(service_fn(ok));
+    let mut tower = tower_layer().layer(service_fn(ok));
+    let mut tower_budget = tower_budget_layer().layer(service_fn(ok));
+    let mut tr = tower_resilience().layer(service_fn(ok));
+    let mut bare = service_fn(ok);
+    palisade_benches::callgrind(&mut [
+        ("success/direct/bare_call", &mut bare_success),
+        ("success/direct/palisade", &mut || palisade_success(&pal)),
+        ("success/direct/palisade/no_budget", &mut || {
+            palisade_success(&pal_nb)
+        }),
+        ("success/direct/backon", &mut || backon_success(&backon)),
+        ("success/tower_layer/service_fn", &mut || {
+            service_success(&mut bare)
+        }),
+        ("success/tower_layer/palisade", &mut || {
+            service_success(&mut layer)
+        }),
+        ("success/tower_layer/palisade/no_budget", &mut || {
+            service_success(&mut layer_nb)
+        }),
+        ("success/tower_layer/palisade/static", &mut || {
+            service_success(&mut layer_static)
+        }),
+        ("success/tower_layer/tower", &mut || {
+            service_success(&mut tower)
+        }),
+        ("success/tower_layer/tower/tps_budget", &mut || {
+            service_success(&mut tower_budget)
+        }),
+        ("success/tower_layer/tower-resilience", &mut || {
+            service_success(&mut tr)
+        }),
+    ])
+}
+
 fn main() {
+    if callgrind_subjects() {
+        return;
+    }
     #[cfg(feature = "count-allocations")]
     if !std::env::args().any(|a| a == "--list") {
         allocations::report();

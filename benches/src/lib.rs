@@ -8,6 +8,7 @@
 //! - [`FilledWindow`]: time calls against a window pre-filled with N calls, rebuilding
 //!   it before the measured calls have grown it by more than a set share.
 //! - [`AllocRow`] and [`alloc_table`]: the allocation table printed by the benchmarks.
+//! - [`callgrind`]: one subject run N times for `benches/callgrind.sh`, which counts instructions per call.
 
 use std::fmt::Write as _;
 use std::sync::Barrier;
@@ -161,6 +162,37 @@ fn format_per_call(value: f64) -> String {
     } else {
         format!("{value:.2}")
     }
+}
+
+/// The callgrind mode every benchmark binary shares: with
+/// `PALISADE_CALLGRIND=<subject>:<calls>` set, [`callgrind`] runs that one
+/// subject `calls` times and returns `true`, and the binary exits without
+/// running criterion. `benches/callgrind.sh` runs each subject under
+/// `valgrind --tool=callgrind` for two call counts and prints the difference
+/// in instructions divided by the difference in calls: the instructions per
+/// call, free of the set-up and of the noise of a shared machine.
+///
+/// `subjects` pairs each name (as in the criterion group, `group/row`) with
+/// the operation; an unknown name lists the known ones and panics.
+///
+/// # Panics
+/// If the variable is set but malformed, or names no subject.
+pub fn callgrind(subjects: &mut [(&str, &mut dyn FnMut())]) -> bool {
+    let Ok(spec) = std::env::var("PALISADE_CALLGRIND") else {
+        return false;
+    };
+    let (subject, calls) = spec
+        .rsplit_once(':')
+        .expect("PALISADE_CALLGRIND=<subject>:<calls>");
+    let calls: u64 = calls.parse().expect("a number of calls");
+    let Some((_, op)) = subjects.iter_mut().find(|(name, _)| *name == subject) else {
+        let known: Vec<&str> = subjects.iter().map(|(name, _)| *name).collect();
+        panic!("no subject {subject:?}; known: {known:?}");
+    };
+    for _ in 0..calls {
+        op();
+    }
+    true
 }
 
 #[cfg(test)]
