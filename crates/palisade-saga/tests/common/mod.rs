@@ -251,6 +251,8 @@ pub async fn crash_after<F: std::future::Future>(polls: usize, fut: F) -> Option
             return std::task::Poll::Ready(None);
         }
         left -= 1;
+        // Polled again at once, so a run stuck on a clock nobody advances still crashes.
+        cx.waker().wake_by_ref();
         std::task::Poll::Pending
     })
     .await
