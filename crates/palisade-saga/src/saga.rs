@@ -744,7 +744,7 @@ impl<S: SagaState> Saga<S> {
             .await;
         match started {
             Ok(()) => run.drive(false).await,
-            Err(Error::LostClaim { .. }) => match self.resume(id, stream).await? {
+            Err(Error::LostClaim { .. }) => match self.resume(id, stream, true).await? {
                 Some(outcome) => outcome,
                 None => Err(Error::Claimed {
                     id: id.to_owned(),
@@ -797,20 +797,22 @@ impl<S: SagaState> Saga<S> {
     }
 
     /// Claims and runs an unfinished saga whose claim ran out; the outcome of
-    /// an ended one. `None` when another runner holds it (or just claimed it).
+    /// an ended one if `ended` (else `None`). `None` when another runner holds
+    /// it (or just claimed it).
     async fn resume(
         &self,
         id: &str,
         stream: StreamName,
+        ended: bool,
     ) -> Result<Option<Result<Outcome<S>, Error>>, Error> {
         let progress = self.load(id).await?;
         if progress.version == 0 {
             return Ok(None);
         }
-        let ended = progress.end.clone();
+        let end = progress.end.clone();
         let run = self.run(id, stream, progress);
-        if let Some(end) = ended {
-            return Ok(Some(run.outcome(&end)));
+        if let Some(end) = end {
+            return Ok(ended.then(|| run.outcome(&end)));
         }
         for &step in &run.progress.lock().completed {
             if step >= self.inner.steps.len() {
@@ -886,7 +888,7 @@ impl<S: SagaState> Saga<S> {
                 Ok(s) => s,
                 Err(e) => return Some(Resumed { id, result: Err(e) }),
             };
-            match self.resume(&id, stream).await {
+            match self.resume(&id, stream, false).await {
                 Ok(None) => None,
                 Ok(Some(result)) => Some(Resumed { id, result }),
                 Err(e) => Some(Resumed { id, result: Err(e) }),
