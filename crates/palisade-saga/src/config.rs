@@ -13,7 +13,7 @@ use palisade_event_store::EventStore;
 use crate::clock::WallClock;
 use crate::event::Event;
 use crate::saga::{Inner, Saga, SagaState};
-use crate::step::{Step, StepKind};
+use crate::step::{Body, Step, StepKind};
 
 /// Builds a [`Saga`]: its steps in order, then the runner's settings.
 pub struct SagaBuilder<S> {
@@ -167,6 +167,9 @@ impl<S: SagaState> SagaBuilder<S> {
             if let Some(t) = step.timeout {
                 check_positive_duration("timeout", t)?;
             }
+            if let Body::Parallel { branches, .. } = &step.body {
+                check_parallel(step, branches)?;
+            }
             match step.kind {
                 StepKind::Compensatable if pivot.is_some() => {
                     return Err(ConfigError::new(
@@ -251,6 +254,40 @@ impl<S: SagaState> SagaBuilder<S> {
             tracing: self.tracing,
         }))
     }
+}
+
+fn check_parallel<S>(step: &Step<S>, branches: &[Step<S>]) -> Result<(), ConfigError> {
+    let name = &step.name;
+    let bad = |why: String| {
+        Err(ConfigError::new(
+            "step",
+            format!("parallel step `{name}`: {why}"),
+        ))
+    };
+    if branches.is_empty() {
+        return bad("has no branch".into());
+    }
+    if step.kind != StepKind::Compensatable {
+        return bad("must come before the pivot (it is undone branch by branch)".into());
+    }
+    if step.compensation.is_some() || step.retry.is_some() {
+        return bad("its branches have the compensations and retries, not the step".into());
+    }
+    for (i, b) in branches.iter().enumerate() {
+        if b.name.is_empty() || branches[..i].iter().any(|o| o.name == b.name) {
+            return bad(format!("branch {i} has an empty or repeated name"));
+        }
+        if b.kind != StepKind::Compensatable || !matches!(b.body, Body::Action(_)) {
+            return bad(format!("branch `{}` must be a plain step", b.name));
+        }
+        if b.timeout.is_some() {
+            return bad(format!(
+                "branch `{}` has a timeout; set it on the parallel step",
+                b.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_name(name: &str) -> Result<(), ConfigError> {

@@ -30,6 +30,9 @@ pub enum Record {
     },
     /// An attempt of a step's action is about to run.
     StepStarted {
+        /// The branch of a parallel step, if it is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<usize>,
         /// The step index.
         step: usize,
         /// The attempt of the step, from 1, counted across recoveries.
@@ -39,6 +42,9 @@ pub enum Record {
     },
     /// An attempt of a step's action failed.
     StepAttemptFailed {
+        /// The branch of a parallel step, if it is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<usize>,
         /// The step index.
         step: usize,
         /// The attempt.
@@ -53,9 +59,21 @@ pub enum Record {
         /// The state after the step.
         state: serde_json::Value,
     },
+    /// A branch of the parallel step `step` completed with this state.
+    BranchCompleted {
+        /// The parallel step's index.
+        step: usize,
+        /// The branch's index.
+        branch: usize,
+        /// The state the branch returned (merged into the saga's when every branch completed).
+        state: serde_json::Value,
+    },
     /// The step failed for good this round: before or at the pivot the saga
     /// compensates (`compensate`); after it, the step is tried again after a backoff.
     StepFailed {
+        /// The branch of a parallel step, if it is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<usize>,
         /// The step index.
         step: usize,
         /// Why.
@@ -65,6 +83,9 @@ pub enum Record {
     },
     /// An attempt of a compensation is about to run.
     CompensationStarted {
+        /// The branch of a parallel step, if it is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<usize>,
         /// The step index.
         step: usize,
         /// The attempt, from 1, counted across recoveries.
@@ -72,6 +93,9 @@ pub enum Record {
     },
     /// An attempt of a compensation failed.
     CompensationFailed {
+        /// The branch of a parallel step, if it is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<usize>,
         /// The step index.
         step: usize,
         /// The attempt.
@@ -81,6 +105,9 @@ pub enum Record {
     },
     /// The step's compensation succeeded.
     CompensationCompleted {
+        /// The branch of a parallel step, if it is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<usize>,
         /// The step index.
         step: usize,
     },
@@ -97,6 +124,9 @@ pub enum Record {
     /// The saga cannot finish by itself: a compensation (or a step after the
     /// pivot) failed as many times as allowed. An operator must act.
     SagaFailed {
+        /// The branch of a parallel step, if it is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<usize>,
         /// The step index whose compensation or action could not finish.
         step: usize,
         /// Its last error.
@@ -113,6 +143,7 @@ impl Record {
             Self::StepStarted { .. } => "StepStarted",
             Self::StepAttemptFailed { .. } => "StepAttemptFailed",
             Self::StepCompleted { .. } => "StepCompleted",
+            Self::BranchCompleted { .. } => "BranchCompleted",
             Self::StepFailed { .. } => "StepFailed",
             Self::CompensationStarted { .. } => "CompensationStarted",
             Self::CompensationFailed { .. } => "CompensationFailed",

@@ -23,11 +23,12 @@
 //! whole concurrency argument: the store's expected-version check serializes
 //! every decision of a saga, so two runners never both advance it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{StreamExt, TryStreamExt};
 use palisade_core::{Outcome as Verdict, Rejected, duration_to_nanos, timeout};
 use palisade_event_store::{
     EventStore, ExpectedVersion, Filter, NewEvent, Position, ReadAll, ReadStream, StreamName,
@@ -41,7 +42,7 @@ use crate::config::SagaBuilder;
 use crate::error::{BoxError, Error};
 use crate::event::{Event, ExecutionOutcome, StepOutcome};
 use crate::record::{LIFECYCLE_TYPES, Record};
-use crate::step::{Step, StepContext};
+use crate::step::{Body, Merge, Step, StepContext};
 
 /// What a saga's state must be: stored in its log as JSON, cloned into each step.
 pub trait SagaState: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
@@ -169,7 +170,11 @@ struct Progress {
     attempts: u32,
     step_deadline: Option<u64>,
     rounds: u32,
-    completed: Vec<usize>,
+    /// Branch attempts and completed branches' states of the parallel step running.
+    branch_attempts: BTreeMap<usize, u32>,
+    branch_states: BTreeMap<usize, serde_json::Value>,
+    /// What completed and may need undoing, oldest first: (step, branch).
+    completed: Vec<(usize, Option<usize>)>,
     compensating: Option<String>,
     compensation_attempts: u32,
     end: Option<Record>,
@@ -189,17 +194,35 @@ impl Progress {
                 self.lease_until = *until;
             }
             Record::StepStarted {
-                attempt, deadline, ..
+                attempt,
+                deadline,
+                branch,
+                ..
             } => {
-                self.attempts = *attempt;
+                match branch {
+                    Some(b) => {
+                        self.branch_attempts.insert(*b, *attempt);
+                    }
+                    None => self.attempts = *attempt,
+                }
                 self.step_deadline = *deadline;
+            }
+            Record::BranchCompleted {
+                step,
+                branch,
+                state,
+            } => {
+                self.branch_states.insert(*branch, state.clone());
+                self.completed.push((*step, Some(*branch)));
             }
             Record::StepAttemptFailed { .. } | Record::CompensationStarted { .. } => {}
             Record::StepCompleted { step, state } => {
                 self.state = state.clone();
-                self.completed.push(*step);
+                self.completed.push((*step, None));
                 self.next = step + 1;
                 self.attempts = 0;
+                self.branch_attempts.clear();
+                self.branch_states.clear();
                 self.step_deadline = None;
                 self.rounds = 0;
             }
@@ -231,11 +254,14 @@ struct Run<'a, S> {
     id: Arc<str>,
     stream: StreamName,
     progress: Mutex<Progress>,
+    /// Held across an append: the branches of a parallel step write in turn.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl<S: SagaState> Run<'_, S> {
     /// Appends `records` at the version this run last wrote, then folds them in.
     async fn write(&self, records: Vec<Record>) -> Result<(), Error> {
+        let _turn = self.writing.lock().await;
         let version = self.progress.lock().version;
         let expected = if version == 0 {
             ExpectedVersion::NoStream
@@ -284,22 +310,44 @@ impl<S: SagaState> Run<'_, S> {
         })
     }
 
-    fn ctx(&self, index: usize, attempt: u32, compensation: bool) -> StepContext {
+    /// The step, or the branch of a parallel step.
+    fn unit(&self, index: usize, branch: Option<usize>) -> &Step<S> {
+        let step = &self.saga.steps[index];
+        match (&step.body, branch) {
+            (Body::Parallel { branches, .. }, Some(b)) => &branches[b],
+            _ => step,
+        }
+    }
+
+    fn ctx(
+        &self,
+        index: usize,
+        branch: Option<usize>,
+        attempt: u32,
+        compensation: bool,
+    ) -> StepContext {
         StepContext {
             saga_id: Arc::clone(&self.id),
-            step: Arc::clone(&self.saga.steps[index].name),
+            step: Arc::clone(&self.unit(index, branch).name),
             index,
+            branch,
             attempt,
             compensation,
         }
     }
 
-    fn emit_step(&self, index: usize, outcome: StepOutcome, attempt: u32, since: u64) {
+    fn emit_step(
+        &self,
+        (index, branch): (usize, Option<usize>),
+        outcome: StepOutcome,
+        attempt: u32,
+        since: u64,
+    ) {
         let duration = Duration::from_nanos(self.now().saturating_sub(since));
         self.saga.listeners.emit_with(|| Event::Step {
             saga: Arc::clone(&self.saga.name),
             id: Arc::clone(&self.id),
-            step: Arc::clone(&self.saga.steps[index].name),
+            step: Arc::clone(&self.unit(index, branch).name),
             outcome,
             attempt,
             duration,
@@ -327,13 +375,17 @@ impl<S: SagaState> Run<'_, S> {
                 state,
                 error: error.clone(),
             },
-            Record::SagaFailed { step, error } => Outcome::Failed {
+            Record::SagaFailed {
+                step,
+                branch,
+                error,
+            } => Outcome::Failed {
                 state,
-                step: self
-                    .saga
-                    .steps
-                    .get(*step)
-                    .map_or_else(|| step.to_string(), |s| s.name.to_string()),
+                step: if *step < self.saga.steps.len() {
+                    self.unit(*step, *branch).name.to_string()
+                } else {
+                    step.to_string()
+                },
                 error: error.clone(),
             },
             _ => Outcome::Completed { state },
@@ -357,7 +409,7 @@ impl<S: SagaState> Run<'_, S> {
     #[cfg_attr(not(feature = "tracing"), allow(clippy::unused_self, unused_variables))]
     fn in_step_span<F: std::future::Future>(
         &self,
-        index: usize,
+        (index, branch): (usize, Option<usize>),
         compensation: bool,
         attempt: u32,
         fut: F,
@@ -367,7 +419,7 @@ impl<S: SagaState> Run<'_, S> {
             use tracing::Instrument;
             fut.instrument(crate::tracing_listener::step_span(
                 self.saga.tracing,
-                &self.saga.steps[index].name,
+                &self.unit(index, branch).name,
                 compensation,
                 attempt,
             ))
@@ -412,15 +464,16 @@ impl<S: SagaState> Run<'_, S> {
     /// One attempt of the compensation of the newest completed step.
     async fn compensate_top(
         &self,
-        completed: &[usize],
+        completed: &[(usize, Option<usize>)],
         attempts: u32,
         error: String,
     ) -> Result<(), Error> {
         let saga = self.saga;
-        let Some(&index) = completed.last() else {
+        let Some(&(index, branch)) = completed.last() else {
             return self.write(vec![Record::SagaCompensated { error }]).await;
         };
-        let step = &saga.steps[index];
+        let unit = (index, branch);
+        let step = self.unit(index, branch);
         let Some(compensation) = &step.compensation else {
             // Nothing to undo: no record, the fold of the same log pops it too.
             self.progress.lock().completed.pop();
@@ -430,15 +483,16 @@ impl<S: SagaState> Run<'_, S> {
         let attempt = attempts + 1;
         self.write(vec![Record::CompensationStarted {
             step: index,
+            branch,
             attempt,
         }])
         .await?;
         let since = self.now();
         let fut = self.in_step_span(
-            index,
+            unit,
             true,
             attempt,
-            compensation(self.state()?, self.ctx(index, attempt, true)),
+            compensation(self.state()?, self.ctx(index, branch, attempt, true)),
         );
         let result = match step.timeout {
             Some(limit) => timeout(&*saga.sleeper, limit, fut)
@@ -448,21 +502,29 @@ impl<S: SagaState> Run<'_, S> {
         };
         match result {
             Ok(()) => {
-                self.emit_step(index, StepOutcome::Compensated, attempt, since);
-                self.write(vec![Record::CompensationCompleted { step: index }])
-                    .await
+                self.emit_step(unit, StepOutcome::Compensated, attempt, since);
+                self.write(vec![Record::CompensationCompleted {
+                    step: index,
+                    branch,
+                }])
+                .await
             }
             Err(e) => {
-                self.emit_step(index, StepOutcome::CompensationFailed, attempt, since);
+                self.emit_step(unit, StepOutcome::CompensationFailed, attempt, since);
                 let error = e.to_string();
                 let mut records = vec![Record::CompensationFailed {
                     step: index,
+                    branch,
                     attempt,
                     error: error.clone(),
                 }];
                 let spent = saga.recovery_attempts.is_some_and(|max| attempt >= max);
                 if spent {
-                    records.push(Record::SagaFailed { step: index, error });
+                    records.push(Record::SagaFailed {
+                        step: index,
+                        branch,
+                        error,
+                    });
                 }
                 self.write(records).await?;
                 if !spent {
@@ -475,7 +537,7 @@ impl<S: SagaState> Run<'_, S> {
         }
     }
 
-    /// One round of attempts of the next step.
+    /// One round of attempts of the next step (of all its branches, for a parallel one).
     async fn forward(&self, p: &Progress) -> Result<(), Error> {
         let saga = self.saga;
         let index = p.next;
@@ -492,69 +554,51 @@ impl<S: SagaState> Run<'_, S> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let expired = || {
-            if saga_deadline.is_some() && saga_deadline == limit {
+        let deadlines = Deadlines {
+            step: step_deadline,
+            limit,
+            expired: if saga_deadline.is_some() && saga_deadline == limit {
                 "the saga's deadline passed".to_owned()
             } else {
                 format!(
                     "the step timed out after {:?}",
                     step.timeout.unwrap_or_default()
                 )
-            }
+            },
         };
         let since = now;
-        let failure = if limit.is_some_and(|l| now >= l) {
-            Some((expired(), p.attempts))
+        let (failure, branch) = if limit.is_some_and(|l| now >= l) {
+            (deadlines.expired.clone(), None)
+        } else if let Body::Parallel { branches, merge } = &step.body {
+            match self.parallel(p, index, branches, merge, &deadlines).await? {
+                None => return Ok(()),
+                Some(failed) => failed,
+            }
         } else {
-            let retry = step.retry.as_ref().unwrap_or(&saga.one_attempt);
-            let base = p.attempts;
             let state = self.state()?;
-            let result = retry.call_with(&StepPolicy, |attempt| {
-                let state = state.clone();
-                let number = base + attempt.number();
-                async move {
-                    self.attempt(index, number, state, step_deadline, limit)
-                        .await
-                }
-            });
-            let result = self.in_step_span(index, false, base + 1, result).await;
-            match result {
+            match self
+                .attempts((index, None), p.attempts, state, &deadlines)
+                .await?
+            {
                 Ok(state) => {
-                    let state = serde_json::to_value(&state).map_err(|source| Error::Codec {
-                        id: self.id.to_string(),
-                        reason: format!("encoding the state after `{}`", step.name),
-                        source,
-                    })?;
+                    let state = self.encode(&state, index)?;
                     let attempt = self.progress.lock().attempts;
                     self.write(vec![Record::StepCompleted { step: index, state }])
                         .await?;
-                    self.emit_step(index, StepOutcome::Completed, attempt, since);
+                    self.emit_step((index, None), StepOutcome::Completed, attempt, since);
                     return Ok(());
                 }
-                Err(RetryError::Failed {
-                    error: AttemptError::Run(e),
-                    ..
-                }) => return Err(e),
-                Err(RetryError::Failed {
-                    error: AttemptError::Deadline,
-                    ..
-                }) => Some((expired(), self.progress.lock().attempts)),
-                Err(RetryError::Failed {
-                    error: AttemptError::Action(e),
-                    ..
-                }) => Some((e.to_string(), self.progress.lock().attempts)),
-                Err(other) => Some((other.to_string(), self.progress.lock().attempts)),
+                Err(error) => (error, None),
             }
         };
-        let Some((error, attempt)) = failure else {
-            return Ok(());
-        };
-        self.emit_step(index, StepOutcome::Failed, attempt, since);
+        let attempt = self.progress.lock().attempts;
+        self.emit_step((index, branch), StepOutcome::Failed, attempt, since);
         if !committed {
             return self
                 .write(vec![Record::StepFailed {
                     step: index,
-                    error,
+                    branch,
+                    error: failure,
                     compensate: true,
                 }])
                 .await;
@@ -563,11 +607,16 @@ impl<S: SagaState> Run<'_, S> {
         let spent = saga.recovery_attempts.is_some_and(|max| round >= max);
         let mut records = vec![Record::StepFailed {
             step: index,
-            error: error.clone(),
+            branch: None,
+            error: failure.clone(),
             compensate: false,
         }];
         if spent {
-            records.push(Record::SagaFailed { step: index, error });
+            records.push(Record::SagaFailed {
+                step: index,
+                branch: None,
+                error: failure,
+            });
         }
         self.write(records).await?;
         if !spent {
@@ -576,40 +625,158 @@ impl<S: SagaState> Run<'_, S> {
         Ok(())
     }
 
+    fn encode(&self, state: &S, index: usize) -> Result<serde_json::Value, Error> {
+        serde_json::to_value(state).map_err(|source| Error::Codec {
+            id: self.id.to_string(),
+            reason: format!("encoding the state after `{}`", self.saga.steps[index].name),
+            source,
+        })
+    }
+
+    /// Runs the branches its log does not record as completed at once; the
+    /// first to fail for good cancels the others. `None` when all completed
+    /// (and the merged state was written), else the failed branch's error.
+    async fn parallel(
+        &self,
+        p: &Progress,
+        index: usize,
+        branches: &[Step<S>],
+        merge: &Merge<S>,
+        deadlines: &Deadlines,
+    ) -> Result<Option<(String, Option<usize>)>, Error> {
+        let state = self.state()?;
+        let mut running: FuturesUnordered<_> = (0..branches.len())
+            .filter(|b| !p.branch_states.contains_key(b))
+            .map(|b| {
+                let base = p.branch_attempts.get(&b).copied().unwrap_or(0);
+                let state = state.clone();
+                async move {
+                    let since = self.now();
+                    match self
+                        .attempts((index, Some(b)), base, state, deadlines)
+                        .await?
+                    {
+                        Ok(done) => {
+                            let done = self.encode(&done, index)?;
+                            self.write(vec![Record::BranchCompleted {
+                                step: index,
+                                branch: b,
+                                state: done,
+                            }])
+                            .await?;
+                            let attempt = self.progress.lock().branch_attempts[&b];
+                            self.emit_step(
+                                (index, Some(b)),
+                                StepOutcome::Completed,
+                                attempt,
+                                since,
+                            );
+                            Ok::<_, Error>(None)
+                        }
+                        Err(error) => Ok(Some((error, Some(b)))),
+                    }
+                }
+            })
+            .collect();
+        while let Some(result) = running.next().await {
+            if let Some(failed) = result? {
+                // Dropping the others cancels them.
+                return Ok(Some(failed));
+            }
+        }
+        drop(running);
+        let states = self.progress.lock().branch_states.clone();
+        let states = states
+            .into_values()
+            .map(serde_json::from_value)
+            .collect::<Result<Vec<S>, _>>()
+            .map_err(|source| Error::Codec {
+                id: self.id.to_string(),
+                reason: "decoding a branch's state".into(),
+                source,
+            })?;
+        let merged = self.encode(&merge(state, states), index)?;
+        self.write(vec![Record::StepCompleted {
+            step: index,
+            state: merged,
+        }])
+        .await?;
+        Ok(None)
+    }
+
+    /// One round of attempts of a step or branch, by its retry policy: its
+    /// state, or why it failed for good.
+    async fn attempts(
+        &self,
+        unit: (usize, Option<usize>),
+        base: u32,
+        state: S,
+        deadlines: &Deadlines,
+    ) -> Result<Result<S, String>, Error> {
+        let step = self.unit(unit.0, unit.1);
+        let retry = step.retry.as_ref().unwrap_or(&self.saga.one_attempt);
+        let result = retry.call_with(&StepPolicy, |attempt| {
+            let state = state.clone();
+            let number = base + attempt.number();
+            async move { self.attempt(unit, number, state, deadlines).await }
+        });
+        match self.in_step_span(unit, false, base + 1, result).await {
+            Ok(state) => Ok(Ok(state)),
+            Err(RetryError::Failed {
+                error: AttemptError::Run(e),
+                ..
+            }) => Err(e),
+            Err(RetryError::Failed {
+                error: AttemptError::Deadline,
+                ..
+            }) => Ok(Err(deadlines.expired.clone())),
+            Err(RetryError::Failed {
+                error: AttemptError::Action(e),
+                ..
+            }) => Ok(Err(e.to_string())),
+            Err(other) => Ok(Err(other.to_string())),
+        }
+    }
+
     /// One attempt of a step's action: recorded, then run within the deadline.
     async fn attempt(
         &self,
-        index: usize,
+        (index, branch): (usize, Option<usize>),
         number: u32,
         state: S,
-        step_deadline: Option<u64>,
-        limit: Option<u64>,
+        deadlines: &Deadlines,
     ) -> Result<S, AttemptError> {
         let now = self.now();
-        if limit.is_some_and(|l| now >= l) {
+        if deadlines.limit.is_some_and(|l| now >= l) {
             return Err(AttemptError::Deadline);
         }
         self.write(vec![Record::StepStarted {
             step: index,
+            branch,
             attempt: number,
-            deadline: step_deadline,
+            deadline: deadlines.step,
         }])
         .await
         .map_err(AttemptError::Run)?;
-        let fut = (self.saga.steps[index].action)(state, self.ctx(index, number, false));
-        let result = match limit {
+        let Body::Action(action) = &self.unit(index, branch).body else {
+            unreachable!("build() lets only plain steps be run as one action");
+        };
+        let fut = action(state, self.ctx(index, branch, number, false));
+        let failed = |error: String| Record::StepAttemptFailed {
+            step: index,
+            branch,
+            attempt: number,
+            error,
+        };
+        let result = match deadlines.limit {
             Some(l) => {
                 let left = Duration::from_nanos(l.saturating_sub(self.now()));
                 match timeout(&*self.saga.sleeper, left, fut).await {
                     Ok(r) => r,
                     Err(elapsed) => {
-                        self.write(vec![Record::StepAttemptFailed {
-                            step: index,
-                            attempt: number,
-                            error: format!("timed out after {:?}", elapsed.0),
-                        }])
-                        .await
-                        .map_err(AttemptError::Run)?;
+                        self.write(vec![failed(format!("timed out after {:?}", elapsed.0))])
+                            .await
+                            .map_err(AttemptError::Run)?;
                         return Err(AttemptError::Deadline);
                     }
                 }
@@ -619,17 +786,22 @@ impl<S: SagaState> Run<'_, S> {
         match result {
             Ok(state) => Ok(state),
             Err(e) => {
-                self.write(vec![Record::StepAttemptFailed {
-                    step: index,
-                    attempt: number,
-                    error: e.to_string(),
-                }])
-                .await
-                .map_err(AttemptError::Run)?;
+                self.write(vec![failed(e.to_string())])
+                    .await
+                    .map_err(AttemptError::Run)?;
                 Err(AttemptError::Action(e))
             }
         }
     }
+}
+
+/// A round's deadlines (wall-clock nanoseconds) and what to say when they pass.
+struct Deadlines {
+    /// The step's, written with each attempt.
+    step: Option<u64>,
+    /// The nearer of the step's and the saga's.
+    limit: Option<u64>,
+    expired: String,
 }
 
 /// Why an attempt of a step's action did not return a state.
@@ -700,6 +872,7 @@ impl<S: SagaState> Saga<S> {
             id: id.into(),
             stream,
             progress: Mutex::new(progress),
+            writing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -814,13 +987,29 @@ impl<S: SagaState> Saga<S> {
         if let Some(end) = end {
             return Ok(ended.then(|| run.outcome(&end)));
         }
-        for &step in &run.progress.lock().completed {
-            if step >= self.inner.steps.len() {
-                return Err(Error::UnknownStep {
-                    id: id.to_owned(),
-                    step,
-                });
+        let known = |step: usize, branch: Option<usize>| match (self.inner.steps.get(step), branch)
+        {
+            (Some(_), None) => true,
+            (Some(s), Some(b)) => {
+                matches!(&s.body, Body::Parallel { branches, .. } if b < branches.len())
             }
+            (None, _) => false,
+        };
+        let unknown = {
+            let p = run.progress.lock();
+            p.completed
+                .iter()
+                .map(|&(s, b)| (s, b))
+                .chain(p.branch_attempts.keys().map(|&b| (p.next, Some(b))))
+                .find(|&(s, b)| !known(s, b))
+                .map(|(s, _)| s)
+                .or((p.next > self.inner.steps.len()).then_some(p.next))
+        };
+        if let Some(step) = unknown {
+            return Err(Error::UnknownStep {
+                id: id.to_owned(),
+                step,
+            });
         }
         let now = self.inner.clock.now_nanos();
         if run.progress.lock().lease_until > now {

@@ -21,6 +21,7 @@ pub struct StepContext {
     pub(crate) saga_id: Arc<str>,
     pub(crate) step: Arc<str>,
     pub(crate) index: usize,
+    pub(crate) branch: Option<usize>,
     pub(crate) attempt: u32,
     pub(crate) compensation: bool,
 }
@@ -41,6 +42,11 @@ impl StepContext {
         self.index
     }
 
+    /// The branch's position in its parallel step, from 0 (`None` outside one).
+    pub fn branch(&self) -> Option<usize> {
+        self.branch
+    }
+
     /// The attempt of this action (or compensation), from 1, counted across
     /// recoveries: a resumed saga goes on from the attempts its log records.
     pub fn attempt(&self) -> u32 {
@@ -53,22 +59,36 @@ impl StepContext {
     }
 
     /// The idempotency key of this invocation: `{saga id}/{step index}/action`
-    /// or `{saga id}/{step index}/compensation`. Stable across attempts and
-    /// recoveries; deduplicate on it.
+    /// or `{saga id}/{step index}/compensation` (`{step index}.{branch index}`
+    /// in a parallel step). Stable across attempts and recoveries;
+    /// deduplicate on it.
     pub fn key(&self) -> String {
         let what = if self.compensation {
             "compensation"
         } else {
             "action"
         };
-        format!("{}/{}/{what}", self.saga_id, self.index)
+        match self.branch {
+            Some(b) => format!("{}/{}.{b}/{what}", self.saga_id, self.index),
+            None => format!("{}/{}/{what}", self.saga_id, self.index),
+        }
     }
 }
 
 pub(crate) type Action<S> =
     Arc<dyn Fn(S, StepContext) -> BoxFuture<'static, Result<S, BoxError>> + Send + Sync>;
+pub(crate) type Merge<S> = Arc<dyn Fn(S, Vec<S>) -> S + Send + Sync>;
 pub(crate) type Compensation<S> =
     Arc<dyn Fn(S, StepContext) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
+
+/// What a step runs: one action, or branches at once.
+pub(crate) enum Body<S> {
+    Action(Action<S>),
+    Parallel {
+        branches: Vec<Step<S>>,
+        merge: Merge<S>,
+    },
+}
 
 /// Where a step stands with respect to the saga's point of no return.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +118,7 @@ pub enum StepKind {
 pub struct Step<S> {
     pub(crate) name: Arc<str>,
     pub(crate) kind: StepKind,
-    pub(crate) action: Action<S>,
+    pub(crate) body: Body<S>,
     pub(crate) compensation: Option<Compensation<S>>,
     pub(crate) retry: Option<Retry>,
     pub(crate) timeout: Option<Duration>,
@@ -110,9 +130,16 @@ impl<S> fmt::Debug for Step<S> {
             .field("name", &self.name)
             .field("kind", &self.kind)
             .field("compensation", &self.compensation.is_some())
+            .field(
+                "branches",
+                &match &self.body {
+                    Body::Action(_) => None,
+                    Body::Parallel { branches, .. } => Some(branches),
+                },
+            )
             .field("retry", &self.retry.as_ref().map(Retry::name))
             .field("timeout", &self.timeout)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -129,7 +156,42 @@ impl<S: Send + 'static> Step<S> {
         Self {
             name: name.into(),
             kind: StepKind::Compensatable,
-            action: Arc::new(move |s, ctx| action(s, ctx).map(|r| r.map_err(Into::into)).boxed()),
+            body: Body::Action(Arc::new(move |s, ctx| {
+                action(s, ctx).map(|r| r.map_err(Into::into)).boxed()
+            })),
+            compensation: None,
+            retry: None,
+            timeout: None,
+        }
+    }
+
+    /// A step whose `branches` run at once (fan out), each with its own
+    /// action, compensation and retries; when every branch completed, `merge`
+    /// makes the saga's next state from the state before the step and the
+    /// branches' states, in branch order (join).
+    ///
+    /// When a branch fails for good, the branches still running are
+    /// cancelled (their futures dropped), and the saga compensates: the
+    /// completed branches newest first, then the steps before. A cancelled
+    /// branch is not compensated (it did not complete); its participant sees
+    /// at most an attempt that never answered, as after a crash.
+    ///
+    /// A parallel step is compensatable (it comes before the pivot); its
+    /// branches are plain steps (no pivot, no timeout of their own: set
+    /// [`timeout`](Self::timeout) on the parallel step, it bounds them all).
+    /// A resumed saga runs again only the branches its log does not record
+    /// as completed.
+    pub fn parallel<M>(name: impl Into<Arc<str>>, branches: Vec<Step<S>>, merge: M) -> Self
+    where
+        M: Fn(S, Vec<S>) -> S + Send + Sync + 'static,
+    {
+        Self {
+            name: name.into(),
+            kind: StepKind::Compensatable,
+            body: Body::Parallel {
+                branches,
+                merge: Arc::new(merge),
+            },
             compensation: None,
             retry: None,
             timeout: None,

@@ -307,6 +307,7 @@ async fn a_compensation_that_cannot_finish_ends_failed_with_its_error() {
         log.last(),
         Some(&Record::SagaFailed {
             step: 1,
+            branch: None,
             error: "s1 compensation failed".into()
         })
     );

@@ -18,6 +18,7 @@ use proptest::prelude::*;
 
 type Store = Arc<Yielding<InMemoryEventStore>>;
 const LEASE: Duration = Duration::from_secs(10);
+const SAGAS: usize = 60;
 /// reserve (undone by a compensation), check (nothing to undo), charge (the pivot), ship.
 const KINDS: [Kind; 4] = [
     Kind::Compensatable { compensation: true },
@@ -140,7 +141,6 @@ fn several_runners_recover_at_once_and_each_saga_is_resumed_by_exactly_one() {
         let clock = ManualClock::new();
         let p = Participant::new();
         p.fail(1, false, 1); // every saga's check fails once, then passes on its retry
-        const SAGAS: usize = 60;
         // A first runner starts them all and dies at a different moment in each.
         let dead = saga(&store, &clock, &p, "dead");
         let mut finished = 0;
