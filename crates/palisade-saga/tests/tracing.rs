@@ -53,12 +53,12 @@ fn events_at_their_levels() {
     );
 }
 
+/// A span: its name, the span entered when it was made, its id.
+type Made = (String, Option<u64>, u64);
+
 /// Records each span's name and its parent's name.
 #[derive(Clone, Default)]
-struct Spans(
-    Arc<Mutex<Vec<(String, Option<u64>, u64)>>>,
-    Arc<Mutex<Vec<u64>>>,
-);
+struct Spans(Arc<Mutex<Vec<Made>>>, Arc<Mutex<Vec<u64>>>);
 
 impl Subscriber for Spans {
     fn enabled(&self, _: &Metadata<'_>) -> bool {
