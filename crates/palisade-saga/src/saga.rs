@@ -256,20 +256,24 @@ struct Run<'a, S> {
     progress: Mutex<Progress>,
     /// Held across an append: the branches of a parallel step write in turn.
     writing: tokio::sync::Mutex<()>,
+    /// Records already folded in, written with the next append (see [`Run::defer`]).
+    deferred: Mutex<Vec<Record>>,
 }
 
 impl<S: SagaState> Run<'_, S> {
     /// Appends `records` at the version this run last wrote, then folds them in.
     async fn write(&self, records: Vec<Record>) -> Result<(), Error> {
         let _turn = self.writing.lock().await;
+        let deferred = std::mem::take(&mut *self.deferred.lock());
         let version = self.progress.lock().version;
         let expected = if version == 0 {
             ExpectedVersion::NoStream
         } else {
             ExpectedVersion::Exact(version)
         };
-        let events = records
+        let events = deferred
             .iter()
+            .chain(&records)
             .map(|r| NewEvent::json(r.event_type(), r))
             .collect::<Result<Vec<_>, _>>()?;
         let mut result = self
@@ -295,6 +299,17 @@ impl<S: SagaState> Run<'_, S> {
             }),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Folds `record` in now and writes it with the next append, which every
+    /// next decision makes before any work runs (the next step's
+    /// `StepStarted`, a claim, the end). A step's completion thus costs no
+    /// append of its own; a crash before the next append loses it, and the
+    /// step runs again after the recovery, as if the crash came just before
+    /// it completed.
+    fn defer(&self, record: Record) {
+        self.progress.lock().apply(&record);
+        self.deferred.lock().push(record);
     }
 
     fn now(&self) -> u64 {
@@ -583,8 +598,7 @@ impl<S: SagaState> Run<'_, S> {
                 Ok(state) => {
                     let state = self.encode(&state, index)?;
                     let attempt = self.progress.lock().attempts;
-                    self.write(vec![Record::StepCompleted { step: index, state }])
-                        .await?;
+                    self.defer(Record::StepCompleted { step: index, state });
                     self.emit_step((index, None), StepOutcome::Completed, attempt, since);
                     return Ok(());
                 }
@@ -696,11 +710,10 @@ impl<S: SagaState> Run<'_, S> {
                 source,
             })?;
         let merged = self.encode(&merge(state, states), index)?;
-        self.write(vec![Record::StepCompleted {
+        self.defer(Record::StepCompleted {
             step: index,
             state: merged,
-        }])
-        .await?;
+        });
         Ok(None)
     }
 
@@ -873,6 +886,7 @@ impl<S: SagaState> Saga<S> {
             stream,
             progress: Mutex::new(progress),
             writing: tokio::sync::Mutex::new(()),
+            deferred: Mutex::new(Vec::new()),
         }
     }
 
