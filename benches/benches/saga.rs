@@ -10,8 +10,9 @@
 //! Without `PALISADE_POSTGRES_URL` the PostgreSQL rows are skipped (a line
 //! says so). One iteration is C sagas started at once on a multi-threaded
 //! runtime, each with a fresh id, all run to `Completed`; the throughput is C
-//! sagas. A saga of 3 steps writes 9 records in 5 appends (start and claim;
-//! each step's start; each step's completion; the end)… see `docs/benchmarks.md`.
+//! sagas. A saga of 3 steps writes 9 records in 5 appends: the start and the
+//! claim; step 1's start; each step's completion with the next step's start
+//! (the last with the end). Results are in `docs/benchmarks.md`.
 //!
 //! PostgreSQL uses the schema `palisade_bench_saga`, dropped and recreated at
 //! the start of every run; SQLite a file in `std::env::temp_dir()`, removed
