@@ -94,11 +94,11 @@ async fn main() -> Result<(), Error> {
         println!("order {id} ({sku}):");
         match saga.start(id, order(sku)).await? {
             Outcome::Completed { state } => {
-                println!("  => completed, tracking {:?}", state.tracking)
+                println!("  => completed, tracking {:?}", state.tracking);
             }
             Outcome::Compensated { error, .. } => println!("  => compensated after: {error}"),
             Outcome::Failed { step, error, .. } => {
-                println!("  => FAILED in {step}: {error} (an operator must act)")
+                println!("  => FAILED in {step}: {error} (an operator must act)");
             }
         }
         println!("  log of saga-order/{id}:");
