@@ -49,7 +49,8 @@
 //! crashes. A runner claims the sagas it runs in their logs; [`Saga::recover`]
 //! resumes the ones whose runner died. Actions run at least once; a
 //! participant that deduplicates on [`StepContext::key`] makes each effect
-//! happen once. The guide is `docs/saga.md`.
+//! happen once. A [`ProcessManager`] starts sagas from the events of a
+//! store subscription (choreography). The guide is `docs/saga.md`.
 //!
 //! | feature | turns on | default |
 //! |---|---|---|
@@ -59,6 +60,7 @@
 //! | `tracing` | `tracing()` on the builder: events with target `palisade_saga` | no |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod choreography;
 mod clock;
 mod config;
 mod error;
@@ -72,6 +74,7 @@ pub mod telemetry;
 #[cfg(feature = "tracing")]
 mod tracing_listener;
 
+pub use choreography::{ProcessManager, Reaction};
 pub use clock::WallClock;
 pub use config::SagaBuilder;
 pub use error::{BoxError, Error};
@@ -86,7 +89,10 @@ pub use palisade_event_store::PostgresEventStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use palisade_event_store::SqliteEventStore;
-pub use palisade_event_store::{EventStore, InMemoryEventStore};
+pub use palisade_event_store::{
+    CheckpointStore, EventStore, Filter, InMemoryCheckpointStore, InMemoryEventStore,
+    RecordedEvent, Subscription,
+};
 pub use palisade_retry::Retry;
 pub use record::Record;
 pub use saga::{Outcome, Resumed, Saga, SagaState};
