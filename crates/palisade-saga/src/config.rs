@@ -224,6 +224,12 @@ impl<S: SagaState> SagaBuilder<S> {
         if self.tracing {
             listeners.push(Arc::new(crate::tracing_listener::TracingListener));
         }
+        #[allow(unused_mut)]
+        let mut traceparent: Option<fn() -> Option<String>> = None;
+        #[cfg(feature = "otel")]
+        if self.otel.tracer.is_some() {
+            traceparent = Some(crate::telemetry::current_traceparent);
+        }
         #[cfg(feature = "otel")]
         if self.otel.meter.is_some() || self.otel.tracer.is_some() {
             listeners.push(Arc::new(crate::telemetry::OtelListener::new(
@@ -250,6 +256,7 @@ impl<S: SagaState> SagaBuilder<S> {
             listeners,
             one_attempt,
             scan: parking_lot::Mutex::new(crate::saga::Scan::default()),
+            traceparent,
             #[cfg(feature = "tracing")]
             tracing: self.tracing,
         }))

@@ -63,6 +63,8 @@ pub enum Event {
         id: Arc<str>,
         /// Whether it was resumed from its log.
         resumed: bool,
+        /// The W3C `traceparent` recorded when the saga started, if any.
+        traceparent: Option<Arc<str>>,
     },
     /// A step's action, or a compensation, finished (one round of attempts
     /// for an action, one attempt for a compensation).

@@ -20,6 +20,10 @@ pub enum Record {
         state: serde_json::Value,
         /// The whole saga's deadline (wall-clock nanoseconds), if it has one.
         deadline: Option<u64>,
+        /// The W3C `traceparent` of the span current when the saga started
+        /// (with the `otel` adapter's tracer), so a resumed run continues its trace.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
     },
     /// `owner` runs the saga until `until` (wall-clock nanoseconds) or until it renews.
     Claimed {

@@ -147,6 +147,8 @@ pub(crate) struct Inner<S> {
     pub(crate) listeners: palisade_core::Listeners<Event>,
     pub(crate) one_attempt: palisade_retry::Retry,
     pub(crate) scan: Mutex<Scan>,
+    /// The current span's `traceparent` (set by the `otel` adapter's tracer).
+    pub(crate) traceparent: Option<fn() -> Option<String>>,
     #[cfg(feature = "tracing")]
     pub(crate) tracing: bool,
 }
@@ -164,6 +166,7 @@ struct Progress {
     version: u64,
     state: serde_json::Value,
     deadline: Option<u64>,
+    traceparent: Option<Arc<str>>,
     owner: String,
     lease_until: u64,
     next: usize,
@@ -184,10 +187,14 @@ impl Progress {
     fn apply(&mut self, record: &Record) {
         match record {
             Record::SagaStarted {
-                state, deadline, ..
+                state,
+                deadline,
+                traceparent,
+                ..
             } => {
                 self.state = state.clone();
                 self.deadline = *deadline;
+                self.traceparent = traceparent.as_deref().map(Arc::from);
             }
             Record::Claimed { owner, until } => {
                 owner.clone_into(&mut self.owner);
@@ -446,10 +453,12 @@ impl<S: SagaState> Run<'_, S> {
     async fn drive_in_span(&self, resumed: bool) -> Result<Outcome<S>, Error> {
         let began = self.now();
         let saga = self.saga;
+        let traceparent = self.progress.lock().traceparent.clone();
         saga.listeners.emit_with(|| Event::Started {
             saga: Arc::clone(&saga.name),
             id: Arc::clone(&self.id),
             resumed,
+            traceparent,
         });
         loop {
             let p = self.progress.lock().clone();
@@ -922,6 +931,7 @@ impl<S: SagaState> Saga<S> {
                         .inner
                         .timeout
                         .map(|t| now.saturating_add(duration_to_nanos(t))),
+                    traceparent: self.inner.traceparent.and_then(|current| current()),
                 },
                 Record::Claimed {
                     owner: self.inner.owner.to_string(),

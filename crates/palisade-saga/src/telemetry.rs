@@ -14,7 +14,9 @@ use std::time::SystemTime;
 
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::{Counter, Histogram};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState, Tracer,
+};
 use opentelemetry::{Context, KeyValue};
 use palisade_core::Listener;
 use palisade_core::telemetry::{INSTANCE, MeterSource, OUTCOME, global_tracer};
@@ -35,6 +37,44 @@ pub const SAGA_ID: &str = "palisade.saga.id";
 
 const NAME: &str = env!("CARGO_PKG_NAME");
 const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The W3C `traceparent` of the current span, if there is a valid one.
+pub(crate) fn current_traceparent() -> Option<String> {
+    let cx = Context::current();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            sc.trace_id(),
+            sc.span_id(),
+            sc.trace_flags().to_u8()
+        )
+    })
+}
+
+/// The context a `traceparent` names (a remote parent), if it parses.
+fn parent_from(traceparent: &str) -> Option<Context> {
+    let mut parts = traceparent.split('-');
+    let (Some("00"), Some(trace), Some(span), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let sc = SpanContext::new(
+        TraceId::from_hex(trace).ok()?,
+        SpanId::from_hex(span).ok()?,
+        TraceFlags::new(u8::from_str_radix(flags, 16).ok()?),
+        true,
+        TraceState::default(),
+    );
+    sc.is_valid()
+        .then(|| Context::new().with_remote_span_context(sc))
+}
 
 /// Where the spans go.
 #[derive(Debug)]
@@ -132,8 +172,19 @@ impl OtelListener {
 impl Listener<Event> for OtelListener {
     fn on_event(&self, event: &Event) {
         match event {
-            Event::Started { saga, id, resumed } => {
+            Event::Started {
+                saga,
+                id,
+                resumed,
+                traceparent,
+            } => {
                 if let Some(tracer) = &self.tracer {
+                    // A resumed run continues the trace its saga started in.
+                    let parent = traceparent
+                        .as_deref()
+                        .filter(|_| *resumed)
+                        .and_then(parent_from)
+                        .unwrap_or_else(Context::current);
                     let span = tracer
                         .span_builder(format!("saga {saga}"))
                         .with_kind(SpanKind::Internal)
@@ -142,7 +193,7 @@ impl Listener<Event> for OtelListener {
                             KeyValue::new(SAGA_ID, id.to_string()),
                             KeyValue::new("palisade.saga.resumed", *resumed),
                         ])
-                        .start_with_context(tracer, &Context::current());
+                        .start_with_context(tracer, &parent);
                     self.runs
                         .lock()
                         .insert(id.to_string(), Context::current_with_span(span));

@@ -63,7 +63,9 @@ pub(crate) struct TracingListener;
 impl Listener<Event> for TracingListener {
     fn on_event(&self, event: &Event) {
         match event {
-            Event::Started { saga, id, resumed } => tracing::info!(
+            Event::Started {
+                saga, id, resumed, ..
+            } => tracing::info!(
                 target: "palisade_saga",
                 instance = %saga, id = %id, resumed, "saga started"
             ),

@@ -1,5 +1,6 @@
 //! The same sagas on each durable backend: completed, compensated, started
 //! twice, crashed and resumed by several runners at once.
+#![cfg(any(feature = "sqlite", feature = "postgres"))]
 
 mod common;
 

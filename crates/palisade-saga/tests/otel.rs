@@ -155,3 +155,63 @@ async fn executions_step_durations_and_spans() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_resumed_saga_continues_the_trace_it_started_in() {
+    use opentelemetry::trace::{TraceContextExt, Tracer};
+    use std::time::Duration;
+
+    let spans = InMemorySpanExporter::default();
+    let tracers = SdkTracerProvider::builder()
+        .with_simple_exporter(spans.clone())
+        .build();
+    let store = std::sync::Arc::new(InMemoryEventStore::new());
+    let clock = palisade_saga::ManualClock::new();
+    let p = Participant::new();
+    let build = |owner: &str, p: &Participant| {
+        Saga::builder("order", std::sync::Arc::clone(&store))
+            .owner(owner.to_owned())
+            .clock(clock.shared())
+            .lease(Duration::from_secs(10))
+            .tracer(opentelemetry::global::BoxedTracer::new(Box::new(
+                tracers.tracer("test"),
+            )))
+            .step(step(p, 0, Kind::Compensatable { compensation: true }, 1))
+            .build()
+            .unwrap()
+    };
+    p.hang(0);
+    let request = tracers.tracer("test").start("request");
+    let request_cx = opentelemetry::Context::current_with_span(request);
+    let (trace_id, span_id) = {
+        let sc = request_cx.span().span_context().clone();
+        (sc.trace_id(), sc.span_id())
+    };
+    {
+        let _in_request = request_cx.clone().attach();
+        let first = build("a", &p);
+        assert!(
+            common::crash_after(100, first.start("x", vec![]))
+                .await
+                .is_none()
+        );
+    }
+    request_cx.span().end();
+    clock.advance(Duration::from_secs(10));
+    let healthy = Participant::new();
+    let resumed = build("b", &healthy).recover().await.unwrap();
+    assert_eq!(resumed.len(), 1);
+    let finished = spans.get_finished_spans().unwrap();
+    let resumed_run = |s: &&opentelemetry_sdk::trace::SpanData| {
+        s.name == "saga order"
+            && s.attributes.iter().any(|kv| {
+                kv.key.as_str() == "palisade.saga.resumed" && kv.value.to_string() == "true"
+            })
+    };
+    let saga_span = finished
+        .iter()
+        .find(resumed_run)
+        .expect("the resumed run's span");
+    assert_eq!(saga_span.span_context.trace_id(), trace_id);
+    assert_eq!(saga_span.parent_span_id, span_id);
+}
