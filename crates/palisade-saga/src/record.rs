@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 ///
 /// Written before the work it announces runs: `StepStarted` before the
 /// action is called, `CompensationStarted` before the compensation, so after
-/// a crash the log says what may have run.
+/// a crash the log says what may have run. A step's `StepCompleted` is
+/// written in one append with the record that follows it (the next step's
+/// `StepStarted`, a claim, the end), so a crash in between runs the step
+/// again on recovery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 #[non_exhaustive]
