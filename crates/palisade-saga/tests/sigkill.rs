@@ -2,8 +2,9 @@
 //! killed with SIGKILL at 50 random moments and started again; then one runs
 //! to the end. Every saga ends completed or fully compensated, and with a
 //! participant that deduplicates by the idempotency key (in a file that
-//! outlives the processes) every effect happened exactly once.
-#![cfg(all(feature = "sqlite", unix))]
+//! outlives the processes) every effect happened exactly once. On SQLite,
+//! and on PostgreSQL when it can be reached.
+#![cfg(all(feature = "sqlite", feature = "postgres", unix))]
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -12,10 +13,31 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_saga::{Outcome, Saga, SqliteEventStore, Step, StepContext};
+use palisade_saga::{
+    EventStore, Outcome, PostgresEventStore, Saga, SqliteEventStore, Step, StepContext,
+};
 
 const SAGAS: usize = 300;
 const CHILD_ENV: &str = "PALISADE_SAGA_CHILD_DIR";
+/// `{url} {schema}` when the child's store is PostgreSQL.
+const CHILD_PG_ENV: &str = "PALISADE_SAGA_CHILD_PG";
+
+async fn open(dir: &Path, pg: Option<&str>) -> Arc<dyn EventStore> {
+    match pg {
+        Some(pg) => {
+            let (url, schema) = pg.split_once(' ').unwrap();
+            Arc::new(
+                PostgresEventStore::builder(url)
+                    .schema(schema)
+                    .pool_size(2)
+                    .connect()
+                    .await
+                    .unwrap(),
+            )
+        }
+        None => Arc::new(SqliteEventStore::open(dir.join("sagas.db")).await.unwrap()),
+    }
+}
 
 type E = std::io::Error;
 
@@ -38,7 +60,7 @@ fn apply(dir: &Path, ctx: &StepContext) -> std::io::Result<()> {
     Ok(())
 }
 
-fn saga(dir: &Path, store: Arc<SqliteEventStore>) -> Saga<u32> {
+fn saga(dir: &Path, store: Arc<dyn EventStore>) -> Saga<u32> {
     let step = |name: &'static str, fails: bool| {
         let (a, c) = (dir.to_owned(), dir.to_owned());
         Step::new(name, move |n: u32, ctx: StepContext| {
@@ -92,9 +114,9 @@ fn child_process() {
         .enable_all()
         .build()
         .unwrap();
+    let pg = std::env::var(CHILD_PG_ENV).ok();
     rt.block_on(async {
-        let store = Arc::new(SqliteEventStore::open(dir.join("sagas.db")).await.unwrap());
-        let saga = saga(&dir, store);
+        let saga = saga(&dir, open(&dir, pg.as_deref()).await);
         loop {
             for r in saga.recover().await.unwrap() {
                 r.result.unwrap();
@@ -116,10 +138,46 @@ fn child_process() {
 }
 
 #[test]
-fn sagas_survive_sigkill_at_50_random_moments() {
+fn sagas_on_sqlite_survive_sigkill_at_50_random_moments() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
+    kill_50_times(None);
+}
+
+#[test]
+fn sagas_on_postgres_survive_sigkill_at_50_random_moments() {
+    if std::env::var(CHILD_ENV).is_ok() {
+        return;
+    }
+    let Some(url) = palisade_test_support::postgres_url(palisade_test_support::test_name!()) else {
+        return;
+    };
+    let schema = palisade_test_support::unique_name("palisade_saga_kill");
+    let _drop = palisade_test_support::Cleanup::new(format!("drop schema {schema}"), {
+        let (url, schema) = (url.clone(), schema.clone());
+        move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let (client, connection) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!(
+                        "SET client_min_messages = warning; DROP SCHEMA IF EXISTS {schema} CASCADE"
+                    ))
+                    .await
+            })
+            .map_err(|e| e.to_string())
+        }
+    });
+    kill_50_times(Some(format!("{url} {schema}")));
+}
+
+fn kill_50_times(pg: Option<String>) {
     let dir = std::env::temp_dir().join(palisade_test_support::unique_name("palisade_saga_kill"));
     std::fs::create_dir_all(&dir).unwrap();
     let _cleanup = palisade_test_support::Cleanup::new(format!("remove {}", dir.display()), {
@@ -130,6 +188,7 @@ fn sagas_survive_sigkill_at_50_random_moments() {
         Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "child_process", "--test-threads", "1", "--quiet"])
             .env(CHILD_ENV, &dir)
+            .envs(pg.iter().map(|pg| (CHILD_PG_ENV, pg.as_str())))
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap()
@@ -174,8 +233,7 @@ fn sagas_survive_sigkill_at_50_random_moments() {
     );
     let mut expected = BTreeSet::new();
     rt.block_on(async {
-        let store = Arc::new(SqliteEventStore::open(dir.join("sagas.db")).await.unwrap());
-        let saga = saga(&dir, store);
+        let saga = saga(&dir, open(&dir, pg.as_deref()).await);
         assert!(saga.unfinished().await.unwrap().is_empty());
         for i in 0..SAGAS {
             let id = format!("o{i}");
