@@ -174,10 +174,10 @@ fn sagas_on_postgres_survive_sigkill_at_50_random_moments() {
             .map_err(|e| e.to_string())
         }
     });
-    kill_50_times(Some(format!("{url} {schema}")));
+    kill_50_times(Some(&format!("{url} {schema}")));
 }
 
-fn kill_50_times(pg: Option<String>) {
+fn kill_50_times(pg: Option<&str>) {
     let dir = std::env::temp_dir().join(palisade_test_support::unique_name("palisade_saga_kill"));
     std::fs::create_dir_all(&dir).unwrap();
     let _cleanup = palisade_test_support::Cleanup::new(format!("remove {}", dir.display()), {
@@ -188,7 +188,7 @@ fn kill_50_times(pg: Option<String>) {
         Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "child_process", "--test-threads", "1", "--quiet"])
             .env(CHILD_ENV, &dir)
-            .envs(pg.iter().map(|pg| (CHILD_PG_ENV, pg.as_str())))
+            .envs(pg.map(|pg| (CHILD_PG_ENV, pg)))
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap()
@@ -233,7 +233,7 @@ fn kill_50_times(pg: Option<String>) {
     );
     let mut expected = BTreeSet::new();
     rt.block_on(async {
-        let saga = saga(&dir, open(&dir, pg.as_deref()).await);
+        let saga = saga(&dir, open(&dir, pg).await);
         assert!(saga.unfinished().await.unwrap().is_empty());
         for i in 0..SAGAS {
             let id = format!("o{i}");
