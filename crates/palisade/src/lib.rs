@@ -16,6 +16,7 @@
 //! | `redis` | the cache's remote tier over Redis, with pub/sub invalidation; the rate limiter's limit shared through Redis | no |
 //! | `redis-tls` | TLS to Redis (`rediss://`) with rustls | no |
 //! | `event-store` | `event_store`: streams with optimistic concurrency, a subscriber-safe global order, subscriptions, snapshots, upcasting; in memory | no |
+//! | `saga` | `saga`: orchestrated sagas with LIFO compensation, their log in the event store, crash recovery by claims, step retries, durable timeouts, idempotency keys, parallel steps (turns on `event-store` and `retry`) | no |
 //! | `sqlite` | the event store on one SQLite file (WAL) | no |
 //! | `postgres` | the event store on PostgreSQL (pooled, LISTEN/NOTIFY) | no |
 //! | `postgres-tls` | TLS to PostgreSQL with rustls | no |
@@ -54,7 +55,7 @@
 //! `CircuitBreakerLayer` (feature `tower`).
 //!
 //! The guides live in the repository's `docs/` folder: one per pattern
-//! (`circuit-breaker.md`, `retry.md`, `bulkhead.md`, `rate-limit.md`, `cache.md`, `event-store.md`), plus `telemetry.md`,
+//! (`circuit-breaker.md`, `retry.md`, `bulkhead.md`, `rate-limit.md`, `cache.md`, `event-store.md`, `saga.md`), plus `telemetry.md`,
 //! `benchmarks.md` and the decisions in `adr/`. Their code blocks, and the
 //! README's, are doctests of this crate.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -93,6 +94,11 @@ pub use palisade_cache as cache;
 #[doc(inline)]
 pub use palisade_event_store as event_store;
 
+#[cfg(feature = "saga")]
+#[cfg_attr(docsrs, doc(cfg(feature = "saga")))]
+#[doc(inline)]
+pub use palisade_saga as saga;
+
 /// The README and the guides in `docs/`, included so that their code blocks
 /// are compiled and run as doctests of the facade. Each is gated on the
 /// features its code needs.
@@ -125,6 +131,10 @@ mod guides {
     #[cfg(all(feature = "event-store", feature = "sqlite", feature = "postgres"))]
     #[doc = include_str!("../../../docs/event-store.md")]
     struct EventStoreGuide;
+
+    #[cfg(all(feature = "saga", feature = "sqlite"))]
+    #[doc = include_str!("../../../docs/saga.md")]
+    struct SagaGuide;
 
     #[cfg(feature = "event-store")]
     #[doc = include_str!("../../../docs/telemetry.md")]
