@@ -136,7 +136,7 @@ mod guides {
     #[doc = include_str!("../../../docs/saga.md")]
     struct SagaGuide;
 
-    #[cfg(feature = "event-store")]
+    #[cfg(all(feature = "event-store", feature = "otel"))]
     #[doc = include_str!("../../../docs/telemetry.md")]
     struct TelemetryGuide;
 
