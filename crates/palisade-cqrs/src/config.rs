@@ -186,7 +186,10 @@ impl<A: Aggregate> CommandHandlerBuilder<A> {
             return Err(ConfigError::new("name", "must not be empty"));
         }
         if self.max_attempts == 0 {
-            return Err(ConfigError::new("max_attempts", "must be at least 1, got 0"));
+            return Err(ConfigError::new(
+                "max_attempts",
+                "must be at least 1, got 0",
+            ));
         }
         self.backoff.validate("conflict_backoff")?;
         if matches!(self.snapshots, SnapshotPolicy::EveryEvents(0)) {

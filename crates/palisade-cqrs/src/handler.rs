@@ -19,8 +19,12 @@
 //! (UUIDv5 of `<stream>/<index>` in the command id's namespace). When the
 //! load finds the first of them among the events read, the command was
 //! applied before and nothing is handled or appended. When the earlier events
-//! are hidden by a snapshot, the append of the same ids fails in the store
-//! as a duplicate, and the handler finds them in the stream.
+//! are hidden by a snapshot, either the aggregate decides the same events
+//! again and the store refuses their ids as duplicates, or it refuses the
+//! command or decides nothing; in each case the handler then reads the
+//! stream up to the snapshot for the first id, and a find is a resubmission.
+//! The id names the command: a resubmission is not handled again, whatever
+//! it carries.
 
 use std::sync::Arc;
 
@@ -234,7 +238,10 @@ impl<A: Aggregate> CommandHandler<A> {
                 attempts = tracing::field::Empty,
                 conflicts = tracing::field::Empty,
             );
-            let result = self.run(id, command, context).instrument(span.clone()).await;
+            let result = self
+                .run(id, command, context)
+                .instrument(span.clone())
+                .await;
             let (outcome, attempts, conflicts) = self.summary(&result);
             span.record("outcome", outcome.as_str());
             span.record("attempts", attempts);
@@ -256,9 +263,17 @@ impl<A: Aggregate> CommandHandler<A> {
         }
     }
 
-    async fn run(&self, id: &str, command: &A::Command, context: &CommandContext) -> CommandResult<A> {
+    async fn run(
+        &self,
+        id: &str,
+        command: &A::Command,
+        context: &CommandContext,
+    ) -> CommandResult<A> {
         let inner = &*self.inner;
-        let stream = inner.repository.stream(id).map_err(CommandError::InvalidId)?;
+        let stream = inner
+            .repository
+            .stream(id)
+            .map_err(CommandError::InvalidId)?;
         let metadata = context.event_metadata();
         let watch = context.command_id.map(|c| event_id(c, &stream, 0));
         let mut conflicts = 0;
@@ -291,7 +306,32 @@ impl<A: Aggregate> CommandHandler<A> {
                     duplicate: true,
                 });
             }
-            let events = match loaded.state.handle(command, &inner.services).await {
+            let decided = loaded.state.handle(command, &inner.services).await;
+            // A refusal or a no-op may be a resubmission whose events a
+            // snapshot hides: look behind the snapshot before saying so.
+            if let (Some(through), true) = (
+                loaded.snapshot,
+                watch.is_some() && decided.as_ref().map_or(true, Vec::is_empty),
+            ) {
+                match find(&**inner.repository.store(), &stream, watch, Some(through)).await {
+                    Ok(Some((version, position))) => {
+                        report(CommandOutcome::Accepted, attempt, conflicts, 0, true);
+                        return Ok(Committed {
+                            version,
+                            position: Some(position),
+                            events: 0,
+                            attempts: attempt,
+                            duplicate: true,
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        report(CommandOutcome::Failed, attempt, conflicts, 0, false);
+                        return Err(CommandError::Store(e));
+                    }
+                }
+            }
+            let events = match decided {
                 Ok(events) => events,
                 Err(e) => {
                     report(CommandOutcome::Rejected, attempt, conflicts, 0, false);
@@ -320,10 +360,19 @@ impl<A: Aggregate> CommandHandler<A> {
             };
             let count = new.len();
             let store = inner.repository.store();
-            match store.append(&stream, expected_version(loaded.version), new).await {
+            match store
+                .append(&stream, expected_version(loaded.version), new)
+                .await
+            {
                 Ok(appended) => {
                     let written = if appended.written { count } else { 0 };
-                    report(CommandOutcome::Accepted, attempt, conflicts, written, !appended.written);
+                    report(
+                        CommandOutcome::Accepted,
+                        attempt,
+                        conflicts,
+                        written,
+                        !appended.written,
+                    );
                     if appended.written && inner.snapshots.wants(loaded.version, appended.version) {
                         let mut state = loaded.state;
                         for e in events {
@@ -347,7 +396,7 @@ impl<A: Aggregate> CommandHandler<A> {
                 }
                 Err(StoreError::DuplicateEventId { .. }) if watch.is_some() => {
                     // Applied before, behind the snapshot the load started from.
-                    let found = find(&**store, &stream, watch).await;
+                    let found = find(&**store, &stream, watch, None).await;
                     return match found {
                         Ok(Some((version, position))) => {
                             report(CommandOutcome::Accepted, attempt, conflicts, 0, true);
@@ -377,7 +426,13 @@ impl<A: Aggregate> CommandHandler<A> {
                 }
             }
         }
-        report(CommandOutcome::Conflict, inner.max_attempts, conflicts, 0, false);
+        report(
+            CommandOutcome::Conflict,
+            inner.max_attempts,
+            conflicts,
+            0,
+            false,
+        );
         Err(CommandError::Conflict {
             stream,
             attempts: inner.max_attempts,
@@ -386,7 +441,11 @@ impl<A: Aggregate> CommandHandler<A> {
 
     async fn snapshot(&self, stream: StreamName, state: &A, version: u64) {
         let inner = &*self.inner;
-        match inner.repository.snapshot_stream(stream.clone(), state, version).await {
+        match inner
+            .repository
+            .snapshot_stream(stream.clone(), state, version)
+            .await
+        {
             Ok(()) => inner
                 .listeners
                 .emit_with(|| Event::SnapshotSaved { stream, version }),
@@ -398,13 +457,19 @@ impl<A: Aggregate> CommandHandler<A> {
     }
 }
 
-/// The version and position of the event with id `watch` in `stream`, read from its start.
+/// The version and position of the event with id `watch` in `stream`, read
+/// from its start (up to version `through`, if given).
 async fn find(
     store: &dyn EventStore,
     stream: &StreamName,
     watch: Option<Uuid>,
+    through: Option<u64>,
 ) -> Result<Option<(u64, Position)>, StoreError> {
-    let mut events = store.read_stream(stream, ReadStream::forward()).await?;
+    let read = match through {
+        Some(n) => ReadStream::forward().limit(n),
+        None => ReadStream::forward(),
+    };
+    let mut events = store.read_stream(stream, read).await?;
     while let Some(e) = events.try_next().await? {
         if Some(e.id) == watch {
             return Ok(Some((e.version, e.position)));

@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use palisade_event_store::{
-    AppendResult, Error, EventStore, ExpectedVersion, JsonCodec, Codec, Metadata, NewEvent,
+    AppendResult, Codec, Error, EventStore, ExpectedVersion, JsonCodec, Metadata, NewEvent,
     Position, ReadStream, Snapshot, StreamName, TryStreamExt, Upcasters,
 };
 use uuid::Uuid;
@@ -155,7 +155,9 @@ impl<A: Aggregate> Repository<A> {
     ) -> Result<AppendResult, Error> {
         let stream = self.stream(id)?;
         let new = encode(events, metadata, |_| Uuid::now_v7())?;
-        self.store.append(&stream, expected_version(expected), new).await
+        self.store
+            .append(&stream, expected_version(expected), new)
+            .await
     }
 
     /// Saves `loaded` as the latest snapshot of aggregate `id`.
@@ -164,7 +166,8 @@ impl<A: Aggregate> Repository<A> {
     /// A codec or store error.
     pub async fn save_snapshot(&self, id: &str, loaded: &Loaded<A>) -> Result<(), Error> {
         let stream = self.stream(id)?;
-        self.snapshot_stream(stream, &loaded.state, loaded.version).await
+        self.snapshot_stream(stream, &loaded.state, loaded.version)
+            .await
     }
 
     pub(crate) async fn snapshot_stream(

@@ -32,18 +32,36 @@ impl palisade_core::Listener<Event> for TracingListener {
             Event::SnapshotFailed { stream, error } => tracing::warn!(
                 target: "palisade_cqrs", stream = stream.as_str(), error = error.as_str(), "snapshot failed"
             ),
-            Event::ProjectionHandled { projection, position, lag } => tracing::trace!(
+            Event::ProjectionHandled {
+                projection,
+                position,
+                lag,
+            } => tracing::trace!(
                 target: "palisade_cqrs", projection = &**projection, position = %position, lag, "projection handled"
             ),
-            Event::ProjectionFailed { projection, position, attempt, error, retry_in } => tracing::warn!(
+            Event::ProjectionFailed {
+                projection,
+                position,
+                attempt,
+                error,
+                retry_in,
+            } => tracing::warn!(
                 target: "palisade_cqrs", projection = &**projection, position = %position, attempt,
                 error = error.as_str(), retry_in = ?retry_in, "projection failed"
             ),
-            Event::DeadLettered { projection, position, error } => tracing::error!(
+            Event::DeadLettered {
+                projection,
+                position,
+                error,
+            } => tracing::error!(
                 target: "palisade_cqrs", projection = &**projection, position = %position,
                 error = error.as_str(), "event moved to the dead letters"
             ),
-            Event::ProjectionStopped { projection, position, error } => tracing::error!(
+            Event::ProjectionStopped {
+                projection,
+                position,
+                error,
+            } => tracing::error!(
                 target: "palisade_cqrs", projection = &**projection, position = %position,
                 error = error.as_str(), "projection stopped"
             ),

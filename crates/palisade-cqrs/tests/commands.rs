@@ -40,14 +40,23 @@ async fn sixteen_writers_on_one_account_never_see_a_conflict() {
         // (the most seen is about 7); the default is 16.
         .max_attempts(50)
         .listener(move |e: &Event| {
-            if let Event::CommandExecuted { outcome, conflicts, attempts, .. } = e {
+            if let Event::CommandExecuted {
+                outcome,
+                conflicts,
+                attempts,
+                ..
+            } = e
+            {
                 seen.lock().unwrap().push((*outcome, *conflicts, *attempts));
             }
         })
         .build()
         .unwrap();
     accounts.execute("a1", &Command::Open).await.unwrap();
-    accounts.execute("a1", &Command::Deposit(1_000)).await.unwrap();
+    accounts
+        .execute("a1", &Command::Deposit(1_000))
+        .await
+        .unwrap();
 
     // 1,600 withdrawals of 1 or 2 (alternating by task) on a balance of 1,000.
     let tasks: Vec<_> = (0..16u64)
@@ -86,46 +95,90 @@ async fn sixteen_writers_on_one_account_never_see_a_conflict() {
     // No overdraft, and the money ran out: what is left is smaller than a withdrawal of 2.
     assert!(account.state.balance <= 1, "left {}", account.state.balance);
     assert_eq!(account.version, 2 + accepted);
-    assert_eq!(versions(&store, "account-a1").await, (1..=2 + accepted).collect::<Vec<_>>());
+    assert_eq!(
+        versions(&store, "account-a1").await,
+        (1..=2 + accepted).collect::<Vec<_>>()
+    );
     let outcomes = outcomes.lock().unwrap();
     assert_eq!(outcomes.len(), 1_602);
     assert_eq!(
-        outcomes.iter().filter(|(o, ..)| *o == CommandOutcome::Accepted).count() as u64,
+        outcomes
+            .iter()
+            .filter(|(o, ..)| *o == CommandOutcome::Accepted)
+            .count() as u64,
         2 + accepted
     );
-    assert_eq!(outcomes.iter().filter(|(o, ..)| *o == CommandOutcome::Conflict).count(), 0);
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|(o, ..)| *o == CommandOutcome::Conflict)
+            .count(),
+        0
+    );
     let conflicts: u32 = outcomes.iter().map(|(_, c, _)| c).sum();
     let most = outcomes.iter().map(|(.., a)| *a).max().unwrap();
-    println!("accepted {accepted}, refused {refused}, conflicts retried {conflicts}, most attempts {most}");
-    assert!(conflicts > 0, "sixteen writers on one stream conflict at least once");
+    println!(
+        "accepted {accepted}, refused {refused}, conflicts retried {conflicts}, most attempts {most}"
+    );
+    assert!(
+        conflicts > 0,
+        "sixteen writers on one stream conflict at least once"
+    );
 }
 
 #[tokio::test]
 async fn a_resubmitted_command_appends_nothing_and_a_new_id_appends_again() {
     let store = memory();
-    let accounts = CommandHandler::<Account>::builder(Arc::clone(&store), ()).build().unwrap();
+    let accounts = CommandHandler::<Account>::builder(Arc::clone(&store), ())
+        .build()
+        .unwrap();
     accounts.execute("a1", &Command::Open).await.unwrap();
     let id = Uuid::new_v4();
     let ctx = CommandContext::new().command_id(id);
-    let first = accounts.execute_with("a1", &Command::Deposit(5), &ctx).await.unwrap();
-    assert_eq!((first.version, first.events, first.duplicate), (2, 1, false));
-    let again = accounts.execute_with("a1", &Command::Deposit(5), &ctx).await.unwrap();
+    let first = accounts
+        .execute_with("a1", &Command::Deposit(5), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.version, first.events, first.duplicate),
+        (2, 1, false)
+    );
+    let again = accounts
+        .execute_with("a1", &Command::Deposit(5), &ctx)
+        .await
+        .unwrap();
     assert_eq!((again.version, again.events, again.duplicate), (2, 0, true));
     assert_eq!(again.position, first.position);
     assert_eq!(versions(&store, "account-a1").await, [1, 2]);
 
     let other = accounts
-        .execute_with("a1", &Command::Deposit(5), &CommandContext::new().command_id(Uuid::new_v4()))
+        .execute_with(
+            "a1",
+            &Command::Deposit(5),
+            &CommandContext::new().command_id(Uuid::new_v4()),
+        )
         .await
         .unwrap();
-    assert_eq!((other.version, other.events, other.duplicate), (3, 1, false));
+    assert_eq!(
+        (other.version, other.events, other.duplicate),
+        (3, 1, false)
+    );
     assert_eq!(accounts.load("a1").await.unwrap().state.balance, 10);
 
     // The events carry ids derived from the command id, and its causation.
     let stream = StreamName::new("account-a1").unwrap();
-    let events: Vec<_> = store.read_stream(&stream, ReadStream::forward()).await.unwrap().try_collect().await.unwrap();
+    let events: Vec<_> = store
+        .read_stream(&stream, ReadStream::forward())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(events[1].id, event_id(id, &stream, 0));
-    assert_eq!(events[1].metadata.causation_id.as_deref(), Some(id.to_string().as_str()));
+    assert_eq!(
+        events[1].metadata.causation_id.as_deref(),
+        Some(id.to_string().as_str())
+    );
 }
 
 #[tokio::test]
@@ -137,11 +190,17 @@ async fn a_resubmission_hidden_by_a_snapshot_is_still_found() {
         .unwrap();
     accounts.execute("a1", &Command::Open).await.unwrap();
     let ctx = CommandContext::new().command_id(Uuid::new_v4());
-    accounts.execute_with("a1", &Command::Deposit(7), &ctx).await.unwrap();
+    accounts
+        .execute_with("a1", &Command::Deposit(7), &ctx)
+        .await
+        .unwrap();
     accounts.execute("a1", &Command::Deposit(1)).await.unwrap();
     // The snapshot is at version 3: the deposit of 7 (version 2) is behind it.
     assert_eq!(accounts.load("a1").await.unwrap().snapshot, Some(3));
-    let again = accounts.execute_with("a1", &Command::Deposit(7), &ctx).await.unwrap();
+    let again = accounts
+        .execute_with("a1", &Command::Deposit(7), &ctx)
+        .await
+        .unwrap();
     assert_eq!((again.version, again.events, again.duplicate), (2, 0, true));
     assert_eq!(versions(&store, "account-a1").await, [1, 2, 3]);
 }
@@ -149,13 +208,20 @@ async fn a_resubmission_hidden_by_a_snapshot_is_still_found() {
 #[tokio::test]
 async fn concurrent_resubmissions_append_once() {
     let store = memory();
-    let accounts = CommandHandler::<Account>::builder(Arc::clone(&store), ()).build().unwrap();
+    let accounts = CommandHandler::<Account>::builder(Arc::clone(&store), ())
+        .build()
+        .unwrap();
     accounts.execute("a1", &Command::Open).await.unwrap();
     let ctx = CommandContext::new().command_id(Uuid::new_v4());
     let tasks: Vec<_> = (0..8)
         .map(|_| {
             let (accounts, ctx) = (accounts.clone(), ctx.clone());
-            tokio::spawn(async move { accounts.execute_with("a1", &Command::Deposit(3), &ctx).await.unwrap() })
+            tokio::spawn(async move {
+                accounts
+                    .execute_with("a1", &Command::Deposit(3), &ctx)
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut written = 0;
@@ -169,14 +235,25 @@ async fn concurrent_resubmissions_append_once() {
 #[tokio::test]
 async fn metadata_reaches_every_event() {
     let store = memory();
-    let accounts = CommandHandler::<Account>::builder(Arc::clone(&store), ()).build().unwrap();
+    let accounts = CommandHandler::<Account>::builder(Arc::clone(&store), ())
+        .build()
+        .unwrap();
     let ctx = CommandContext::new()
         .correlation_id("req-1")
         .causation_id("msg-9")
         .field("user", "alice");
-    accounts.execute_with("a1", &Command::Open, &ctx).await.unwrap();
+    accounts
+        .execute_with("a1", &Command::Open, &ctx)
+        .await
+        .unwrap();
     let stream = StreamName::new("account-a1").unwrap();
-    let events: Vec<_> = store.read_stream(&stream, ReadStream::forward()).await.unwrap().try_collect().await.unwrap();
+    let events: Vec<_> = store
+        .read_stream(&stream, ReadStream::forward())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     let m = &events[0].metadata;
     assert_eq!(m.correlation_id.as_deref(), Some("req-1"));
     assert_eq!(m.causation_id.as_deref(), Some("msg-9"));
@@ -187,8 +264,13 @@ async fn metadata_reaches_every_event() {
 #[tokio::test(start_paused = true)]
 async fn refusals_and_lasting_conflicts_are_reported_as_such() {
     let store = memory();
-    let accounts = CommandHandler::<Account>::builder(Arc::clone(&store), ()).build().unwrap();
-    let err = accounts.execute("a1", &Command::Deposit(1)).await.unwrap_err();
+    let accounts = CommandHandler::<Account>::builder(Arc::clone(&store), ())
+        .build()
+        .unwrap();
+    let err = accounts
+        .execute("a1", &Command::Deposit(1))
+        .await
+        .unwrap_err();
     assert_eq!(err.refused(), Some(&AccountError::NotOpen));
     assert!(versions(&store, "account-a1").await.is_empty());
 
@@ -196,11 +278,16 @@ async fn refusals_and_lasting_conflicts_are_reported_as_such() {
     let moving = Arc::new(Moving(InMemoryEventStore::new()));
     let accounts = CommandHandler::<Account>::builder(moving, ())
         .max_attempts(3)
-        .conflict_backoff(palisade_cqrs::Backoff::fixed(std::time::Duration::from_millis(5)))
+        .conflict_backoff(palisade_cqrs::Backoff::fixed(
+            std::time::Duration::from_millis(5),
+        ))
         .build()
         .unwrap();
     let err = accounts.execute("a1", &Command::Open).await.unwrap_err();
-    assert!(matches!(err, CommandError::Conflict { attempts: 3, .. }), "{err}");
+    assert!(
+        matches!(err, CommandError::Conflict { attempts: 3, .. }),
+        "{err}"
+    );
 }
 
 /// A store where someone else appends just before every append.
@@ -215,26 +302,50 @@ impl EventStore for Moving {
         events: Vec<NewEvent>,
     ) -> palisade_event_store::Result<palisade_event_store::AppendResult> {
         self.0
-            .append(stream, ExpectedVersion::Any, vec![NewEvent::json("Deposited", &AccountEvent::Deposited(0))?])
+            .append(
+                stream,
+                ExpectedVersion::Any,
+                vec![NewEvent::json("Deposited", &AccountEvent::Deposited(0))?],
+            )
             .await?;
         self.0.append(stream, expected, events).await
     }
-    async fn read_stream(&self, s: &StreamName, o: ReadStream) -> palisade_event_store::Result<palisade_event_store::EventStream> {
+    async fn read_stream(
+        &self,
+        s: &StreamName,
+        o: ReadStream,
+    ) -> palisade_event_store::Result<palisade_event_store::EventStream> {
         self.0.read_stream(s, o).await
     }
-    async fn read_all(&self, o: palisade_event_store::ReadAll) -> palisade_event_store::Result<palisade_event_store::EventStream> {
+    async fn read_all(
+        &self,
+        o: palisade_event_store::ReadAll,
+    ) -> palisade_event_store::Result<palisade_event_store::EventStream> {
         self.0.read_all(o).await
     }
-    async fn stream_state(&self, s: &StreamName) -> palisade_event_store::Result<palisade_event_store::StreamState> {
+    async fn stream_state(
+        &self,
+        s: &StreamName,
+    ) -> palisade_event_store::Result<palisade_event_store::StreamState> {
         self.0.stream_state(s).await
     }
-    async fn delete_stream(&self, s: &StreamName, e: ExpectedVersion) -> palisade_event_store::Result<()> {
+    async fn delete_stream(
+        &self,
+        s: &StreamName,
+        e: ExpectedVersion,
+    ) -> palisade_event_store::Result<()> {
         self.0.delete_stream(s, e).await
     }
-    async fn save_snapshot(&self, s: palisade_event_store::Snapshot) -> palisade_event_store::Result<()> {
+    async fn save_snapshot(
+        &self,
+        s: palisade_event_store::Snapshot,
+    ) -> palisade_event_store::Result<()> {
         self.0.save_snapshot(s).await
     }
-    async fn load_snapshot(&self, s: &StreamName) -> palisade_event_store::Result<Option<palisade_event_store::Snapshot>> {
+    async fn load_snapshot(
+        &self,
+        s: &StreamName,
+    ) -> palisade_event_store::Result<Option<palisade_event_store::Snapshot>> {
         self.0.load_snapshot(s).await
     }
     fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -268,7 +379,10 @@ async fn snapshots_every_n_events_and_loads_start_from_them() {
     }
     assert_eq!(*saved.lock().unwrap(), [3, 6]);
     let loaded = accounts.load("a1").await.unwrap();
-    assert_eq!((loaded.version, loaded.snapshot, loaded.replayed), (7, Some(6), 1));
+    assert_eq!(
+        (loaded.version, loaded.snapshot, loaded.replayed),
+        (7, Some(6), 1)
+    );
     assert_eq!(loaded.state.balance, 12);
 
     // A user function: snapshot after every withdrawal-sized step past version 7.
@@ -279,7 +393,15 @@ async fn snapshots_every_n_events_and_loads_start_from_them() {
     custom.execute("a1", &Command::Withdraw(1)).await.unwrap();
     custom.execute("a1", &Command::Withdraw(1)).await.unwrap();
     let loaded = custom.load("a1").await.unwrap();
-    assert_eq!((loaded.version, loaded.snapshot, loaded.replayed, loaded.state.balance), (9, Some(8), 1, 10));
+    assert_eq!(
+        (
+            loaded.version,
+            loaded.snapshot,
+            loaded.replayed,
+            loaded.state.balance
+        ),
+        (9, Some(8), 1, 10)
+    );
 }
 
 #[tokio::test]
@@ -288,28 +410,46 @@ async fn upcasters_apply_before_decoding() {
     let stream = StreamName::new("account-a1").unwrap();
     // Version 1 of Deposited stored cents as a string.
     store
-        .append(&stream, ExpectedVersion::NoStream, vec![
-            NewEvent::json("Opened", &AccountEvent::Opened).unwrap(),
-            NewEvent::json("Deposited", &serde_json::json!({"Deposited": "250"})).unwrap(),
-        ])
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![
+                NewEvent::json("Opened", &AccountEvent::Opened).unwrap(),
+                NewEvent::json("Deposited", &serde_json::json!({"Deposited": "250"})).unwrap(),
+            ],
+        )
         .await
         .unwrap();
     let upcasters = Upcasters::new()
         .register("Deposited", 1, |mut e| {
-            let v: serde_json::Value = serde_json::from_slice(&e.payload).map_err(|e| e.to_string())?;
-            let n: u64 = v["Deposited"].as_str().ok_or("not a string")?.parse().map_err(|_| "bad")?;
-            e.payload = serde_json::to_vec(&AccountEvent::Deposited(n)).map_err(|e| e.to_string())?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&e.payload).map_err(|e| e.to_string())?;
+            let n: u64 = v["Deposited"]
+                .as_str()
+                .ok_or("not a string")?
+                .parse()
+                .map_err(|_| "bad")?;
+            e.payload =
+                serde_json::to_vec(&AccountEvent::Deposited(n)).map_err(|e| e.to_string())?;
             Ok(e)
         })
         .unwrap();
-    let plain = CommandHandler::<Account>::builder(Arc::clone(&store), ()).build().unwrap();
-    assert!(plain.load("a1").await.is_err(), "the old payload does not decode");
+    let plain = CommandHandler::<Account>::builder(Arc::clone(&store), ())
+        .build()
+        .unwrap();
+    assert!(
+        plain.load("a1").await.is_err(),
+        "the old payload does not decode"
+    );
     let accounts = CommandHandler::<Account>::builder(Arc::clone(&store), ())
         .upcasters(upcasters)
         .build()
         .unwrap();
     assert_eq!(accounts.load("a1").await.unwrap().state.balance, 250);
-    accounts.execute("a1", &Command::Withdraw(50)).await.unwrap();
+    accounts
+        .execute("a1", &Command::Withdraw(50))
+        .await
+        .unwrap();
     assert_eq!(accounts.load("a1").await.unwrap().state.balance, 200);
 }
 
@@ -317,20 +457,36 @@ async fn upcasters_apply_before_decoding() {
 fn bad_settings_name_their_method() {
     let b = || CommandHandler::<Account>::builder(memory(), ());
     assert_eq!(b().name("").build().unwrap_err().field(), "name");
-    assert_eq!(b().max_attempts(0).build().unwrap_err().field(), "max_attempts");
     assert_eq!(
-        b().conflict_backoff(palisade_cqrs::Backoff::exponential(std::time::Duration::from_millis(1)).factor(0.5))
+        b().max_attempts(0).build().unwrap_err().field(),
+        "max_attempts"
+    );
+    assert_eq!(
+        b().conflict_backoff(
+            palisade_cqrs::Backoff::exponential(std::time::Duration::from_millis(1)).factor(0.5)
+        )
+        .build()
+        .unwrap_err()
+        .field(),
+        "conflict_backoff"
+    );
+    assert_eq!(
+        b().snapshot_policy(SnapshotPolicy::EveryEvents(0))
             .build()
             .unwrap_err()
             .field(),
-        "conflict_backoff"
+        "snapshot_policy"
     );
-    assert_eq!(b().snapshot_policy(SnapshotPolicy::EveryEvents(0)).build().unwrap_err().field(), "snapshot_policy");
 }
 
 #[tokio::test]
 async fn an_invalid_id_is_an_error_not_a_panic() {
-    let accounts = CommandHandler::<Account>::builder(memory(), ()).build().unwrap();
-    let err = accounts.execute("has space", &Command::Open).await.unwrap_err();
+    let accounts = CommandHandler::<Account>::builder(memory(), ())
+        .build()
+        .unwrap();
+    let err = accounts
+        .execute("has space", &Command::Open)
+        .await
+        .unwrap_err();
     assert!(matches!(err, CommandError::InvalidId(_)), "{err}");
 }
