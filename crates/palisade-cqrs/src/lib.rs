@@ -11,7 +11,10 @@ mod config;
 mod error;
 mod event;
 mod handler;
+mod projection;
 mod repository;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod telemetry;
@@ -28,7 +31,18 @@ pub use palisade_core::{
     Sleeper, SystemClock, TokioClock, TokioSleeper,
 };
 pub use palisade_event_store::{
-    EventStore, Filter, InMemoryEventStore, Metadata, Position, RecordedEvent, StreamName,
-    Upcasters,
+    CheckpointStore, EventStore, Filter, InMemoryCheckpointStore, InMemoryEventStore, Metadata,
+    Position, RecordedEvent, StreamName, Upcasters,
+};
+pub use projection::{
+    AfterRetries, BoxError, DeadLetter, DeadLetterStore, FailurePolicy, InMemoryDeadLetters,
+    Projection, ProjectionRunner, ProjectionRunnerBuilder, ProjectionStatus, Projector,
+    RunnerError,
 };
 pub use repository::{Loaded, Repository};
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use rusqlite;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::{SqliteProjection, SqliteReadModel};

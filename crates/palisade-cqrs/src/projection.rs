@@ -1,0 +1,792 @@
+//! Projections: read models fed from the store's global order, each with its
+//! own checkpoint, run side by side by a [`ProjectionRunner`].
+//!
+//! ```text
+//! subscription (after checkpoint) ─▶ apply ─ok─▶ checkpoint = event ─▶ next
+//!                                      │ error
+//!                          attempt < N ─▶ wait backoff(attempt), apply again
+//!                          attempt = N ─▶ Stop: the projection stops at this event
+//!                                         DeadLetter: store it, checkpoint = event, next
+//! ```
+//!
+//! A [`Projection`] (any target) is at least once: its checkpoint is saved
+//! after its `handle` returns, so a crash between the two delivers the event
+//! again; each event carries its [`Position`] to deduplicate by. A SQLite read
+//! model ([`SqliteReadModel`](crate::SqliteReadModel), feature `sqlite`) is
+//! exactly once: the projection's writes, its checkpoint and any dead letter
+//! commit in one transaction, which first checks the checkpoint, so an event
+//! takes effect once whatever crashes and whichever runner gets there first.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use palisade_core::{
+    Backoff, ConfigError, Jitter, Listener, Listeners, SharedSleeper, TokioSleeper,
+};
+use palisade_event_store::{
+    CheckpointStore, EventStore, Filter, Position, ReadAll, RecordedEvent, Subscription,
+    TryStreamExt,
+};
+use parking_lot::Mutex;
+
+use crate::event::Event;
+
+/// The error a projection returns: anything.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A read model or a reaction fed by events, at least once.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Applies one event. An error is retried by the projection's
+    /// [`FailurePolicy`]; after a crash, events after the last checkpoint come again.
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError>;
+}
+
+/// A shared projection is a projection, so the caller can keep a handle to its view.
+#[async_trait]
+impl<P: Projection + ?Sized> Projection for Arc<P> {
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        (**self).handle(event).await
+    }
+}
+
+/// An event that kept failing, kept for listing and replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The projection it failed in.
+    pub projection: String,
+    /// The event.
+    pub event: RecordedEvent,
+    /// The last error, as text.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// Where the dead letters of at-least-once projections are kept.
+#[async_trait]
+pub trait DeadLetterStore: Send + Sync + 'static {
+    /// Keeps `letter`.
+    async fn put(&self, letter: DeadLetter) -> Result<(), BoxError>;
+    /// The dead letters of `projection`, oldest position first.
+    async fn list(&self, projection: &str) -> Result<Vec<DeadLetter>, BoxError>;
+    /// Drops the dead letter of `projection` at `position`.
+    async fn remove(&self, projection: &str, position: Position) -> Result<(), BoxError>;
+}
+
+/// Dead letters in memory.
+#[derive(Debug, Default)]
+pub struct InMemoryDeadLetters {
+    letters: Mutex<Vec<DeadLetter>>,
+}
+
+impl InMemoryDeadLetters {
+    /// None.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl DeadLetterStore for InMemoryDeadLetters {
+    async fn put(&self, letter: DeadLetter) -> Result<(), BoxError> {
+        let mut letters = self.letters.lock();
+        letters.retain(|l| {
+            !(l.projection == letter.projection && l.event.position == letter.event.position)
+        });
+        letters.push(letter);
+        letters.sort_by_key(|l| l.event.position);
+        Ok(())
+    }
+
+    async fn list(&self, projection: &str) -> Result<Vec<DeadLetter>, BoxError> {
+        Ok(self
+            .letters
+            .lock()
+            .iter()
+            .filter(|l| l.projection == projection)
+            .cloned()
+            .collect())
+    }
+
+    async fn remove(&self, projection: &str, position: Position) -> Result<(), BoxError> {
+        self.letters
+            .lock()
+            .retain(|l| !(l.projection == projection && l.event.position == position));
+        Ok(())
+    }
+}
+
+/// What a projection does after an event failed every attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AfterRetries {
+    /// Stop the projection at that event (it is not checkpointed).
+    Stop,
+    /// Move the event to the dead letters, checkpoint it, and go on.
+    DeadLetter,
+}
+
+/// How a projection retries a failing event, and what it does after.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailurePolicy {
+    attempts: u32,
+    backoff: Backoff,
+    then: AfterRetries,
+}
+
+impl Default for FailurePolicy {
+    /// Five attempts, waiting 100 ms doubling to 10 s with equal jitter, then stop.
+    fn default() -> Self {
+        Self::stop_after(5)
+    }
+}
+
+impl FailurePolicy {
+    fn default_backoff() -> Backoff {
+        Backoff::exponential(Duration::from_millis(100))
+            .max(Duration::from_secs(10))
+            .jitter(Jitter::Equal)
+    }
+
+    /// `attempts` tries (at least 1), then stop.
+    pub fn stop_after(attempts: u32) -> Self {
+        Self {
+            attempts,
+            backoff: Self::default_backoff(),
+            then: AfterRetries::Stop,
+        }
+    }
+
+    /// `attempts` tries (at least 1), then dead-letter the event and go on.
+    pub fn dead_letter_after(attempts: u32) -> Self {
+        Self {
+            attempts,
+            backoff: Self::default_backoff(),
+            then: AfterRetries::DeadLetter,
+        }
+    }
+
+    /// The wait after the Nth failed attempt: `backoff.delay(N)`. Default:
+    /// 100 ms doubling to 10 s, equal jitter.
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.attempts == 0 {
+            return Err(ConfigError::new(
+                "on_failure",
+                "attempts must be at least 1, got 0",
+            ));
+        }
+        self.backoff.validate("on_failure")
+    }
+}
+
+/// Where a projection's effects and checkpoint go (erased over the kinds of target).
+#[async_trait]
+pub(crate) trait Target: Send + Sync + 'static {
+    async fn checkpoint(&self) -> Result<Option<Position>, BoxError>;
+    /// Applies the event and saves it as the checkpoint.
+    async fn apply(&self, event: &RecordedEvent) -> Result<(), BoxError>;
+    /// Keeps the event as a dead letter and saves it as the checkpoint.
+    async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BoxError>;
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BoxError>;
+    /// Applies a dead letter's event (not moving the checkpoint) and drops the letter.
+    async fn replay(&self, letter: &DeadLetter) -> Result<(), BoxError>;
+}
+
+/// A [`Projection`] with a [`CheckpointStore`] and a [`DeadLetterStore`]: at least once.
+struct AtLeastOnce<P> {
+    name: String,
+    projection: P,
+    checkpoints: Arc<dyn CheckpointStore>,
+    dead: Arc<dyn DeadLetterStore>,
+}
+
+#[async_trait]
+impl<P: Projection> Target for AtLeastOnce<P> {
+    async fn checkpoint(&self) -> Result<Option<Position>, BoxError> {
+        Ok(self.checkpoints.load(&self.name).await?)
+    }
+    async fn apply(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+        self.projection.handle(event).await?;
+        Ok(self.checkpoints.save(&self.name, event.position).await?)
+    }
+    async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BoxError> {
+        let position = letter.event.position;
+        self.dead.put(letter).await?;
+        Ok(self.checkpoints.save(&self.name, position).await?)
+    }
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BoxError> {
+        self.dead.list(&self.name).await
+    }
+    async fn replay(&self, letter: &DeadLetter) -> Result<(), BoxError> {
+        self.projection.handle(&letter.event).await?;
+        self.dead.remove(&self.name, letter.event.position).await
+    }
+}
+
+/// One projection to run: its name (the checkpoint's key), target, filter and failure policy.
+pub struct Projector {
+    pub(crate) name: Arc<str>,
+    pub(crate) target: Arc<dyn Target>,
+    pub(crate) filter: Filter,
+    pub(crate) failure: FailurePolicy,
+}
+
+impl std::fmt::Debug for Projector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector")
+            .field("name", &self.name)
+            .field("filter", &self.filter)
+            .field("failure", &self.failure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Projector {
+    /// `projection`, at least once, with its checkpoint in `checkpoints` and
+    /// its dead letters in memory.
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        projection: impl Projection,
+        checkpoints: Arc<dyn CheckpointStore>,
+    ) -> Self {
+        Self::with_dead_letters(
+            name,
+            projection,
+            checkpoints,
+            Arc::new(InMemoryDeadLetters::new()),
+        )
+    }
+
+    /// `projection`, at least once, with its checkpoint in `checkpoints` and
+    /// its dead letters in `dead_letters`.
+    pub fn with_dead_letters(
+        name: impl Into<Arc<str>>,
+        projection: impl Projection,
+        checkpoints: Arc<dyn CheckpointStore>,
+        dead_letters: Arc<dyn DeadLetterStore>,
+    ) -> Self {
+        let name = name.into();
+        Self::from_target(
+            Arc::clone(&name),
+            Arc::new(AtLeastOnce {
+                name: name.to_string(),
+                projection,
+                checkpoints,
+                dead: dead_letters,
+            }),
+        )
+    }
+
+    pub(crate) fn from_target(name: Arc<str>, target: Arc<dyn Target>) -> Self {
+        Self {
+            name,
+            target,
+            filter: Filter::all(),
+            failure: FailurePolicy::default(),
+        }
+    }
+
+    /// Only events that pass `filter`. Default: every event.
+    #[must_use]
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// How failing events are retried and what happens after. Default:
+    /// [`FailurePolicy::default`] (five attempts, then stop).
+    #[must_use]
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.failure = policy;
+        self
+    }
+}
+
+/// The state of one running projection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionStatus {
+    /// The position of the last event applied (or dead-lettered): its checkpoint.
+    pub position: Position,
+    /// Events applied by this runner.
+    pub handled: u64,
+    /// Events moved to the dead letters by this runner.
+    pub dead_lettered: u64,
+    /// Why it stopped, if it did.
+    pub stopped: Option<String>,
+}
+
+struct Running {
+    projector: Projector,
+    status: Arc<Mutex<ProjectionStatus>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Builds a [`ProjectionRunner`]: `ProjectionRunner::builder(store).projection(…)…start()`.
+#[must_use]
+pub struct ProjectionRunnerBuilder {
+    store: Arc<dyn EventStore>,
+    name: Arc<str>,
+    projectors: Vec<Projector>,
+    page: u64,
+    sleeper: Option<SharedSleeper>,
+    listeners: Listeners<Event>,
+    #[cfg(feature = "tracing")]
+    tracing: bool,
+    #[cfg(feature = "otel")]
+    meter: Option<palisade_core::telemetry::MeterSource>,
+}
+
+impl std::fmt::Debug for ProjectionRunnerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionRunnerBuilder")
+            .field("name", &self.name)
+            .field("projections", &self.projectors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProjectionRunnerBuilder {
+    /// The instance name in telemetry. Default `"default"`; not empty.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Adds a projection. Names must be distinct and not empty.
+    pub fn projection(mut self, projector: Projector) -> Self {
+        self.projectors.push(projector);
+        self
+    }
+
+    /// How many events one read of the log fetches. Default 512; at least 1.
+    pub fn page_size(mut self, events: u64) -> Self {
+        self.page = events;
+        self
+    }
+
+    /// What waits between retries and polls. Default: tokio's timer.
+    pub fn sleeper(mut self, sleeper: SharedSleeper) -> Self {
+        self.sleeper = Some(sleeper);
+        self
+    }
+
+    /// Adds a listener for the runner's [`Event`]s. Default: none.
+    pub fn listener(mut self, listener: impl Listener<Event>) -> Self {
+        self.listeners.push(Arc::new(listener));
+        self
+    }
+
+    /// Emits `tracing` events with target `palisade_cqrs`.
+    #[cfg(feature = "tracing")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+    pub fn tracing(mut self) -> Self {
+        self.tracing = true;
+        self
+    }
+
+    /// Records `palisade.cqrs.projection.lag` on the global meter provider (as it is at `start()`).
+    #[cfg(feature = "otel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+    pub fn otel(mut self) -> Self {
+        self.meter = Some(palisade_core::telemetry::MeterSource::Global);
+        self
+    }
+
+    /// Records `palisade.cqrs.projection.lag` on `meter`.
+    #[cfg(feature = "otel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+    pub fn meter(mut self, meter: opentelemetry::metrics::Meter) -> Self {
+        self.meter = Some(palisade_core::telemetry::MeterSource::Meter(meter));
+        self
+    }
+
+    /// Checks the settings, loads each projection's checkpoint and starts a
+    /// task per projection on the current tokio runtime.
+    ///
+    /// # Errors
+    /// [`RunnerError::Config`] naming `name`, `projection` (an empty or repeated name),
+    /// `page_size` or `on_failure`; [`RunnerError::Checkpoint`] when a checkpoint cannot be loaded.
+    pub async fn start(self) -> Result<ProjectionRunner, RunnerError> {
+        if self.name.is_empty() {
+            return Err(ConfigError::new("name", "must not be empty").into());
+        }
+        if self.page == 0 {
+            return Err(ConfigError::new("page_size", "must be at least 1, got 0").into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.projectors {
+            if p.name.is_empty() || !seen.insert(Arc::clone(&p.name)) {
+                return Err(ConfigError::new(
+                    "projection",
+                    format!(
+                        "projection names must be distinct and not empty, got {:?}",
+                        p.name
+                    ),
+                )
+                .into());
+            }
+            p.failure.validate()?;
+        }
+        #[allow(unused_mut)]
+        let mut listeners = self.listeners;
+        #[cfg(feature = "tracing")]
+        if self.tracing {
+            listeners.push(Arc::new(crate::tracing_listener::TracingListener));
+        }
+        #[cfg(feature = "otel")]
+        if let Some(source) = self.meter {
+            listeners.push(Arc::new(crate::telemetry::LagMetrics::new(
+                source, &self.name,
+            )));
+        }
+        let listeners = Arc::new(listeners);
+        let sleeper = self.sleeper.unwrap_or_else(TokioSleeper::shared);
+        let mut running = HashMap::new();
+        for projector in self.projectors {
+            let from =
+                projector
+                    .target
+                    .checkpoint()
+                    .await
+                    .map_err(|source| RunnerError::Checkpoint {
+                        projection: projector.name.to_string(),
+                        source,
+                    })?;
+            let status = Arc::new(Mutex::new(ProjectionStatus {
+                position: from.unwrap_or(Position::START),
+                handled: 0,
+                dead_lettered: 0,
+                stopped: None,
+            }));
+            let worker = Worker {
+                store: Arc::clone(&self.store),
+                name: Arc::clone(&projector.name),
+                target: Arc::clone(&projector.target),
+                filter: projector.filter.clone(),
+                failure: projector.failure.clone(),
+                from,
+                page: self.page,
+                sleeper: Arc::clone(&sleeper),
+                listeners: Arc::clone(&listeners),
+                status: Arc::clone(&status),
+            };
+            let task = tokio::spawn(worker.run());
+            running.insert(
+                Arc::clone(&projector.name),
+                Running {
+                    projector,
+                    status,
+                    task,
+                },
+            );
+        }
+        Ok(ProjectionRunner {
+            store: self.store,
+            running,
+        })
+    }
+}
+
+/// The error of starting a runner or of a runner's dead-letter calls.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunnerError {
+    /// A setting is out of bounds.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A projection's checkpoint could not be loaded.
+    #[error("loading the checkpoint of projection `{projection}`: {source}")]
+    Checkpoint {
+        /// The projection.
+        projection: String,
+        /// What failed.
+        #[source]
+        source: BoxError,
+    },
+    /// No projection of that name runs here.
+    #[error("no projection named `{0}`")]
+    UnknownProjection(String),
+    /// The dead letters could not be read or replayed.
+    #[error("dead letters of projection `{projection}`: {source}")]
+    DeadLetters {
+        /// The projection.
+        projection: String,
+        /// What failed.
+        #[source]
+        source: BoxError,
+    },
+    /// The store failed (reading the head, for the lag).
+    #[error("event store: {0}")]
+    Store(#[source] palisade_event_store::Error),
+}
+
+/// Several projections, each on its own task with its own checkpoint.
+/// Dropping the runner stops them (an event being applied may still commit,
+/// exactly once on a SQLite read model).
+pub struct ProjectionRunner {
+    store: Arc<dyn EventStore>,
+    running: HashMap<Arc<str>, Running>,
+}
+
+impl std::fmt::Debug for ProjectionRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionRunner")
+            .field("projections", &self.running.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ProjectionRunner {
+    fn drop(&mut self) {
+        for r in self.running.values() {
+            r.task.abort();
+        }
+    }
+}
+
+impl ProjectionRunner {
+    /// A builder over `store`.
+    pub fn builder(store: Arc<dyn EventStore>) -> ProjectionRunnerBuilder {
+        ProjectionRunnerBuilder {
+            store,
+            name: Arc::from("default"),
+            projectors: Vec::new(),
+            page: 512,
+            sleeper: None,
+            listeners: Listeners::new(),
+            #[cfg(feature = "tracing")]
+            tracing: false,
+            #[cfg(feature = "otel")]
+            meter: None,
+        }
+    }
+
+    fn get(&self, projection: &str) -> Result<&Running, RunnerError> {
+        self.running
+            .get(projection)
+            .ok_or_else(|| RunnerError::UnknownProjection(projection.to_owned()))
+    }
+
+    /// The status of `projection`.
+    ///
+    /// # Errors
+    /// [`RunnerError::UnknownProjection`].
+    pub fn status(&self, projection: &str) -> Result<ProjectionStatus, RunnerError> {
+        Ok(self.get(projection)?.status.lock().clone())
+    }
+
+    /// How many events of the global log come after `projection`'s checkpoint
+    /// (all events, not only those its filter passes).
+    ///
+    /// # Errors
+    /// [`RunnerError::UnknownProjection`] or a store error.
+    pub async fn lag(&self, projection: &str) -> Result<u64, RunnerError> {
+        let position = self.status(projection)?.position;
+        let head = self.store.head().await.map_err(RunnerError::Store)?;
+        Ok(head.sequence.saturating_sub(position.sequence))
+    }
+
+    /// Waits until no projection has an event its filter passes after its
+    /// checkpoint, or it stopped; checks every `every` through tokio's timer.
+    ///
+    /// # Errors
+    /// A store error reading the log.
+    pub async fn wait_caught_up(&self, every: Duration) -> Result<(), RunnerError> {
+        loop {
+            let mut done = true;
+            for r in self.running.values() {
+                let (position, stopped) = {
+                    let s = r.status.lock();
+                    (s.position, s.stopped.is_some())
+                };
+                if stopped {
+                    continue;
+                }
+                let mut next = self
+                    .store
+                    .read_all(
+                        ReadAll::after(position)
+                            .filter(r.projector.filter.clone())
+                            .limit(1),
+                    )
+                    .await
+                    .map_err(RunnerError::Store)?;
+                if next.try_next().await.map_err(RunnerError::Store)?.is_some() {
+                    done = false;
+                    break;
+                }
+            }
+            if done {
+                return Ok(());
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// The dead letters of `projection`, oldest first.
+    ///
+    /// # Errors
+    /// [`RunnerError::UnknownProjection`] or [`RunnerError::DeadLetters`].
+    pub async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, RunnerError> {
+        self.get(projection)?
+            .projector
+            .target
+            .dead_letters()
+            .await
+            .map_err(|source| RunnerError::DeadLetters {
+                projection: projection.to_owned(),
+                source,
+            })
+    }
+
+    /// Applies each dead letter of `projection` again (once, no retry) and
+    /// drops those that succeed; returns how many did. The checkpoint does not move.
+    ///
+    /// # Errors
+    /// [`RunnerError::UnknownProjection`], or [`RunnerError::DeadLetters`]
+    /// when listing fails (a letter that fails again stays, and is not an error).
+    pub async fn replay_dead_letters(&self, projection: &str) -> Result<usize, RunnerError> {
+        let letters = self.dead_letters(projection).await?;
+        let target = &self.get(projection)?.projector.target;
+        let mut replayed = 0;
+        for letter in &letters {
+            if target.replay(letter).await.is_ok() {
+                replayed += 1;
+            }
+        }
+        Ok(replayed)
+    }
+}
+
+/// A checkpoint store that only answers the position the runner loaded
+/// from the target (the subscription starts after it; the runner saves
+/// checkpoints through the target).
+struct Start(Option<Position>);
+
+#[async_trait]
+impl CheckpointStore for Start {
+    async fn load(&self, _: &str) -> palisade_event_store::Result<Option<Position>> {
+        Ok(self.0)
+    }
+    async fn save(&self, _: &str, _: Position) -> palisade_event_store::Result<()> {
+        Ok(())
+    }
+}
+
+struct Worker {
+    store: Arc<dyn EventStore>,
+    name: Arc<str>,
+    target: Arc<dyn Target>,
+    filter: Filter,
+    failure: FailurePolicy,
+    from: Option<Position>,
+    page: u64,
+    sleeper: SharedSleeper,
+    listeners: Arc<Listeners<Event>>,
+    status: Arc<Mutex<ProjectionStatus>>,
+}
+
+impl Worker {
+    fn stop(&self, position: Position, error: String) {
+        self.listeners.emit_with(|| Event::ProjectionStopped {
+            projection: Arc::clone(&self.name),
+            position,
+            error: error.clone(),
+        });
+        self.status.lock().stopped = Some(error);
+    }
+
+    async fn run(self) {
+        let started = Subscription::builder(
+            Arc::clone(&self.store),
+            Arc::new(Start(self.from)),
+            Arc::clone(&self.name),
+        )
+        .filter(self.filter.clone())
+        .page_size(self.page)
+        .sleeper(Arc::clone(&self.sleeper))
+        .start()
+        .await;
+        let mut sub = match started {
+            Ok(s) => s,
+            Err(e) => return self.stop(self.from.unwrap_or_default(), e.to_string()),
+        };
+        loop {
+            let event = match sub.next().await {
+                Ok(e) => e,
+                Err(e) => return self.stop(sub.position(), e.to_string()),
+            };
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match self.target.apply(&event).await {
+                    Ok(()) => {
+                        {
+                            let mut s = self.status.lock();
+                            s.position = event.position;
+                            s.handled += 1;
+                        }
+                        if !self.listeners.is_empty() {
+                            let lag = self
+                                .store
+                                .head()
+                                .await
+                                .ok()
+                                .map(|h| h.sequence.saturating_sub(event.position.sequence));
+                            self.listeners.emit_with(|| Event::ProjectionHandled {
+                                projection: Arc::clone(&self.name),
+                                position: event.position,
+                                lag,
+                            });
+                        }
+                        break;
+                    }
+                    Err(error) if attempt < self.failure.attempts => {
+                        let retry_in = self.failure.backoff.delay(attempt);
+                        self.listeners.emit_with(|| Event::ProjectionFailed {
+                            projection: Arc::clone(&self.name),
+                            position: event.position,
+                            attempt,
+                            error: error.to_string(),
+                            retry_in,
+                        });
+                        self.sleeper.sleep(retry_in).await;
+                    }
+                    Err(error) if self.failure.then == AfterRetries::DeadLetter => {
+                        let letter = DeadLetter {
+                            projection: self.name.to_string(),
+                            event: event.clone(),
+                            error: error.to_string(),
+                            attempts: attempt,
+                        };
+                        if let Err(e) = self.target.dead_letter(letter).await {
+                            return self
+                                .stop(event.position, format!("keeping a dead letter: {e}"));
+                        }
+                        {
+                            let mut s = self.status.lock();
+                            s.position = event.position;
+                            s.dead_lettered += 1;
+                        }
+                        self.listeners.emit_with(|| Event::DeadLettered {
+                            projection: Arc::clone(&self.name),
+                            position: event.position,
+                            error: error.to_string(),
+                        });
+                        break;
+                    }
+                    Err(error) => return self.stop(event.position, error.to_string()),
+                }
+            }
+        }
+    }
+}
