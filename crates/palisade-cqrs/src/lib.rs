@@ -18,6 +18,7 @@ mod sqlite;
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod telemetry;
+pub mod testkit;
 #[cfg(feature = "tracing")]
 mod tracing_listener;
 
