@@ -242,7 +242,7 @@ impl<A: Aggregate> CommandHandler<A> {
                 .run(id, command, context)
                 .instrument(span.clone())
                 .await;
-            let (outcome, attempts, conflicts) = self.summary(&result);
+            let (outcome, attempts, conflicts) = Self::summary(&result);
             span.record("outcome", outcome.as_str());
             span.record("attempts", attempts);
             span.record("conflicts", conflicts);
@@ -252,7 +252,7 @@ impl<A: Aggregate> CommandHandler<A> {
     }
 
     #[cfg(feature = "tracing")]
-    fn summary(&self, result: &CommandResult<A>) -> (CommandOutcome, u32, u32) {
+    fn summary(result: &CommandResult<A>) -> (CommandOutcome, u32, u32) {
         match result {
             Ok(c) => (CommandOutcome::Accepted, c.attempts, c.attempts - 1),
             Err(CommandError::Conflict { attempts, .. }) => {

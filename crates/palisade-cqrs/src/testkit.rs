@@ -98,6 +98,7 @@ impl<A: Aggregate> AggregateTest<A> {
     }
 
     /// Handles `command` on the state so far.
+    #[allow(clippy::needless_pass_by_value)] // taken by value so a test writes `when(Cmd::X)`
     pub fn when(self, command: A::Command) -> Then<A> {
         let result = block_on(self.state.handle(&command, &self.services));
         Then {

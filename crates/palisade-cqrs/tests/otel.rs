@@ -51,8 +51,8 @@ async fn commands_are_counted_by_outcome_and_aggregate() {
     let metrics = exporter.get_finished_metrics().unwrap();
     let metric = metrics
         .iter()
-        .flat_map(|r| r.scope_metrics())
-        .flat_map(|s| s.metrics())
+        .flat_map(opentelemetry_sdk::metrics::data::ResourceMetrics::scope_metrics)
+        .flat_map(opentelemetry_sdk::metrics::data::ScopeMetrics::metrics)
         .find(|m| m.name() == COMMANDS)
         .expect("the commands counter");
     let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() else {
@@ -113,8 +113,8 @@ async fn projection_lag_is_a_gauge_per_projection() {
     let metrics = exporter.get_finished_metrics().unwrap();
     let metric = metrics
         .iter()
-        .flat_map(|r| r.scope_metrics())
-        .flat_map(|s| s.metrics())
+        .flat_map(opentelemetry_sdk::metrics::data::ResourceMetrics::scope_metrics)
+        .flat_map(opentelemetry_sdk::metrics::data::ScopeMetrics::metrics)
         .find(|m| m.name() == PROJECTION_LAG)
         .expect("the lag gauge");
     let AggregatedMetrics::U64(MetricData::Gauge(gauge)) = metric.data() else {

@@ -120,8 +120,7 @@ fn given_events_then_view() {
 fn a_failing_projection_is_reported() {
     let err = ProjectionTest::new(Balances::default())
         .try_given("account-1", [AccountEvent::Withdrawn(500)])
-        .err()
-        .expect("the projection fails");
+        .expect_err("the projection fails");
     assert_eq!(err.to_string(), "too large");
 }
 

@@ -14,8 +14,10 @@ use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
 /// Spans (name and fields, recorded later ones appended) and events.
+type Seen = (Vec<(String, String)>, Vec<String>);
+
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<(Vec<(String, String)>, Vec<String>)>>);
+struct Spans(Arc<Mutex<Seen>>);
 
 struct Fields<'a>(&'a mut String);
 
