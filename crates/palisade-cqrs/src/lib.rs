@@ -125,6 +125,8 @@ pub mod testkit;
 mod tracing_listener;
 
 pub use aggregate::{Aggregate, DomainEvent};
+/// The attribute for implementing [`Projection`] (re-exported from `async-trait`).
+pub use async_trait::async_trait;
 pub use config::{CommandHandlerBuilder, SnapshotPolicy};
 pub use error::CommandError;
 pub use event::{CommandOutcome, Event};
@@ -149,3 +151,5 @@ pub use rusqlite;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteProjection, SqliteReadModel};
+/// Command ids are UUIDs (re-exported from `uuid`).
+pub use uuid::Uuid;

@@ -14,7 +14,8 @@
 //! | `redis` | the cache's remote tier over Redis, with pub/sub invalidation | no |
 //! | `redis-tls` | TLS to Redis (`rediss://`) with rustls | no |
 //! | `event-store` | `event_store`: streams with optimistic concurrency, a subscriber-safe global order, subscriptions, snapshots, upcasting; in memory | no |
-//! | `sqlite` | the event store on one SQLite file (WAL) | no |
+//! | `cqrs` | `cqrs`: aggregates and a command handler with conflict retry and idempotent commands, projections with checkpoints and dead letters, a given/when/then test kit | no |
+//! | `sqlite` | the event store on one SQLite file (WAL); with `cqrs`, exactly-once SQLite read models | no |
 //! | `postgres` | the event store on PostgreSQL (pooled, LISTEN/NOTIFY) | no |
 //! | `postgres-tls` | TLS to PostgreSQL with rustls | no |
 //! | `tower` | a tower `Layer` for every enabled pattern | no |
@@ -52,7 +53,7 @@
 //! `CircuitBreakerLayer` (feature `tower`).
 //!
 //! The guides live in the repository's `docs/` folder: one per pattern
-//! (`circuit-breaker.md`, `bulkhead.md`, `cache.md`, `event-store.md`), plus `telemetry.md`,
+//! (`circuit-breaker.md`, `bulkhead.md`, `cache.md`, `event-store.md`, `cqrs.md`), plus `telemetry.md`,
 //! `benchmarks.md` and the decisions in `adr/`. Their code blocks, and the
 //! README's, are doctests of this crate.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -86,6 +87,11 @@ pub use palisade_cache as cache;
 #[doc(inline)]
 pub use palisade_event_store as event_store;
 
+#[cfg(feature = "cqrs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cqrs")))]
+#[doc(inline)]
+pub use palisade_cqrs as cqrs;
+
 /// The README and the guides in `docs/`, included so that their code blocks
 /// are compiled and run as doctests of the facade. Each is gated on the
 /// features its code needs.
@@ -114,6 +120,10 @@ mod guides {
     #[cfg(all(feature = "event-store", feature = "sqlite", feature = "postgres"))]
     #[doc = include_str!("../../../docs/event-store.md")]
     struct EventStoreGuide;
+
+    #[cfg(all(feature = "cqrs", feature = "sqlite", feature = "tokio"))]
+    #[doc = include_str!("../../../docs/cqrs.md")]
+    struct CqrsGuide;
 
     #[cfg(feature = "event-store")]
     #[doc = include_str!("../../../docs/telemetry.md")]
