@@ -95,13 +95,15 @@
 //!   is retried by its [`FailurePolicy`], then stops the projection or goes
 //!   to the dead letters, which can be listed and replayed. A [`Projection`]
 //!   is at least once; a `SqliteProjection` on a `SqliteReadModel` (feature
-//!   `sqlite`) is exactly once.
+//!   `sqlite`) or a `PostgresProjection` on a `PostgresReadModel` (feature
+//!   `postgres`) is exactly once.
 //! - [`testkit`]: `given(events).when(command).then_events(..)` and
 //!   `ProjectionTest::new(p).given(..).then_view(..)`.
 //!
 //! | feature | turns on | default |
 //! |---|---|---|
 //! | `sqlite` | `SqliteReadModel`, `SqliteProjection`: writes and checkpoint in one transaction; the event store's SQLite backend | no |
+//! | `postgres` | `PostgresReadModel`, `PostgresProjection`: the same, in a PostgreSQL schema; the event store's PostgreSQL backend | no |
 //! | `otel` | `otel()`/`meter()` on both builders: `palisade.cqrs.commands`, `palisade.cqrs.projection.lag`; `traceparent` in metadata | no |
 //! | `tracing` | `tracing()` on both builders: the `cqrs.command {aggregate}` span and events, target `palisade_cqrs` | no |
 //!
@@ -113,6 +115,8 @@ mod config;
 mod error;
 mod event;
 mod handler;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod projection;
 mod repository;
 #[cfg(feature = "sqlite")]
@@ -139,6 +143,9 @@ pub use palisade_event_store::{
     CheckpointStore, EventStore, Filter, InMemoryCheckpointStore, InMemoryEventStore, Metadata,
     Position, RecordedEvent, StreamName, Upcasters,
 };
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PostgresProjection, PostgresReadModel};
 pub use projection::{
     AfterRetries, BoxError, DeadLetter, DeadLetterStore, FailurePolicy, InMemoryDeadLetters,
     Projection, ProjectionRunner, ProjectionRunnerBuilder, ProjectionStatus, Projector,
@@ -151,5 +158,8 @@ pub use rusqlite;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteProjection, SqliteReadModel};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use tokio_postgres;
 /// Command ids are UUIDs (re-exported from `uuid`).
 pub use uuid::Uuid;

@@ -16,7 +16,7 @@
 //! | `event-store` | `event_store`: streams with optimistic concurrency, a subscriber-safe global order, subscriptions, snapshots, upcasting; in memory | no |
 //! | `cqrs` | `cqrs`: aggregates and a command handler with conflict retry and idempotent commands, projections with checkpoints and dead letters, a given/when/then test kit | no |
 //! | `sqlite` | the event store on one SQLite file (WAL); with `cqrs`, exactly-once SQLite read models | no |
-//! | `postgres` | the event store on PostgreSQL (pooled, LISTEN/NOTIFY) | no |
+//! | `postgres` | the event store on PostgreSQL (pooled, LISTEN/NOTIFY); with `cqrs`, exactly-once PostgreSQL read models | no |
 //! | `postgres-tls` | TLS to PostgreSQL with rustls | no |
 //! | `tower` | a tower `Layer` for every enabled pattern | no |
 //! | `otel` | OpenTelemetry instruments and spans for every enabled pattern, for each instance whose builder asks (`.otel()` or `.meter(m)`) | no |
