@@ -148,8 +148,8 @@ pub use palisade_event_store::{
 pub use postgres::{PostgresProjection, PostgresReadModel};
 pub use projection::{
     AfterRetries, BoxError, DeadLetter, DeadLetterStore, FailurePolicy, InMemoryDeadLetters,
-    Projection, ProjectionRunner, ProjectionRunnerBuilder, ProjectionStatus, Projector,
-    RunnerError,
+    Projection, ProjectionContext, ProjectionRunner, ProjectionRunnerBuilder, ProjectionStatus,
+    Projector, RunnerError,
 };
 pub use repository::{Loaded, Repository};
 #[cfg(feature = "sqlite")]

@@ -19,7 +19,7 @@ use palisade_event_store::{Error, Metadata, Position, RecordedEvent, StreamName}
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, NoTls, Transaction};
 
-use crate::projection::{BoxError, DeadLetter, Projector, Target};
+use crate::projection::{BoxError, DeadLetter, ProjectionContext, Projector, Target};
 
 /// A projection into a PostgreSQL read model, exactly once.
 #[async_trait]
@@ -37,7 +37,12 @@ pub trait PostgresProjection: Send + Sync + 'static {
     /// Applies one event inside the transaction that also saves the checkpoint.
     /// An error rolls all of it back and is retried by the projection's
     /// [`FailurePolicy`](crate::FailurePolicy).
-    async fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError>;
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+        ctx: ProjectionContext,
+    ) -> Result<(), BoxError>;
 }
 
 /// A shared projection is a projection.
@@ -47,8 +52,13 @@ impl<P: PostgresProjection + ?Sized> PostgresProjection for Arc<P> {
         (**self).setup(tx).await
     }
 
-    async fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
-        (**self).apply(tx, event).await
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+        ctx: ProjectionContext,
+    ) -> Result<(), BoxError> {
+        (**self).apply(tx, event, ctx).await
     }
 }
 
@@ -231,13 +241,13 @@ impl<P: PostgresProjection> Target for Exactly<P> {
         Ok(Some(at).filter(|p| *p != Position::START))
     }
 
-    async fn apply(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+    async fn apply(&self, event: &RecordedEvent, ctx: ProjectionContext) -> Result<(), BoxError> {
         let mut client = self.client.lock().await;
         let tx = client.transaction().await?;
         if lock_checkpoint(&tx, &self.name).await? >= event.position {
             return Ok(());
         }
-        self.projection.apply(&tx, event).await?;
+        self.projection.apply(&tx, event, ctx).await?;
         save_checkpoint(&tx, &self.name, event.position).await?;
         tx.commit().await?;
         Ok(())
@@ -326,7 +336,9 @@ impl<P: PostgresProjection> Target for Exactly<P> {
             .await?;
         // Already replayed (by another caller): nothing to apply.
         if removed == 1 {
-            self.projection.apply(&tx, &letter.event).await?;
+            self.projection
+                .apply(&tx, &letter.event, ProjectionContext::live())
+                .await?;
         }
         tx.commit().await?;
         Ok(())

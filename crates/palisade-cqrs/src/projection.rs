@@ -30,25 +30,48 @@ use palisade_event_store::{
     TryStreamExt,
 };
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
 use crate::event::Event;
 
 /// The error a projection returns: anything.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What a projection knows about the event it is handed besides the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ProjectionContext {
+    /// The event already took effect in the version of the projection this
+    /// one rebuilds (see [`ProjectionRunner::start_rebuild`]): update the view,
+    /// but do not repeat side effects (emails, calls to other services).
+    pub replaying: bool,
+}
+
+impl ProjectionContext {
+    /// A live event (`replaying: false`).
+    pub fn live() -> Self {
+        Self { replaying: false }
+    }
+
+    /// An event being replayed.
+    pub fn replaying() -> Self {
+        Self { replaying: true }
+    }
+}
+
 /// A read model or a reaction fed by events, at least once.
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {
     /// Applies one event. An error is retried by the projection's
     /// [`FailurePolicy`]; after a crash, events after the last checkpoint come again.
-    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError>;
+    async fn handle(&self, event: &RecordedEvent, ctx: ProjectionContext) -> Result<(), BoxError>;
 }
 
 /// A shared projection is a projection, so the caller can keep a handle to its view.
 #[async_trait]
 impl<P: Projection + ?Sized> Projection for Arc<P> {
-    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
-        (**self).handle(event).await
+    async fn handle(&self, event: &RecordedEvent, ctx: ProjectionContext) -> Result<(), BoxError> {
+        (**self).handle(event, ctx).await
     }
 }
 
@@ -193,7 +216,7 @@ impl FailurePolicy {
 pub(crate) trait Target: Send + Sync + 'static {
     async fn checkpoint(&self) -> Result<Option<Position>, BoxError>;
     /// Applies the event and saves it as the checkpoint.
-    async fn apply(&self, event: &RecordedEvent) -> Result<(), BoxError>;
+    async fn apply(&self, event: &RecordedEvent, ctx: ProjectionContext) -> Result<(), BoxError>;
     /// Keeps the event as a dead letter and saves it as the checkpoint.
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BoxError>;
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BoxError>;
@@ -214,8 +237,8 @@ impl<P: Projection> Target for AtLeastOnce<P> {
     async fn checkpoint(&self) -> Result<Option<Position>, BoxError> {
         Ok(self.checkpoints.load(&self.name).await?)
     }
-    async fn apply(&self, event: &RecordedEvent) -> Result<(), BoxError> {
-        self.projection.handle(event).await?;
+    async fn apply(&self, event: &RecordedEvent, ctx: ProjectionContext) -> Result<(), BoxError> {
+        self.projection.handle(event, ctx).await?;
         Ok(self.checkpoints.save(&self.name, event.position).await?)
     }
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BoxError> {
@@ -227,7 +250,9 @@ impl<P: Projection> Target for AtLeastOnce<P> {
         self.dead.list(&self.name).await
     }
     async fn replay(&self, letter: &DeadLetter) -> Result<(), BoxError> {
-        self.projection.handle(&letter.event).await?;
+        self.projection
+            .handle(&letter.event, ProjectionContext::live())
+            .await?;
         self.dead.remove(&self.name, letter.event.position).await
     }
 }
@@ -316,8 +341,10 @@ impl Projector {
 pub struct ProjectionStatus {
     /// The position of the last event applied (or dead-lettered): its checkpoint.
     pub position: Position,
-    /// Events applied by this runner.
+    /// Events applied by this runner (replays included).
     pub handled: u64,
+    /// Of those, events applied as replays (by a rebuild).
+    pub replayed: u64,
     /// Events moved to the dead letters by this runner.
     pub dead_lettered: u64,
     /// Why it stopped, if it did.
@@ -327,7 +354,83 @@ pub struct ProjectionStatus {
 struct Running {
     projector: Projector,
     status: Arc<Mutex<ProjectionStatus>>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Set to stop the worker between events.
+    stop: watch::Sender<bool>,
+    /// Its position after each event, for a rebuild that follows it.
+    position: watch::Receiver<Position>,
+    /// Live, or following another projection's progress (a rebuild).
+    role: watch::Sender<Role>,
+    /// The projection it rebuilds, while it does.
+    rebuilds: Option<Arc<str>>,
+}
+
+/// How a worker treats the events it applies.
+#[derive(Debug, Clone)]
+enum Role {
+    /// Every event is live.
+    Live,
+    /// A rebuild: apply only what the other version has applied, each as a replay.
+    Follow(watch::Receiver<Position>),
+    /// A promoted rebuild: events up to the other version's last are replays.
+    LiveAfter(Position),
+}
+
+/// What every worker of a runner shares.
+#[derive(Clone)]
+struct Shared {
+    store: Arc<dyn EventStore>,
+    page: u64,
+    sleeper: SharedSleeper,
+    listeners: Arc<Listeners<Event>>,
+}
+
+/// Loads `projector`'s checkpoint and starts its worker.
+async fn spawn(shared: &Shared, projector: Projector, role: Role) -> Result<Running, RunnerError> {
+    let from = projector
+        .target
+        .checkpoint()
+        .await
+        .map_err(|source| RunnerError::Checkpoint {
+            projection: projector.name.to_string(),
+            source,
+        })?;
+    let at = from.unwrap_or(Position::START);
+    let status = Arc::new(Mutex::new(ProjectionStatus {
+        position: at,
+        handled: 0,
+        replayed: 0,
+        dead_lettered: 0,
+        stopped: None,
+    }));
+    let (stop, stop_rx) = watch::channel(false);
+    let (position_tx, position) = watch::channel(at);
+    let (role, role_rx) = watch::channel(role);
+    let worker = Worker {
+        store: Arc::clone(&shared.store),
+        name: Arc::clone(&projector.name),
+        target: Arc::clone(&projector.target),
+        filter: projector.filter.clone(),
+        failure: projector.failure.clone(),
+        from,
+        page: shared.page,
+        sleeper: Arc::clone(&shared.sleeper),
+        listeners: Arc::clone(&shared.listeners),
+        status: Arc::clone(&status),
+        stop: stop_rx,
+        position: position_tx,
+        role: role_rx,
+    };
+    let task = Some(tokio::spawn(worker.run()));
+    Ok(Running {
+        projector,
+        status,
+        task,
+        stop,
+        position,
+        role,
+        rebuilds: None,
+    })
 }
 
 /// Builds a [`ProjectionRunner`]: `ProjectionRunner::builder(store).projection(…)…start()`.
@@ -448,49 +551,20 @@ impl ProjectionRunnerBuilder {
                 source, &self.name,
             )));
         }
-        let listeners = Arc::new(listeners);
-        let sleeper = self.sleeper.unwrap_or_else(TokioSleeper::shared);
+        let shared = Shared {
+            store: Arc::clone(&self.store),
+            page: self.page,
+            sleeper: self.sleeper.unwrap_or_else(TokioSleeper::shared),
+            listeners: Arc::new(listeners),
+        };
         let mut running = HashMap::new();
         for projector in self.projectors {
-            let from =
-                projector
-                    .target
-                    .checkpoint()
-                    .await
-                    .map_err(|source| RunnerError::Checkpoint {
-                        projection: projector.name.to_string(),
-                        source,
-                    })?;
-            let status = Arc::new(Mutex::new(ProjectionStatus {
-                position: from.unwrap_or(Position::START),
-                handled: 0,
-                dead_lettered: 0,
-                stopped: None,
-            }));
-            let worker = Worker {
-                store: Arc::clone(&self.store),
-                name: Arc::clone(&projector.name),
-                target: Arc::clone(&projector.target),
-                filter: projector.filter.clone(),
-                failure: projector.failure.clone(),
-                from,
-                page: self.page,
-                sleeper: Arc::clone(&sleeper),
-                listeners: Arc::clone(&listeners),
-                status: Arc::clone(&status),
-            };
-            let task = tokio::spawn(worker.run());
-            running.insert(
-                Arc::clone(&projector.name),
-                Running {
-                    projector,
-                    status,
-                    task,
-                },
-            );
+            let name = Arc::clone(&projector.name);
+            running.insert(name, spawn(&shared, projector, Role::Live).await?);
         }
         Ok(ProjectionRunner {
             store: self.store,
+            shared,
             running,
         })
     }
@@ -534,6 +608,7 @@ pub enum RunnerError {
 /// exactly once on a SQLite read model).
 pub struct ProjectionRunner {
     store: Arc<dyn EventStore>,
+    shared: Shared,
     running: HashMap<Arc<str>, Running>,
 }
 
@@ -548,7 +623,9 @@ impl std::fmt::Debug for ProjectionRunner {
 impl Drop for ProjectionRunner {
     fn drop(&mut self) {
         for r in self.running.values() {
-            r.task.abort();
+            if let Some(task) = &r.task {
+                task.abort();
+            }
         }
     }
 }
@@ -632,6 +709,84 @@ impl ProjectionRunner {
         }
     }
 
+    /// Starts `projector` as a new version of the running projection `of`,
+    /// from its own checkpoint (the start of the log, for new tables): it
+    /// applies only events `of` has applied already, each with
+    /// [`ProjectionContext::replaying`] set, so it never runs ahead of the
+    /// version that serves and never repeats its side effects. `of` goes on
+    /// serving; [`promote`](Self::promote) switches over.
+    ///
+    /// # Errors
+    /// [`RunnerError::UnknownProjection`] for `of`; [`RunnerError::Config`]
+    /// naming `start_rebuild` when the new name is taken or empty, or its
+    /// failure policy is invalid; [`RunnerError::Checkpoint`].
+    pub async fn start_rebuild(
+        &mut self,
+        projector: Projector,
+        of: &str,
+    ) -> Result<(), RunnerError> {
+        let leader = self.get(of)?.position.clone();
+        if projector.name.is_empty() || self.running.contains_key(&projector.name) {
+            return Err(ConfigError::new(
+                "start_rebuild",
+                format!(
+                    "the new version needs a name of its own, got {:?}",
+                    projector.name
+                ),
+            )
+            .into());
+        }
+        projector.failure.validate()?;
+        let name = Arc::clone(&projector.name);
+        let mut running = spawn(&self.shared, projector, Role::Follow(leader)).await?;
+        running.rebuilds = Some(Arc::from(of));
+        self.running.insert(name, running);
+        Ok(())
+    }
+
+    /// Stops `projection` after the event it is applying (if any) and waits
+    /// for it; returns its last position. Its status says it stopped.
+    ///
+    /// # Errors
+    /// [`RunnerError::UnknownProjection`].
+    pub async fn stop(&mut self, projection: &str) -> Result<Position, RunnerError> {
+        let r = self
+            .running
+            .get_mut(projection)
+            .ok_or_else(|| RunnerError::UnknownProjection(projection.to_owned()))?;
+        r.stop.send_replace(true);
+        if let Some(task) = r.task.take() {
+            // A worker ends by itself between events; a panic in a projection ends it too.
+            let _ = task.await;
+        }
+        let mut status = r.status.lock();
+        status.stopped.get_or_insert_with(|| "stopped".to_owned());
+        Ok(status.position)
+    }
+
+    /// Switches from the version a rebuild follows to the rebuild: stops the
+    /// old version between events, and lets `rebuild` go on live. Events up
+    /// to the old version's last are still replays for it; every later event
+    /// is live, so each event's side effects happen once, in one version.
+    /// Returns the old version's last position. Point reads at the new
+    /// version's tables once [`wait_caught_up`](Self::wait_caught_up) returns.
+    ///
+    /// # Errors
+    /// [`RunnerError::UnknownProjection`], or [`RunnerError::Config`] naming
+    /// `promote` when `rebuild` is not a rebuild.
+    pub async fn promote(&mut self, rebuild: &str) -> Result<Position, RunnerError> {
+        let Some(old) = self.get(rebuild)?.rebuilds.clone() else {
+            return Err(
+                ConfigError::new("promote", format!("`{rebuild}` is not a rebuild")).into(),
+            );
+        };
+        let last = self.stop(&old).await?;
+        let r = self.running.get_mut(rebuild).expect("looked up above");
+        r.rebuilds = None;
+        r.role.send_replace(Role::LiveAfter(last));
+        Ok(last)
+    }
+
     /// The dead letters of `projection`, oldest first.
     ///
     /// # Errors
@@ -693,9 +848,43 @@ struct Worker {
     sleeper: SharedSleeper,
     listeners: Arc<Listeners<Event>>,
     status: Arc<Mutex<ProjectionStatus>>,
+    stop: watch::Receiver<bool>,
+    position: watch::Sender<Position>,
+    role: watch::Receiver<Role>,
 }
 
 impl Worker {
+    /// Whether `event` is a replay, waiting first (as a rebuild) until the
+    /// version it follows has applied it; `None` when told to stop meanwhile.
+    async fn replaying(&mut self, event: &RecordedEvent) -> Option<bool> {
+        loop {
+            let role = self.role.borrow_and_update().clone();
+            match role {
+                Role::Live => return Some(false),
+                Role::LiveAfter(last) => return Some(event.position <= last),
+                Role::Follow(mut leader) => {
+                    if *leader.borrow_and_update() >= event.position {
+                        return Some(true);
+                    }
+                    let leader_gone = tokio::select! {
+                        biased;
+                        _ = self.stop.wait_for(|s| *s) => return None,
+                        _ = self.role.changed() => false,
+                        changed = leader.changed() => changed.is_err(),
+                    };
+                    if leader_gone {
+                        // The old version is gone: wait to be promoted (or stopped).
+                        tokio::select! {
+                            biased;
+                            _ = self.stop.wait_for(|s| *s) => return None,
+                            _ = self.role.changed() => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn stop(&self, position: Position, error: String) {
         self.listeners.emit_with(|| Event::ProjectionStopped {
             projection: Arc::clone(&self.name),
@@ -705,7 +894,7 @@ impl Worker {
         self.status.lock().stopped = Some(error);
     }
 
-    async fn run(self) {
+    async fn run(mut self) {
         let started = Subscription::builder(
             Arc::clone(&self.store),
             Arc::new(Start(self.from)),
@@ -721,20 +910,31 @@ impl Worker {
             Err(e) => return self.stop(self.from.unwrap_or_default(), e.to_string()),
         };
         loop {
-            let event = match sub.next().await {
+            let next = tokio::select! {
+                biased;
+                _ = self.stop.wait_for(|s| *s) => return,
+                next = sub.next() => next,
+            };
+            let event = match next {
                 Ok(e) => e,
                 Err(e) => return self.stop(sub.position(), e.to_string()),
             };
+            let Some(replaying) = self.replaying(&event).await else {
+                return;
+            };
+            let ctx = ProjectionContext { replaying };
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                match self.target.apply(&event).await {
+                match self.target.apply(&event, ctx).await {
                     Ok(()) => {
                         {
                             let mut s = self.status.lock();
                             s.position = event.position;
                             s.handled += 1;
+                            s.replayed += u64::from(replaying);
                         }
+                        self.position.send_replace(event.position);
                         if !self.listeners.is_empty() {
                             let lag = self
                                 .store
@@ -777,6 +977,7 @@ impl Worker {
                             s.position = event.position;
                             s.dead_lettered += 1;
                         }
+                        self.position.send_replace(event.position);
                         self.listeners.emit_with(|| Event::DeadLettered {
                             projection: Arc::clone(&self.name),
                             position: event.position,

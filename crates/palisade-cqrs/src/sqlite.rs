@@ -18,7 +18,7 @@ use palisade_event_store::{Error, Metadata, Position, RecordedEvent, StreamName}
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use crate::projection::{BoxError, DeadLetter, Projector, Target};
+use crate::projection::{BoxError, DeadLetter, ProjectionContext, Projector, Target};
 
 /// A projection into a SQLite read model, exactly once.
 pub trait SqliteProjection: Send + Sync + 'static {
@@ -34,7 +34,12 @@ pub trait SqliteProjection: Send + Sync + 'static {
     /// Applies one event inside the transaction that also saves the checkpoint.
     /// An error rolls all of it back and is retried by the projection's
     /// [`FailurePolicy`](crate::FailurePolicy).
-    fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError>;
+    fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+        ctx: ProjectionContext,
+    ) -> Result<(), BoxError>;
 }
 
 /// A shared projection is a projection.
@@ -43,8 +48,13 @@ impl<P: SqliteProjection + ?Sized> SqliteProjection for Arc<P> {
         (**self).setup(tx)
     }
 
-    fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
-        (**self).apply(tx, event)
+    fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+        ctx: ProjectionContext,
+    ) -> Result<(), BoxError> {
+        (**self).apply(tx, event, ctx)
     }
 }
 
@@ -229,13 +239,13 @@ impl<P: SqliteProjection> Target for Exactly<P> {
         .await
     }
 
-    async fn apply(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+    async fn apply(&self, event: &RecordedEvent, ctx: ProjectionContext) -> Result<(), BoxError> {
         let event = event.clone();
         self.in_tx(move |tx, name, p| {
             if load_checkpoint(tx, name)?.is_some_and(|c| c >= event.position) {
                 return Ok(());
             }
-            p.apply(tx, &event)?;
+            p.apply(tx, &event, ctx)?;
             Ok(save_checkpoint(tx, name, event.position)?)
         })
         .await
@@ -352,7 +362,7 @@ impl<P: SqliteProjection> Target for Exactly<P> {
             )?;
             // Already replayed (by another caller): nothing to apply.
             if removed == 1 {
-                p.apply(tx, &event)?;
+                p.apply(tx, &event, ProjectionContext::live())?;
             }
             Ok(())
         })

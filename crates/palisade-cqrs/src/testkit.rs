@@ -31,7 +31,7 @@ use std::time::SystemTime;
 use palisade_event_store::{Codec, JsonCodec, Metadata, Position, RecordedEvent, StreamName};
 
 use crate::aggregate::{Aggregate, DomainEvent};
-use crate::projection::{BoxError, Projection};
+use crate::projection::{BoxError, Projection, ProjectionContext};
 
 struct Unpark(std::thread::Thread);
 
@@ -250,7 +250,7 @@ impl Recorder {
 ///
 /// ```
 /// use palisade_cqrs::testkit::ProjectionTest;
-/// use palisade_cqrs::{BoxError, DomainEvent, Projection, RecordedEvent};
+/// use palisade_cqrs::{BoxError, DomainEvent, Projection, ProjectionContext, RecordedEvent};
 /// use std::sync::atomic::{AtomicU64, Ordering};
 ///
 /// #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -261,7 +261,7 @@ impl Recorder {
 /// struct Total(AtomicU64);
 /// #[async_trait::async_trait]
 /// impl Projection for Total {
-///     async fn handle(&self, e: &RecordedEvent) -> Result<(), BoxError> {
+///     async fn handle(&self, e: &RecordedEvent, _: ProjectionContext) -> Result<(), BoxError> {
 ///         self.0.fetch_add(e.decode::<Deposited>()?.0, Ordering::SeqCst);
 ///         Ok(())
 ///     }
@@ -319,7 +319,7 @@ impl<P: Projection> ProjectionTest<P> {
     ) -> Result<Self, BoxError> {
         for e in events {
             let recorded = self.recorder.record(stream, &e);
-            block_on(self.projection.handle(&recorded))?;
+            block_on(self.projection.handle(&recorded, ProjectionContext::live()))?;
         }
         Ok(self)
     }

@@ -17,7 +17,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use palisade_cqrs::telemetry::{COMMANDS, PROJECTION_LAG};
 use palisade_cqrs::{
     BoxError, CommandHandler, EventStore, InMemoryCheckpointStore, InMemoryEventStore, Projection,
-    ProjectionRunner, Projector, RecordedEvent, StreamName,
+    ProjectionContext, ProjectionRunner, Projector, RecordedEvent, StreamName,
 };
 use palisade_event_store::{ReadStream, TryStreamExt};
 
@@ -77,7 +77,7 @@ struct Nothing;
 
 #[async_trait::async_trait]
 impl Projection for Nothing {
-    async fn handle(&self, _: &RecordedEvent) -> Result<(), BoxError> {
+    async fn handle(&self, _: &RecordedEvent, _: ProjectionContext) -> Result<(), BoxError> {
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use palisade_cqrs::tokio_postgres::{NoTls, Transaction};
 use palisade_cqrs::{
     Backoff, BoxError, EventStore, FailurePolicy, PostgresProjection, PostgresReadModel,
-    ProjectionRunner, RecordedEvent, StreamName,
+    ProjectionContext, ProjectionRunner, RecordedEvent, StreamName,
 };
 use palisade_event_store::{ExpectedVersion, NewEvent, PostgresEventStore};
 use palisade_test_support::{Cleanup, test_name};
@@ -80,7 +80,12 @@ impl PostgresProjection for Counts {
         .await
     }
 
-    async fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+        _: ProjectionContext,
+    ) -> Result<(), BoxError> {
         let n: u64 = event.decode()?;
         if n % 10 == 3 && self.broken.load(Ordering::SeqCst) {
             return Err(format!("cannot count {n}").into());

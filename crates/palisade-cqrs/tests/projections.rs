@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use palisade_cqrs::{
     Backoff, BoxError, CheckpointStore, Event, EventStore, FailurePolicy, InMemoryCheckpointStore,
-    InMemoryEventStore, Projection, ProjectionRunner, Projector, RecordedEvent, StreamName,
+    InMemoryEventStore, Projection, ProjectionContext, ProjectionRunner, Projector, RecordedEvent,
+    StreamName,
 };
 use palisade_event_store::{ExpectedVersion, NewEvent};
 use parking_lot::Mutex;
@@ -39,7 +40,7 @@ struct Counter {
 
 #[async_trait::async_trait]
 impl Projection for Counter {
-    async fn handle(&self, event: &RecordedEvent) -> Result<(), BoxError> {
+    async fn handle(&self, event: &RecordedEvent, _: ProjectionContext) -> Result<(), BoxError> {
         let value: u64 = event.decode()?;
         if Some(value) == self.poison && self.broken.load(Ordering::SeqCst) {
             return Err(format!("cannot count {value}").into());
@@ -238,4 +239,184 @@ async fn bad_runner_settings_name_their_method() {
         b().start().await.unwrap().status("nope"),
         Err(palisade_cqrs::RunnerError::UnknownProjection(_))
     ));
+}
+
+/// A view (events per stream) with a side effect (an "email" per live event).
+#[derive(Default)]
+struct Emailing {
+    view: Mutex<std::collections::BTreeMap<String, u64>>,
+    emails: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl Projection for Emailing {
+    async fn handle(&self, event: &RecordedEvent, ctx: ProjectionContext) -> Result<(), BoxError> {
+        *self
+            .view
+            .lock()
+            .entry(event.stream.to_string())
+            .or_default() += 1;
+        if !ctx.replaying {
+            self.emails.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+async fn head_at_least(store: &Arc<dyn EventStore>, sequence: u64) {
+    while store.head().await.unwrap().sequence < sequence {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_while_writes_go_on_matches_a_fresh_replay_and_repeats_no_side_effect() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for i in 0..550u64 {
+                let stream = StreamName::new(format!("order-{}", i % 5)).unwrap();
+                store
+                    .append(
+                        &stream,
+                        ExpectedVersion::Any,
+                        vec![NewEvent::json("Counted", &i).unwrap()],
+                    )
+                    .await
+                    .unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let checkpoints = Arc::new(InMemoryCheckpointStore::new());
+    let v1 = Arc::new(Emailing::default());
+    let v2 = Arc::new(Emailing::default());
+    let mut runner = ProjectionRunner::builder(Arc::clone(&store))
+        .page_size(16)
+        .projection(Projector::new(
+            "orders_v1",
+            Arc::clone(&v1),
+            checkpoints.clone(),
+        ))
+        .start()
+        .await
+        .unwrap();
+    head_at_least(&store, 100).await;
+    runner
+        .start_rebuild(
+            Projector::new("orders_v2", Arc::clone(&v2), checkpoints.clone()),
+            "orders_v1",
+        )
+        .await
+        .unwrap();
+    head_at_least(&store, 350).await;
+    // While it rebuilds, the new version never runs ahead of the old one and sends nothing.
+    let (old, new) = (
+        runner.status("orders_v1").unwrap(),
+        runner.status("orders_v2").unwrap(),
+    );
+    assert!(new.position <= old.position, "{new:?} ran ahead of {old:?}");
+    assert_eq!(v2.emails.load(Ordering::SeqCst), 0);
+    assert_eq!(new.replayed, new.handled);
+
+    let last = runner.promote("orders_v2").await.unwrap();
+    assert_eq!(runner.status("orders_v1").unwrap().position, last);
+    assert!(runner.status("orders_v1").unwrap().stopped.is_some());
+    writer.await.unwrap();
+    // And 50 more after the switch, which only the new version sees.
+    for i in 550..600u64 {
+        let stream = StreamName::new(format!("order-{}", i % 5)).unwrap();
+        store
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                vec![NewEvent::json("Counted", &i).unwrap()],
+            )
+            .await
+            .unwrap();
+    }
+    runner
+        .wait_caught_up(Duration::from_millis(2))
+        .await
+        .unwrap();
+
+    // Every event's side effect happened once, in one version or the other.
+    let (sent1, sent2) = (
+        v1.emails.load(Ordering::SeqCst),
+        v2.emails.load(Ordering::SeqCst),
+    );
+    assert_eq!(
+        sent1 + sent2,
+        600,
+        "v1 sent {sent1}, v2 sent {sent2}, last {last}, v2 {:?}, head {}",
+        runner.status("orders_v2").unwrap(),
+        store.head().await.unwrap()
+    );
+    assert_eq!(
+        sent1, last.sequence,
+        "the old version sent one per event up to its last"
+    );
+    let status = runner.status("orders_v2").unwrap();
+    assert_eq!(status.handled, 600);
+    assert_eq!(status.replayed, last.sequence);
+
+    // The rebuilt view is the view a fresh replay gives.
+    let fresh = Arc::new(Emailing::default());
+    let replay = ProjectionRunner::builder(Arc::clone(&store))
+        .projection(Projector::new(
+            "fresh",
+            Arc::clone(&fresh),
+            Arc::new(InMemoryCheckpointStore::new()),
+        ))
+        .start()
+        .await
+        .unwrap();
+    replay
+        .wait_caught_up(Duration::from_millis(2))
+        .await
+        .unwrap();
+    assert_eq!(*v2.view.lock(), *fresh.view.lock());
+    assert_eq!(fresh.view.lock().values().sum::<u64>(), 600);
+}
+
+#[tokio::test]
+async fn only_a_rebuild_can_be_promoted_and_a_rebuild_needs_a_running_original() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let cp: Arc<dyn CheckpointStore> = Arc::new(InMemoryCheckpointStore::new());
+    let mut runner = ProjectionRunner::builder(Arc::clone(&store))
+        .projection(Projector::new(
+            "a",
+            Arc::new(Counter::default()),
+            cp.clone(),
+        ))
+        .start()
+        .await
+        .unwrap();
+    let config = |e: palisade_cqrs::RunnerError| match e {
+        palisade_cqrs::RunnerError::Config(c) => c.field(),
+        other => panic!("{other}"),
+    };
+    assert_eq!(config(runner.promote("a").await.unwrap_err()), "promote");
+    assert!(matches!(
+        runner
+            .start_rebuild(
+                Projector::new("b", Arc::new(Counter::default()), cp.clone()),
+                "nope"
+            )
+            .await,
+        Err(palisade_cqrs::RunnerError::UnknownProjection(_))
+    ));
+    assert_eq!(
+        config(
+            runner
+                .start_rebuild(
+                    Projector::new("a", Arc::new(Counter::default()), cp.clone()),
+                    "a"
+                )
+                .await
+                .unwrap_err()
+        ),
+        "start_rebuild"
+    );
 }

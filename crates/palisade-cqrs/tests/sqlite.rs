@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use palisade_cqrs::rusqlite::{self, Transaction};
 use palisade_cqrs::{
-    Backoff, BoxError, EventStore, FailurePolicy, ProjectionRunner, RecordedEvent,
-    SqliteProjection, SqliteReadModel, StreamName,
+    Backoff, BoxError, EventStore, FailurePolicy, ProjectionContext, ProjectionRunner,
+    RecordedEvent, SqliteProjection, SqliteReadModel, StreamName,
 };
 use palisade_event_store::{ExpectedVersion, NewEvent, SqliteEventStore};
 
@@ -49,7 +49,12 @@ impl SqliteProjection for Counts {
         )
     }
 
-    fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
+    fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+        _: ProjectionContext,
+    ) -> Result<(), BoxError> {
         let n: u64 = event.decode()?;
         if n % 10 == 3 && self.broken.load(Ordering::SeqCst) {
             return Err(format!("cannot count {n}").into());

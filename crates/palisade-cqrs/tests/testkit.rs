@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use common::{Account, AccountError, AccountEvent, Command};
 use palisade_cqrs::testkit::{ProjectionTest, Recorder, given};
-use palisade_cqrs::{BoxError, Projection, RecordedEvent};
+use palisade_cqrs::{BoxError, Projection, ProjectionContext, RecordedEvent};
 
 #[test]
 fn given_when_then_events() {
@@ -80,7 +80,7 @@ struct Balances(Mutex<Vec<(String, u64, u64)>>);
 
 #[async_trait::async_trait]
 impl Projection for Balances {
-    async fn handle(&self, e: &RecordedEvent) -> Result<(), BoxError> {
+    async fn handle(&self, e: &RecordedEvent, _: ProjectionContext) -> Result<(), BoxError> {
         let amount = match e.decode::<AccountEvent>()? {
             AccountEvent::Deposited(n) => n,
             AccountEvent::Withdrawn(n) if n > 100 => return Err("too large".into()),

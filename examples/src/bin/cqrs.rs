@@ -12,7 +12,7 @@ use std::time::Duration;
 use palisade::cqrs::rusqlite::{self, Transaction};
 use palisade::cqrs::{
     Aggregate, BoxError, CommandContext, CommandError, CommandHandler, DomainEvent, Event,
-    ProjectionRunner, RecordedEvent, SqliteProjection, SqliteReadModel, Uuid,
+    ProjectionContext, ProjectionRunner, RecordedEvent, SqliteProjection, SqliteReadModel, Uuid,
 };
 use palisade::event_store::{EventStore, SqliteEventStore};
 use serde::{Deserialize, Serialize};
@@ -104,7 +104,12 @@ impl SqliteProjection for Balances {
         )
     }
 
-    fn apply(&self, tx: &Transaction<'_>, event: &RecordedEvent) -> Result<(), BoxError> {
+    fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+        _: ProjectionContext,
+    ) -> Result<(), BoxError> {
         let delta: i64 = match event.decode::<AccountEvent>()? {
             AccountEvent::Opened => 0,
             AccountEvent::Deposited(n) => i64::try_from(n)?,
