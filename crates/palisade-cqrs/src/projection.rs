@@ -781,9 +781,10 @@ impl ProjectionRunner {
             );
         };
         let last = self.stop(&old).await?;
-        let r = self.running.get_mut(rebuild).expect("looked up above");
-        r.rebuilds = None;
-        r.role.send_replace(Role::LiveAfter(last));
+        if let Some(r) = self.running.get_mut(rebuild) {
+            r.rebuilds = None;
+            r.role.send_replace(Role::LiveAfter(last));
+        }
         Ok(last)
     }
 
