@@ -178,7 +178,7 @@ async fn main() -> Result<(), BoxError> {
                     match accounts.execute("alice", &Command::Withdraw(2)).await {
                         Ok(_) => paid += 1,
                         Err(CommandError::Refused(AccountError::Insufficient { .. })) => {
-                            refused += 1
+                            refused += 1;
                         }
                         Err(other) => return Err(other.to_string()),
                     }
