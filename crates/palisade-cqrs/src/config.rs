@@ -75,6 +75,7 @@ pub struct CommandHandlerBuilder<A: Aggregate> {
     tracing: bool,
     #[cfg(feature = "otel")]
     meter: Option<palisade_core::telemetry::MeterSource>,
+    cache: Option<Arc<dyn crate::handler::StateCache<A>>>,
 }
 
 impl<A: Aggregate> std::fmt::Debug for CommandHandlerBuilder<A> {
@@ -104,6 +105,7 @@ impl<A: Aggregate> CommandHandlerBuilder<A> {
             tracing: false,
             #[cfg(feature = "otel")]
             meter: None,
+            cache: None,
         }
     }
 
@@ -176,6 +178,41 @@ impl<A: Aggregate> CommandHandlerBuilder<A> {
         self
     }
 
+    /// Keeps hot aggregates in `cache` (feature `cache`): a command on a cached
+    /// aggregate reads only the events after the cached version (none when it
+    /// is current) instead of the snapshot and the events after it; the entry
+    /// is replaced after each append and dropped on a conflict. Default: no cache.
+    ///
+    /// ```
+    /// # use palisade_cqrs::*;
+    /// # use std::sync::Arc;
+    /// # #[derive(Default, Clone, serde::Serialize, serde::Deserialize)] struct Counter(u64);
+    /// # #[derive(Clone, serde::Serialize, serde::Deserialize)] struct Added;
+    /// # impl DomainEvent for Added { fn event_type(&self) -> &'static str { "Added" } }
+    /// # #[derive(Debug, thiserror::Error)] #[error("never")] struct Never;
+    /// # impl Aggregate for Counter {
+    /// #     const TYPE: &'static str = "counter";
+    /// #     type Command = (); type Event = Added; type Error = Never; type Services = ();
+    /// #     async fn handle(&self, _: &(), _: &()) -> Result<Vec<Added>, Never> { Ok(vec![Added]) }
+    /// #     fn apply(&mut self, _: Added) { self.0 += 1; }
+    /// # }
+    /// let hot = palisade_cache::Cache::builder().max_capacity(10_000).build()?;
+    /// let counters = CommandHandler::<Counter>::builder(Arc::new(InMemoryEventStore::new()), ())
+    ///     .cache(hot)
+    ///     .build()?;
+    /// # let _ = counters;
+    /// # Ok::<(), ConfigError>(())
+    /// ```
+    #[cfg(feature = "cache")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+    pub fn cache(mut self, cache: palisade_cache::Cache<StreamName, (A, u64)>) -> Self
+    where
+        A: Clone,
+    {
+        self.cache = Some(Arc::new(cache));
+        self
+    }
+
     /// Checks every setting and builds the handler.
     ///
     /// # Errors
@@ -227,6 +264,7 @@ impl<A: Aggregate> CommandHandlerBuilder<A> {
                 listeners,
                 #[cfg(feature = "tracing")]
                 tracing: self.tracing,
+                cache: self.cache,
             }),
         })
     }

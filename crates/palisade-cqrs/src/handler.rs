@@ -131,6 +131,30 @@ pub(crate) struct Inner<A: Aggregate> {
     pub(crate) listeners: Listeners<Event>,
     #[cfg(feature = "tracing")]
     pub(crate) tracing: bool,
+    /// Hot aggregates: their state and version, to read only newer events.
+    pub(crate) cache: Option<Arc<dyn StateCache<A>>>,
+}
+
+/// A cache of aggregate states by stream (feature `cache`: palisade-cache).
+pub(crate) trait StateCache<A>: Send + Sync {
+    fn get(&self, stream: &StreamName) -> Option<(A, u64)>;
+    fn put(&self, stream: StreamName, state: A, version: u64);
+    fn remove(&self, stream: &StreamName);
+}
+
+#[cfg(feature = "cache")]
+impl<A: Clone + Send + Sync + 'static> StateCache<A>
+    for palisade_cache::Cache<StreamName, (A, u64)>
+{
+    fn get(&self, stream: &StreamName) -> Option<(A, u64)> {
+        palisade_cache::Cache::get(self, stream)
+    }
+    fn put(&self, stream: StreamName, state: A, version: u64) {
+        self.insert(stream, (state, version));
+    }
+    fn remove(&self, stream: &StreamName) {
+        self.invalidate(stream);
+    }
 }
 
 /// Executes commands on aggregates of type `A`. Cheap to clone; clones share everything.
@@ -289,7 +313,9 @@ impl<A: Aggregate> CommandHandler<A> {
             });
         };
         for attempt in 1..=inner.max_attempts {
-            let (loaded, found) = match inner.repository.load_stream(&stream, watch).await {
+            let cached = inner.cache.as_ref().and_then(|c| c.get(&stream));
+            let cached_at = cached.as_ref().map(|(_, v)| *v);
+            let (loaded, found) = match inner.repository.load_stream(&stream, watch, cached).await {
                 Ok(l) => l,
                 Err(e) => {
                     report(CommandOutcome::Failed, attempt, conflicts, 0, false);
@@ -310,7 +336,7 @@ impl<A: Aggregate> CommandHandler<A> {
             // A refusal or a no-op may be a resubmission whose events a
             // snapshot hides: look behind the snapshot before saying so.
             if let (Some(through), true) = (
-                loaded.snapshot,
+                loaded.snapshot.or(cached_at),
                 watch.is_some() && decided.as_ref().map_or(true, Vec::is_empty),
             ) {
                 match find(&**inner.repository.store(), &stream, watch, Some(through)).await {
@@ -373,12 +399,19 @@ impl<A: Aggregate> CommandHandler<A> {
                         written,
                         !appended.written,
                     );
-                    if appended.written && inner.snapshots.wants(loaded.version, appended.version) {
+                    let snapshot = inner.snapshots.wants(loaded.version, appended.version);
+                    if appended.written && (snapshot || inner.cache.is_some()) {
                         let mut state = loaded.state;
                         for e in events {
                             state.apply(e);
                         }
-                        self.snapshot(stream, &state, appended.version).await;
+                        if snapshot {
+                            self.snapshot(stream.clone(), &state, appended.version)
+                                .await;
+                        }
+                        if let Some(cache) = &inner.cache {
+                            cache.put(stream, state, appended.version);
+                        }
                     }
                     return Ok(Committed {
                         version: appended.version,
@@ -390,6 +423,9 @@ impl<A: Aggregate> CommandHandler<A> {
                 }
                 Err(e) if e.is_conflict() => {
                     conflicts += 1;
+                    if let Some(cache) = &inner.cache {
+                        cache.remove(&stream);
+                    }
                     if attempt < inner.max_attempts {
                         inner.sleeper.sleep(inner.backoff.delay(attempt)).await;
                     }

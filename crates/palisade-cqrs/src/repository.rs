@@ -93,23 +93,29 @@ impl<A: Aggregate> Repository<A> {
     /// error, or a codec error for an event or snapshot that does not decode.
     pub async fn load(&self, id: &str) -> Result<Loaded<A>, Error> {
         let stream = self.stream(id)?;
-        Ok(self.load_stream(&stream, None).await?.0)
+        Ok(self.load_stream(&stream, None, None).await?.0)
     }
 
     /// Loads, also reporting where the event with id `watch` is, if it is among the events read.
+    /// Loads, starting from `start` (a cached state and its version) when
+    /// given, else from the latest snapshot.
     pub(crate) async fn load_stream(
         &self,
         stream: &StreamName,
         watch: Option<Uuid>,
+        start: Option<(A, u64)>,
     ) -> Result<(Loaded<A>, Found), Error> {
-        let snapshot = match self.store.load_snapshot(stream).await? {
-            Some(s) if s.schema_version == A::SNAPSHOT_VERSION => Some(s),
-            _ => None,
+        let (snapshot, start) = match start {
+            Some(start) => (None, Some(start)),
+            None => match self.store.load_snapshot(stream).await? {
+                Some(s) if s.schema_version == A::SNAPSHOT_VERSION => {
+                    let state = JsonCodec.decode::<A>(&s.payload)?;
+                    (Some(s.version), Some((state, s.version)))
+                }
+                _ => (None, None),
+            },
         };
-        let (mut state, from) = match &snapshot {
-            Some(s) => (JsonCodec.decode::<A>(&s.payload)?, s.version),
-            None => (A::default(), 0),
-        };
+        let (mut state, from) = start.unwrap_or_else(|| (A::default(), 0));
         let mut events = self
             .store
             .read_stream(stream, ReadStream::forward().from(from + 1))
@@ -134,7 +140,7 @@ impl<A: Aggregate> Repository<A> {
             Loaded {
                 state,
                 version,
-                snapshot: snapshot.map(|s| s.version),
+                snapshot,
                 replayed,
             },
             found,

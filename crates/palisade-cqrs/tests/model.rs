@@ -62,14 +62,22 @@ fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
     #[test]
-    fn the_loaded_state_is_the_fold_of_the_stream(ops in proptest::collection::vec(op(), 1..40), every in 1..5u64) {
+    fn the_loaded_state_is_the_fold_of_the_stream(ops in proptest::collection::vec(op(), 1..40), every in 1..5u64, cached in any::<bool>()) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
         rt.block_on(async {
             let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
-            let accounts = CommandHandler::<Account>::builder(Arc::clone(&store), ())
-                .snapshot_policy(SnapshotPolicy::EveryEvents(every))
-                .build()
-                .unwrap();
+            let builder = CommandHandler::<Account>::builder(Arc::clone(&store), ())
+                .snapshot_policy(SnapshotPolicy::EveryEvents(every));
+            // With feature `cache`, half the cases keep the aggregate in a cache too.
+            #[cfg(feature = "cache")]
+            let builder = if cached {
+                builder.cache(palisade_cache::Cache::builder().max_capacity(10).build().unwrap())
+            } else {
+                builder
+            };
+            #[cfg(not(feature = "cache"))]
+            let _ = cached;
+            let accounts = builder.build().unwrap();
             let ids: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
             let mut used = HashSet::new();
             let mut model: Vec<AccountEvent> = Vec::new();
