@@ -105,7 +105,7 @@
 //! | `sqlite` | `SqliteReadModel`, `SqliteProjection`: writes and checkpoint in one transaction; the event store's SQLite backend | no |
 //! | `postgres` | `PostgresReadModel`, `PostgresProjection`: the same, in a PostgreSQL schema; the event store's PostgreSQL backend | no |
 //! | `cache` | `CommandHandlerBuilder::cache`: hot aggregates kept in a `palisade-cache` cache, so a command reads only newer events | no |
-//! | `otel` | `otel()`/`meter()` on both builders: `palisade.cqrs.commands`, `palisade.cqrs.projection.lag`; `traceparent` in metadata | no |
+//! | `otel` | `otel()`/`meter()` on both builders: `palisade.cqrs.commands`, `palisade.cqrs.projection.lag`; `traceparent` in metadata, and projections run in the trace it names | no |
 //! | `tracing` | `tracing()` on both builders: the `cqrs.command {aggregate}` span and events, target `palisade_cqrs` | no |
 //!
 //! The guide is `docs/cqrs.md`.

@@ -927,7 +927,19 @@ impl Worker {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                match self.target.apply(&event, ctx).await {
+                // With `otel`, the projection runs in the trace that caused the event.
+                #[cfg(feature = "otel")]
+                let applied =
+                    match crate::telemetry::parent_context(event.metadata.traceparent.as_deref()) {
+                        Some(cx) => {
+                            use opentelemetry::context::FutureExt as _;
+                            self.target.apply(&event, ctx).with_context(cx).await
+                        }
+                        None => self.target.apply(&event, ctx).await,
+                    };
+                #[cfg(not(feature = "otel"))]
+                let applied = self.target.apply(&event, ctx).await;
+                match applied {
                     Ok(()) => {
                         {
                             let mut s = self.status.lock();

@@ -218,7 +218,12 @@ impl<P: SqliteProjection> Exactly<P> {
         let conn = Arc::clone(&self.conn);
         let name = self.name.clone();
         let projection = Arc::clone(&self.projection);
+        // The blocking thread runs in the caller's trace too.
+        #[cfg(feature = "otel")]
+        let cx = opentelemetry::Context::current();
         tokio::task::spawn_blocking(move || {
+            #[cfg(feature = "otel")]
+            let _trace = cx.attach();
             let mut conn = conn.lock();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx, &name, &projection)?;

@@ -97,6 +97,30 @@ impl palisade_core::Listener<Event> for LagMetrics {
     }
 }
 
+/// The OpenTelemetry context whose (remote) parent is the span a W3C
+/// `traceparent` names; `None` for a malformed or missing one.
+pub(crate) fn parent_context(traceparent: Option<&str>) -> Option<opentelemetry::Context> {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let mut parts = traceparent?.split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version != "00"
+        || parts.next().is_some()
+        || trace.len() != 32
+        || span.len() != 16
+        || flags.len() != 2
+    {
+        return None;
+    }
+    let trace = TraceId::from_hex(trace).ok()?;
+    let span = SpanId::from_hex(span).ok()?;
+    let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()?);
+    let remote = SpanContext::new(trace, span, flags, true, TraceState::default());
+    remote
+        .is_valid()
+        .then(|| opentelemetry::Context::new().with_remote_span_context(remote))
+}
+
 /// The W3C `traceparent` of the current OpenTelemetry span, if there is a valid one.
 pub(crate) fn current_traceparent() -> Option<String> {
     let cx = opentelemetry::Context::current();

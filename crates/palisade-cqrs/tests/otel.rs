@@ -176,3 +176,87 @@ async fn events_carry_the_trace_context_of_the_current_span() {
         .unwrap();
     assert_eq!(events[1].metadata.traceparent, None);
 }
+
+/// Records the trace id current while it handles each event.
+#[derive(Default)]
+struct TraceIds(parking_lot::Mutex<Vec<opentelemetry::trace::TraceId>>);
+
+fn current_trace_id() -> opentelemetry::trace::TraceId {
+    opentelemetry::Context::current()
+        .span()
+        .span_context()
+        .trace_id()
+}
+
+#[async_trait::async_trait]
+impl Projection for TraceIds {
+    async fn handle(&self, _: &RecordedEvent, _: ProjectionContext) -> Result<(), BoxError> {
+        self.0.lock().push(current_trace_id());
+        Ok(())
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl palisade_cqrs::SqliteProjection for TraceIds {
+    fn apply(
+        &self,
+        _: &palisade_cqrs::rusqlite::Transaction<'_>,
+        _: &RecordedEvent,
+        _: ProjectionContext,
+    ) -> Result<(), BoxError> {
+        self.0.lock().push(current_trace_id());
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_continue_the_trace_recorded_in_the_event() {
+    let provider = SdkTracerProvider::builder().build();
+    let tracer = provider.tracer("test");
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let accounts = CommandHandler::<Account>::builder(Arc::clone(&store), ())
+        .build()
+        .unwrap();
+    let cx = opentelemetry::Context::current_with_span(tracer.start("request"));
+    let trace_id = cx.span().span_context().trace_id();
+    accounts
+        .execute("a", &Command::Open)
+        .with_context(cx)
+        .await
+        .unwrap();
+    accounts.execute("a", &Command::Deposit(1)).await.unwrap(); // outside any trace
+
+    let view = Arc::new(TraceIds::default());
+    #[allow(unused_mut)]
+    let mut builder = ProjectionRunner::builder(Arc::clone(&store)).projection(Projector::new(
+        "ids",
+        Arc::clone(&view),
+        Arc::new(InMemoryCheckpointStore::new()),
+    ));
+    #[cfg(feature = "sqlite")]
+    let (sqlite_view, _model, path) = {
+        let path = std::env::temp_dir().join(format!(
+            "palisade-cqrs-otel-{}.db",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let model = palisade_cqrs::SqliteReadModel::open(&path).await.unwrap();
+        let sqlite_view = Arc::new(TraceIds::default());
+        builder = builder.projection(model.projector("sqlite_ids", Arc::clone(&sqlite_view)));
+        (sqlite_view, model, path)
+    };
+    let runner = builder.start().await.unwrap();
+    runner
+        .wait_caught_up(Duration::from_millis(2))
+        .await
+        .unwrap();
+    let none = opentelemetry::trace::TraceId::INVALID;
+    assert_eq!(*view.0.lock(), [trace_id, none]);
+    #[cfg(feature = "sqlite")]
+    {
+        assert_eq!(*sqlite_view.0.lock(), [trace_id, none]);
+        drop(runner);
+        for s in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{s}", path.display()));
+        }
+    }
+}
