@@ -2,10 +2,10 @@
 //! projection's writes, its checkpoint and its dead letters commit in one
 //! transaction.
 //!
-//! Each event is applied in a transaction that first locks the projection's
-//! checkpoint row (`SELECT … FOR UPDATE`; the row is made when the runner
-//! starts) and skips the event if the checkpoint is at or past it, then runs
-//! the projection, then moves the checkpoint, then commits. A crash at any
+//! Each batch of events is applied in a transaction that first locks the
+//! projection's checkpoint row (`SELECT … FOR UPDATE`; the row is made when
+//! the runner starts) and skips the events at or before it, then runs the
+//! projection on the others, then moves the checkpoint, then commits. A crash at any
 //! point leaves all of it or none (the server rolls back a transaction whose
 //! connection died); a second runner waits on the row lock and then sees the
 //! new checkpoint. Each event takes effect exactly once.
@@ -225,6 +225,31 @@ async fn save_checkpoint(tx: &Transaction<'_>, name: &str, p: Position) -> Resul
     Ok(())
 }
 
+impl<P: PostgresProjection> Exactly<P> {
+    /// The events in one transaction under the checkpoint row's lock.
+    async fn apply_all(
+        &self,
+        events: &[(RecordedEvent, ProjectionContext)],
+    ) -> Result<(), BoxError> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        let checkpoint = lock_checkpoint(&tx, &self.name).await?;
+        let mut last = None;
+        for (event, ctx) in events {
+            if checkpoint >= event.position {
+                continue;
+            }
+            crate::projection::in_trace(event, self.projection.apply(&tx, event, *ctx)).await?;
+            last = Some(event.position);
+        }
+        if let Some(last) = last {
+            save_checkpoint(&tx, &self.name, last).await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl<P: PostgresProjection> Target for Exactly<P> {
     async fn checkpoint(&self) -> Result<Option<Position>, BoxError> {
@@ -241,16 +266,11 @@ impl<P: PostgresProjection> Target for Exactly<P> {
         Ok(Some(at).filter(|p| *p != Position::START))
     }
 
-    async fn apply(&self, event: &RecordedEvent, ctx: ProjectionContext) -> Result<(), BoxError> {
-        let mut client = self.client.lock().await;
-        let tx = client.transaction().await?;
-        if lock_checkpoint(&tx, &self.name).await? >= event.position {
-            return Ok(());
-        }
-        self.projection.apply(&tx, event, ctx).await?;
-        save_checkpoint(&tx, &self.name, event.position).await?;
-        tx.commit().await?;
-        Ok(())
+    async fn apply(
+        &self,
+        events: &[(RecordedEvent, ProjectionContext)],
+    ) -> Result<(), (usize, BoxError)> {
+        self.apply_all(events).await.map_err(|e| (0, e))
     }
 
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BoxError> {

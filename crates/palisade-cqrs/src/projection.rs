@@ -12,10 +12,12 @@
 //! A [`Projection`] (any target) is at least once: its checkpoint is saved
 //! after its `handle` returns, so a crash between the two delivers the event
 //! again; each event carries its [`Position`] to deduplicate by. A SQLite read
-//! model ([`SqliteReadModel`](crate::SqliteReadModel), feature `sqlite`) is
-//! exactly once: the projection's writes, its checkpoint and any dead letter
-//! commit in one transaction, which first checks the checkpoint, so an event
-//! takes effect once whatever crashes and whichever runner gets there first.
+//! model (`SqliteReadModel`, feature `sqlite`) or a PostgreSQL one
+//! (`PostgresReadModel`, feature `postgres`) is exactly once: the
+//! projection's writes, its checkpoint and any dead letter commit in one
+//! transaction, which first checks the checkpoint, so an event takes effect
+//! once whatever crashes and whichever runner gets there first. Events
+//! already read are applied in batches of up to `batch_size`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -216,7 +218,14 @@ impl FailurePolicy {
 pub(crate) trait Target: Send + Sync + 'static {
     async fn checkpoint(&self) -> Result<Option<Position>, BoxError>;
     /// Applies the event and saves it as the checkpoint.
-    async fn apply(&self, event: &RecordedEvent, ctx: ProjectionContext) -> Result<(), BoxError>;
+    /// Applies the events in order and saves the last as the checkpoint: on
+    /// an exactly-once target, all in one transaction. On an error, `.0` is
+    /// how many of the first events took effect and are checkpointed (always
+    /// 0 on an exactly-once target, where the transaction rolled back).
+    async fn apply(
+        &self,
+        events: &[(RecordedEvent, ProjectionContext)],
+    ) -> Result<(), (usize, BoxError)>;
     /// Keeps the event as a dead letter and saves it as the checkpoint.
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BoxError>;
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BoxError>;
@@ -237,9 +246,33 @@ impl<P: Projection> Target for AtLeastOnce<P> {
     async fn checkpoint(&self) -> Result<Option<Position>, BoxError> {
         Ok(self.checkpoints.load(&self.name).await?)
     }
-    async fn apply(&self, event: &RecordedEvent, ctx: ProjectionContext) -> Result<(), BoxError> {
-        self.projection.handle(event, ctx).await?;
-        Ok(self.checkpoints.save(&self.name, event.position).await?)
+    async fn apply(
+        &self,
+        events: &[(RecordedEvent, ProjectionContext)],
+    ) -> Result<(), (usize, BoxError)> {
+        for (i, (event, ctx)) in events.iter().enumerate() {
+            if let Err(error) = in_trace(event, self.projection.handle(event, *ctx)).await {
+                // Keep what took effect, so a retry of the rest does not repeat it.
+                if i > 0
+                    && self
+                        .checkpoints
+                        .save(&self.name, events[i - 1].0.position)
+                        .await
+                        .is_ok()
+                {
+                    return Err((i, error));
+                }
+                return Err((0, error));
+            }
+        }
+        match events.last() {
+            Some((last, _)) => self
+                .checkpoints
+                .save(&self.name, last.position)
+                .await
+                .map_err(|e| (0, e.into())),
+            None => Ok(()),
+        }
     }
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BoxError> {
         let position = letter.event.position;
@@ -255,6 +288,17 @@ impl<P: Projection> Target for AtLeastOnce<P> {
             .await?;
         self.dead.remove(&self.name, letter.event.position).await
     }
+}
+
+/// Runs `work` in the trace `event`'s `traceparent` names (feature `otel`).
+pub(crate) async fn in_trace<F: std::future::Future>(event: &RecordedEvent, work: F) -> F::Output {
+    #[cfg(feature = "otel")]
+    if let Some(cx) = crate::telemetry::parent_context(event.metadata.traceparent.as_deref()) {
+        use opentelemetry::context::FutureExt as _;
+        return work.with_context(cx).await;
+    }
+    let _ = event;
+    work.await
 }
 
 /// One projection to run: its name (the checkpoint's key), target, filter and failure policy.
@@ -381,6 +425,7 @@ enum Role {
 struct Shared {
     store: Arc<dyn EventStore>,
     page: u64,
+    batch: usize,
     sleeper: SharedSleeper,
     listeners: Arc<Listeners<Event>>,
 }
@@ -414,6 +459,7 @@ async fn spawn(shared: &Shared, projector: Projector, role: Role) -> Result<Runn
         failure: projector.failure.clone(),
         from,
         page: shared.page,
+        batch: shared.batch,
         sleeper: Arc::clone(&shared.sleeper),
         listeners: Arc::clone(&shared.listeners),
         status: Arc::clone(&status),
@@ -440,6 +486,7 @@ pub struct ProjectionRunnerBuilder {
     name: Arc<str>,
     projectors: Vec<Projector>,
     page: u64,
+    batch: usize,
     sleeper: Option<SharedSleeper>,
     listeners: Listeners<Event>,
     #[cfg(feature = "tracing")]
@@ -473,6 +520,15 @@ impl ProjectionRunnerBuilder {
     /// How many events one read of the log fetches. Default 512; at least 1.
     pub fn page_size(mut self, events: u64) -> Self {
         self.page = events;
+        self
+    }
+
+    /// The most events applied together: events already read are applied in
+    /// one call (one transaction on a SQLite or PostgreSQL read model, one
+    /// checkpoint save otherwise). When a batch fails, its events are applied
+    /// again one at a time, each under the failure policy. Default 100; at least 1.
+    pub fn batch_size(mut self, events: usize) -> Self {
+        self.batch = events;
         self
     }
 
@@ -525,6 +581,9 @@ impl ProjectionRunnerBuilder {
         if self.page == 0 {
             return Err(ConfigError::new("page_size", "must be at least 1, got 0").into());
         }
+        if self.batch == 0 {
+            return Err(ConfigError::new("batch_size", "must be at least 1, got 0").into());
+        }
         let mut seen = std::collections::HashSet::new();
         for p in &self.projectors {
             if p.name.is_empty() || !seen.insert(Arc::clone(&p.name)) {
@@ -554,6 +613,7 @@ impl ProjectionRunnerBuilder {
         let shared = Shared {
             store: Arc::clone(&self.store),
             page: self.page,
+            batch: self.batch,
             sleeper: self.sleeper.unwrap_or_else(TokioSleeper::shared),
             listeners: Arc::new(listeners),
         };
@@ -638,6 +698,7 @@ impl ProjectionRunner {
             name: Arc::from("default"),
             projectors: Vec::new(),
             page: 512,
+            batch: 100,
             sleeper: None,
             listeners: Listeners::new(),
             #[cfg(feature = "tracing")]
@@ -846,6 +907,7 @@ struct Worker {
     failure: FailurePolicy,
     from: Option<Position>,
     page: u64,
+    batch: usize,
     sleeper: SharedSleeper,
     listeners: Arc<Listeners<Event>>,
     status: Arc<Mutex<ProjectionStatus>>,
@@ -910,11 +972,17 @@ impl Worker {
             Ok(s) => s,
             Err(e) => return self.stop(self.from.unwrap_or_default(), e.to_string()),
         };
+        // An event read ahead (while filling a batch) that is next in line.
+        let mut pending: Option<Result<RecordedEvent, palisade_event_store::Error>> = None;
         loop {
-            let next = tokio::select! {
-                biased;
-                _ = self.stop.wait_for(|s| *s) => return,
-                next = sub.next() => next,
+            let next = if let Some(next) = pending.take() {
+                next
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = self.stop.wait_for(|s| *s) => return,
+                    next = sub.next() => next,
+                }
             };
             let event = match next {
                 Ok(e) => e,
@@ -923,82 +991,133 @@ impl Worker {
             let Some(replaying) = self.replaying(&event).await else {
                 return;
             };
-            let ctx = ProjectionContext { replaying };
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                // With `otel`, the projection runs in the trace that caused the event.
-                #[cfg(feature = "otel")]
-                let applied =
-                    match crate::telemetry::parent_context(event.metadata.traceparent.as_deref()) {
-                        Some(cx) => {
-                            use opentelemetry::context::FutureExt as _;
-                            self.target.apply(&event, ctx).with_context(cx).await
+            let mut batch = vec![(event, ProjectionContext { replaying })];
+            // Fill the batch with events already at hand, whose replay flag is known now.
+            while batch.len() < self.batch {
+                let Some(next) = futures_util::FutureExt::now_or_never(sub.next()) else {
+                    break;
+                };
+                match next {
+                    Ok(e) => {
+                        if let Some(replaying) = self.replaying_now(&e) {
+                            batch.push((e, ProjectionContext { replaying }));
+                        } else {
+                            pending = Some(Ok(e));
+                            break;
                         }
-                        None => self.target.apply(&event, ctx).await,
+                    }
+                    Err(e) => {
+                        pending = Some(Err(e));
+                        break;
+                    }
+                }
+            }
+            let mut rest = batch.len();
+            if batch.len() > 1 {
+                let done = match self.target.apply(&batch).await {
+                    Ok(()) => batch.len(),
+                    Err((done, _)) => done,
+                };
+                for (event, ctx) in &batch[..done] {
+                    self.applied(event, *ctx).await;
+                }
+                rest = batch.len() - done;
+            }
+            // One at a time (a batch of one, or what is left of a batch that
+            // failed), each under the failure policy.
+            let first = batch.len() - rest;
+            for (event, ctx) in batch.into_iter().skip(first) {
+                if !self.apply_one(event, ctx).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Whether `event` is a replay, when that is known without waiting.
+    fn replaying_now(&self, event: &RecordedEvent) -> Option<bool> {
+        match &*self.role.borrow() {
+            Role::Live => Some(false),
+            Role::LiveAfter(last) => Some(event.position <= *last),
+            Role::Follow(leader) => (*leader.borrow() >= event.position).then_some(true),
+        }
+    }
+
+    /// Reports an applied event.
+    async fn applied(&self, event: &RecordedEvent, ctx: ProjectionContext) {
+        {
+            let mut s = self.status.lock();
+            s.position = event.position;
+            s.handled += 1;
+            s.replayed += u64::from(ctx.replaying);
+        }
+        self.position.send_replace(event.position);
+        if !self.listeners.is_empty() {
+            let lag = self
+                .store
+                .head()
+                .await
+                .ok()
+                .map(|h| h.sequence.saturating_sub(event.position.sequence));
+            self.listeners.emit_with(|| Event::ProjectionHandled {
+                projection: Arc::clone(&self.name),
+                position: event.position,
+                lag,
+            });
+        }
+    }
+
+    /// Applies one event with retries, then dead-letters it or stops;
+    /// `false` when the projection stopped.
+    async fn apply_one(&self, event: RecordedEvent, ctx: ProjectionContext) -> bool {
+        let mut attempt = 0;
+        let one = [(event, ctx)];
+        let event = &one[0].0;
+        loop {
+            attempt += 1;
+            match self.target.apply(&one).await.map_err(|(_, e)| e) {
+                Ok(()) => {
+                    self.applied(event, ctx).await;
+                    return true;
+                }
+                Err(error) if attempt < self.failure.attempts => {
+                    let retry_in = self.failure.backoff.delay(attempt);
+                    self.listeners.emit_with(|| Event::ProjectionFailed {
+                        projection: Arc::clone(&self.name),
+                        position: event.position,
+                        attempt,
+                        error: error.to_string(),
+                        retry_in,
+                    });
+                    self.sleeper.sleep(retry_in).await;
+                }
+                Err(error) if self.failure.then == AfterRetries::DeadLetter => {
+                    let letter = DeadLetter {
+                        projection: self.name.to_string(),
+                        event: event.clone(),
+                        error: error.to_string(),
+                        attempts: attempt,
                     };
-                #[cfg(not(feature = "otel"))]
-                let applied = self.target.apply(&event, ctx).await;
-                match applied {
-                    Ok(()) => {
-                        {
-                            let mut s = self.status.lock();
-                            s.position = event.position;
-                            s.handled += 1;
-                            s.replayed += u64::from(replaying);
-                        }
-                        self.position.send_replace(event.position);
-                        if !self.listeners.is_empty() {
-                            let lag = self
-                                .store
-                                .head()
-                                .await
-                                .ok()
-                                .map(|h| h.sequence.saturating_sub(event.position.sequence));
-                            self.listeners.emit_with(|| Event::ProjectionHandled {
-                                projection: Arc::clone(&self.name),
-                                position: event.position,
-                                lag,
-                            });
-                        }
-                        break;
+                    if let Err(e) = self.target.dead_letter(letter).await {
+                        self.stop(event.position, format!("keeping a dead letter: {e}"));
+                        return false;
                     }
-                    Err(error) if attempt < self.failure.attempts => {
-                        let retry_in = self.failure.backoff.delay(attempt);
-                        self.listeners.emit_with(|| Event::ProjectionFailed {
-                            projection: Arc::clone(&self.name),
-                            position: event.position,
-                            attempt,
-                            error: error.to_string(),
-                            retry_in,
-                        });
-                        self.sleeper.sleep(retry_in).await;
+                    {
+                        let mut s = self.status.lock();
+                        s.position = event.position;
+                        s.dead_lettered += 1;
                     }
-                    Err(error) if self.failure.then == AfterRetries::DeadLetter => {
-                        let letter = DeadLetter {
-                            projection: self.name.to_string(),
-                            event: event.clone(),
-                            error: error.to_string(),
-                            attempts: attempt,
-                        };
-                        if let Err(e) = self.target.dead_letter(letter).await {
-                            return self
-                                .stop(event.position, format!("keeping a dead letter: {e}"));
-                        }
-                        {
-                            let mut s = self.status.lock();
-                            s.position = event.position;
-                            s.dead_lettered += 1;
-                        }
-                        self.position.send_replace(event.position);
-                        self.listeners.emit_with(|| Event::DeadLettered {
-                            projection: Arc::clone(&self.name),
-                            position: event.position,
-                            error: error.to_string(),
-                        });
-                        break;
-                    }
-                    Err(error) => return self.stop(event.position, error.to_string()),
+                    self.position.send_replace(event.position);
+                    self.listeners.emit_with(|| Event::DeadLettered {
+                        projection: Arc::clone(&self.name),
+                        position: event.position,
+                        error: error.to_string(),
+                    });
+                    return true;
+                }
+                Err(error) => {
+                    self.stop(event.position, error.to_string());
+                    return false;
                 }
             }
         }

@@ -1,10 +1,10 @@
 //! Feature `sqlite`: read models in a SQLite file, where a projection's
 //! writes, its checkpoint and its dead letters commit in one transaction.
 //!
-//! Each event is applied in a `BEGIN IMMEDIATE` transaction that first reads
-//! the projection's checkpoint and skips the event if the checkpoint is at or
-//! past it, then runs the projection, then moves the checkpoint, then
-//! commits. A crash at any point leaves either all of it or none; a second
+//! Each batch of events is applied in a `BEGIN IMMEDIATE` transaction that
+//! first reads the projection's checkpoint and skips the events at or before
+//! it, then runs the projection on the others, then moves the checkpoint,
+//! then commits. A crash at any point leaves either all of it or none; a second
 //! runner (one restarted while the old one's last write still ran) waits for
 //! the write lock and then sees the new checkpoint. Each event takes effect
 //! exactly once.
@@ -244,16 +244,33 @@ impl<P: SqliteProjection> Target for Exactly<P> {
         .await
     }
 
-    async fn apply(&self, event: &RecordedEvent, ctx: ProjectionContext) -> Result<(), BoxError> {
-        let event = event.clone();
+    async fn apply(
+        &self,
+        events: &[(RecordedEvent, ProjectionContext)],
+    ) -> Result<(), (usize, BoxError)> {
+        let events = events.to_vec();
         self.in_tx(move |tx, name, p| {
-            if load_checkpoint(tx, name)?.is_some_and(|c| c >= event.position) {
-                return Ok(());
+            let checkpoint = load_checkpoint(tx, name)?;
+            let mut last = None;
+            for (event, ctx) in &events {
+                if checkpoint.is_some_and(|c| c >= event.position) {
+                    continue;
+                }
+                // With `otel`, each event in the trace that caused it.
+                #[cfg(feature = "otel")]
+                let _trace =
+                    crate::telemetry::parent_context(event.metadata.traceparent.as_deref())
+                        .map(opentelemetry::Context::attach);
+                p.apply(tx, event, *ctx)?;
+                last = Some(event.position);
             }
-            p.apply(tx, &event, ctx)?;
-            Ok(save_checkpoint(tx, name, event.position)?)
+            if let Some(last) = last {
+                save_checkpoint(tx, name, last)?;
+            }
+            Ok(())
         })
         .await
+        .map_err(|e| (0, e))
     }
 
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BoxError> {

@@ -216,6 +216,7 @@ async fn bad_runner_settings_name_their_method() {
     let b = || ProjectionRunner::builder(Arc::clone(&store));
     assert_eq!(field(b().name("").start().await), "name");
     assert_eq!(field(b().page_size(0).start().await), "page_size");
+    assert_eq!(field(b().batch_size(0).start().await), "batch_size");
     assert_eq!(
         field(
             b().projection(Projector::new("a", c(), cp.clone()))
