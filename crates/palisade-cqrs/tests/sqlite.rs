@@ -81,6 +81,22 @@ async fn append_batch(store: &Arc<dyn EventStore>, from: u64, n: u64) {
     }
 }
 
+/// Appends events `from..from + n` to one stream in batches of 100.
+async fn append_bulk(store: &Arc<dyn EventStore>, from: u64, n: u64) {
+    let stream = StreamName::new("bulk-1").unwrap();
+    let mut i = from;
+    while i < from + n {
+        let batch = (i..(i + 100).min(from + n))
+            .map(|j| NewEvent::json("Counted", &j).unwrap())
+            .collect();
+        store
+            .append(&stream, ExpectedVersion::Any, batch)
+            .await
+            .unwrap();
+        i += 100;
+    }
+}
+
 /// (rows, rows counted more than once).
 async fn counted(model: &SqliteReadModel) -> (u64, u64) {
     model
@@ -166,7 +182,8 @@ fn child_projection() {
     rt.block_on(async {
         let store: Arc<dyn EventStore> = Arc::new(SqliteEventStore::open(&events).await.unwrap());
         let model = SqliteReadModel::open(&read).await.unwrap();
-        let _running = runner(&store, &model).start().await.unwrap();
+        // One event per transaction: slow enough for a kill to land mid-flow.
+        let _running = runner(&store, &model).batch_size(1).start().await.unwrap();
         std::future::pending::<()>().await;
     });
 }
@@ -180,8 +197,8 @@ async fn sigkilled_projection_processes_count_each_event_once() {
     let exe = std::env::current_exe().unwrap();
     let mut mid_flow = 0;
     for _kill in 0..20 {
-        append_batch(&store, total, 200).await;
-        total += 200;
+        append_bulk(&store, total, 1_000).await;
+        total += 1_000;
         let mut child = std::process::Command::new(&exe)
             .args(["child_projection", "--exact", "--ignored", "--nocapture"])
             .env("PALISADE_CQRS_EVENTS", &events)
@@ -189,7 +206,7 @@ async fn sigkilled_projection_processes_count_each_event_once() {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..120))).await;
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(20..200))).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let model = SqliteReadModel::open(&read).await.unwrap();
