@@ -16,9 +16,10 @@
 //! | `redis` | the cache's remote tier over Redis, with pub/sub invalidation; the rate limiter's limit shared through Redis | no |
 //! | `redis-tls` | TLS to Redis (`rediss://`) with rustls | no |
 //! | `event-store` | `event_store`: streams with optimistic concurrency, a subscriber-safe global order, subscriptions, snapshots, upcasting; in memory | no |
+//! | `cqrs` | `cqrs`: aggregates and a command handler with conflict retry and idempotent commands, projections with checkpoints and dead letters, a given/when/then test kit | no |
 //! | `saga` | `saga`: orchestrated sagas with LIFO compensation, their log in the event store, crash recovery by claims, step retries, durable timeouts, idempotency keys, parallel steps (turns on `event-store` and `retry`) | no |
-//! | `sqlite` | the event store on one SQLite file (WAL) | no |
-//! | `postgres` | the event store on PostgreSQL (pooled, LISTEN/NOTIFY) | no |
+//! | `sqlite` | the event store on one SQLite file (WAL); with `cqrs`, exactly-once SQLite read models | no |
+//! | `postgres` | the event store on PostgreSQL (pooled, LISTEN/NOTIFY); with `cqrs`, exactly-once PostgreSQL read models | no |
 //! | `postgres-tls` | TLS to PostgreSQL with rustls | no |
 //! | `tower` | a tower `Layer` for every enabled pattern | no |
 //! | `otel` | OpenTelemetry instruments and spans for every enabled pattern, for each instance whose builder asks (`.otel()` or `.meter(m)`) | no |
@@ -56,6 +57,8 @@
 //!
 //! The guides live in the repository's `docs/` folder: one per pattern
 //! (`circuit-breaker.md`, `retry.md`, `bulkhead.md`, `rate-limit.md`, `cache.md`, `event-store.md`, `saga.md`), plus `telemetry.md`,
+
+//! (`circuit-breaker.md`, `bulkhead.md`, `cache.md`, `event-store.md`, `cqrs.md`), plus `telemetry.md`,
 //! `benchmarks.md` and the decisions in `adr/`. Their code blocks, and the
 //! README's, are doctests of this crate.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -99,6 +102,11 @@ pub use palisade_event_store as event_store;
 #[doc(inline)]
 pub use palisade_saga as saga;
 
+#[cfg(feature = "cqrs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cqrs")))]
+#[doc(inline)]
+pub use palisade_cqrs as cqrs;
+
 /// The README and the guides in `docs/`, included so that their code blocks
 /// are compiled and run as doctests of the facade. Each is gated on the
 /// features its code needs.
@@ -137,6 +145,11 @@ mod guides {
     struct SagaGuide;
 
     #[cfg(all(feature = "event-store", feature = "otel"))]
+    #[cfg(all(feature = "cqrs", feature = "sqlite", feature = "tokio"))]
+    #[doc = include_str!("../../../docs/cqrs.md")]
+    struct CqrsGuide;
+
+    #[cfg(feature = "event-store")]
     #[doc = include_str!("../../../docs/telemetry.md")]
     struct TelemetryGuide;
 

@@ -1,0 +1,366 @@
+//! Feature `postgres`: read models in a PostgreSQL schema, where a
+//! projection's writes, its checkpoint and its dead letters commit in one
+//! transaction.
+//!
+//! Each batch of events is applied in a transaction that first locks the
+//! projection's checkpoint row (`SELECT … FOR UPDATE`; the row is made when
+//! the runner starts) and skips the events at or before it, then runs the
+//! projection on the others, then moves the checkpoint, then commits. A crash at any
+//! point leaves all of it or none (the server rolls back a transaction whose
+//! connection died); a second runner waits on the row lock and then sees the
+//! new checkpoint. Each event takes effect exactly once.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use palisade_core::ConfigError;
+use palisade_event_store::{Error, Metadata, Position, RecordedEvent, StreamName};
+use tokio::sync::Mutex;
+use tokio_postgres::{Client, NoTls, Transaction};
+
+use crate::projection::{BoxError, DeadLetter, ProjectionContext, Projector, Target};
+
+/// A projection into a PostgreSQL read model, exactly once.
+#[async_trait]
+pub trait PostgresProjection: Send + Sync + 'static {
+    /// Creates the projection's tables if they are missing (in the read
+    /// model's schema, which is the `search_path`); runs when the runner starts.
+    ///
+    /// # Errors
+    /// A PostgreSQL error, which fails the runner's start.
+    async fn setup(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        let _ = tx;
+        Ok(())
+    }
+
+    /// Applies one event inside the transaction that also saves the checkpoint.
+    /// An error rolls all of it back and is retried by the projection's
+    /// [`FailurePolicy`](crate::FailurePolicy).
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+        ctx: ProjectionContext,
+    ) -> Result<(), BoxError>;
+}
+
+/// A shared projection is a projection.
+#[async_trait]
+impl<P: PostgresProjection + ?Sized> PostgresProjection for Arc<P> {
+    async fn setup(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        (**self).setup(tx).await
+    }
+
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+        ctx: ProjectionContext,
+    ) -> Result<(), BoxError> {
+        (**self).apply(tx, event, ctx).await
+    }
+}
+
+/// A PostgreSQL schema holding read models, their checkpoints and their dead
+/// letters, over one connection (its `search_path` is the schema).
+#[derive(Clone)]
+pub struct PostgresReadModel {
+    client: Arc<Mutex<Client>>,
+    schema: Arc<str>,
+}
+
+impl std::fmt::Debug for PostgresReadModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresReadModel")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+fn db(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::backend(e)
+}
+
+fn int(v: u64) -> Result<i64, BoxError> {
+    Ok(i64::try_from(v)?)
+}
+
+impl PostgresReadModel {
+    /// Connects to `url` (without TLS), creates `schema` and the checkpoint
+    /// and dead-letter tables in it if they are missing, and sets the
+    /// connection's `search_path` to it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `connect` when `schema` is not a plain
+    /// identifier (1 to 63 of `a-z 0-9 _`, not starting with a digit); a
+    /// backend error when the server cannot be reached or set up.
+    pub async fn connect(url: &str, schema: &str) -> Result<Self, Error> {
+        let plain = !schema.is_empty()
+            && schema.len() <= 63
+            && !schema.starts_with(|c: char| c.is_ascii_digit())
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !plain {
+            return Err(Error::Config(ConfigError::new(
+                "connect",
+                format!(
+                    "the schema must be 1 to 63 of a-z 0-9 _ not starting with a digit, got {schema:?}"
+                ),
+            )));
+        }
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(db)?;
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "SET client_min_messages = warning;
+                 CREATE SCHEMA IF NOT EXISTS {schema};
+                 SET search_path TO {schema};
+                 CREATE TABLE IF NOT EXISTS palisade_checkpoints (
+                     projection TEXT PRIMARY KEY,
+                     commit_no BIGINT NOT NULL,
+                     sequence BIGINT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS palisade_dead_letters (
+                     projection TEXT NOT NULL,
+                     commit_no BIGINT NOT NULL,
+                     sequence BIGINT NOT NULL,
+                     id UUID NOT NULL,
+                     stream TEXT NOT NULL,
+                     version BIGINT NOT NULL,
+                     event_type TEXT NOT NULL,
+                     schema_version BIGINT NOT NULL,
+                     payload BYTEA NOT NULL,
+                     metadata TEXT NOT NULL,
+                     recorded_at_ns BIGINT NOT NULL,
+                     error TEXT NOT NULL,
+                     attempts BIGINT NOT NULL,
+                     PRIMARY KEY (projection, commit_no, sequence));"
+            ))
+            .await
+            .map_err(db)?;
+        Ok(Self {
+            client: Arc::new(Mutex::new(client)),
+            schema: schema.into(),
+        })
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The connection, for queries over the read models (held until the guard is dropped).
+    pub async fn client(&self) -> tokio::sync::MutexGuard<'_, Client> {
+        self.client.lock().await
+    }
+
+    /// The checkpoint saved for `projection` (none before its first event).
+    ///
+    /// # Errors
+    /// A backend error.
+    pub async fn checkpoint(&self, projection: &str) -> Result<Option<Position>, Error> {
+        let client = self.client.lock().await;
+        let row = client
+            .query_opt(
+                "SELECT commit_no, sequence FROM palisade_checkpoints WHERE projection = $1",
+                &[&projection],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row
+            .map(|r| position(r.get(0), r.get(1)))
+            .filter(|p| *p != Position::START))
+    }
+
+    /// `projection` as a [`Projector`] for a [`ProjectionRunner`](crate::ProjectionRunner),
+    /// named `name` (its checkpoint's key).
+    pub fn projector(
+        &self,
+        name: impl Into<Arc<str>>,
+        projection: impl PostgresProjection,
+    ) -> Projector {
+        let name = name.into();
+        Projector::from_target(
+            Arc::clone(&name),
+            Arc::new(Exactly {
+                client: Arc::clone(&self.client),
+                name: name.to_string(),
+                projection,
+            }),
+        )
+    }
+}
+
+fn position(commit: i64, sequence: i64) -> Position {
+    Position {
+        commit: commit as u64,
+        sequence: sequence as u64,
+    }
+}
+
+struct Exactly<P> {
+    client: Arc<Mutex<Client>>,
+    name: String,
+    projection: P,
+}
+
+/// Locks the checkpoint row and returns it.
+async fn lock_checkpoint(tx: &Transaction<'_>, name: &str) -> Result<Position, BoxError> {
+    let row = tx
+        .query_one(
+            "SELECT commit_no, sequence FROM palisade_checkpoints WHERE projection = $1 FOR UPDATE",
+            &[&name],
+        )
+        .await?;
+    Ok(position(row.get(0), row.get(1)))
+}
+
+async fn save_checkpoint(tx: &Transaction<'_>, name: &str, p: Position) -> Result<(), BoxError> {
+    tx.execute(
+        "UPDATE palisade_checkpoints SET commit_no = $2, sequence = $3 WHERE projection = $1",
+        &[&name, &int(p.commit)?, &int(p.sequence)?],
+    )
+    .await?;
+    Ok(())
+}
+
+impl<P: PostgresProjection> Exactly<P> {
+    /// The events in one transaction under the checkpoint row's lock.
+    async fn apply_all(
+        &self,
+        events: &[(RecordedEvent, ProjectionContext)],
+    ) -> Result<(), BoxError> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        let checkpoint = lock_checkpoint(&tx, &self.name).await?;
+        let mut last = None;
+        for (event, ctx) in events {
+            if checkpoint >= event.position {
+                continue;
+            }
+            crate::projection::in_trace(event, self.projection.apply(&tx, event, *ctx)).await?;
+            last = Some(event.position);
+        }
+        if let Some(last) = last {
+            save_checkpoint(&tx, &self.name, last).await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<P: PostgresProjection> Target for Exactly<P> {
+    async fn checkpoint(&self) -> Result<Option<Position>, BoxError> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        self.projection.setup(&tx).await?;
+        tx.execute(
+            "INSERT INTO palisade_checkpoints VALUES ($1, 0, 0) ON CONFLICT (projection) DO NOTHING",
+            &[&self.name],
+        )
+        .await?;
+        let at = lock_checkpoint(&tx, &self.name).await?;
+        tx.commit().await?;
+        Ok(Some(at).filter(|p| *p != Position::START))
+    }
+
+    async fn apply(
+        &self,
+        events: &[(RecordedEvent, ProjectionContext)],
+    ) -> Result<(), (usize, BoxError)> {
+        self.apply_all(events).await.map_err(|e| (0, e))
+    }
+
+    async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BoxError> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        let e = &letter.event;
+        if lock_checkpoint(&tx, &self.name).await? >= e.position {
+            return Ok(());
+        }
+        let at = i64::try_from(
+            e.recorded_at
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        )?;
+        tx.execute(
+            "INSERT INTO palisade_dead_letters VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             ON CONFLICT (projection, commit_no, sequence) DO UPDATE SET error = excluded.error, attempts = excluded.attempts",
+            &[
+                &self.name,
+                &int(e.position.commit)?,
+                &int(e.position.sequence)?,
+                &e.id,
+                &e.stream.as_str(),
+                &int(e.version)?,
+                &e.event_type,
+                &i64::from(e.schema_version),
+                &e.payload,
+                &serde_json::to_string(&e.metadata)?,
+                &at,
+                &letter.error,
+                &i64::from(letter.attempts),
+            ],
+        )
+        .await?;
+        save_checkpoint(&tx, &self.name, e.position).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BoxError> {
+        let client = self.client.lock().await;
+        let rows = client
+            .query(
+                "SELECT commit_no, sequence, id, stream, version, event_type, schema_version, payload,
+                        metadata, recorded_at_ns, error, attempts
+                 FROM palisade_dead_letters WHERE projection = $1 ORDER BY commit_no, sequence",
+                &[&self.name],
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let metadata: Metadata = serde_json::from_str(r.get::<_, &str>(8))?;
+            out.push(DeadLetter {
+                projection: self.name.clone(),
+                event: RecordedEvent {
+                    id: r.get(2),
+                    stream: StreamName::new(r.get::<_, String>(3))?,
+                    version: r.get::<_, i64>(4) as u64,
+                    position: position(r.get(0), r.get(1)),
+                    event_type: r.get(5),
+                    schema_version: u32::try_from(r.get::<_, i64>(6))?,
+                    payload: r.get(7),
+                    metadata,
+                    recorded_at: UNIX_EPOCH + Duration::from_nanos(r.get::<_, i64>(9) as u64),
+                },
+                error: r.get(10),
+                attempts: u32::try_from(r.get::<_, i64>(11))?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn replay(&self, letter: &DeadLetter) -> Result<(), BoxError> {
+        let mut client = self.client.lock().await;
+        let tx = client.transaction().await?;
+        let p = letter.event.position;
+        let removed = tx
+            .execute(
+                "DELETE FROM palisade_dead_letters WHERE projection = $1 AND commit_no = $2 AND sequence = $3",
+                &[&self.name, &int(p.commit)?, &int(p.sequence)?],
+            )
+            .await?;
+        // Already replayed (by another caller): nothing to apply.
+        if removed == 1 {
+            self.projection
+                .apply(&tx, &letter.event, ProjectionContext::live())
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,326 @@
+//! PostgreSQL read models: each event takes effect exactly once through
+//! crashes (the runner dropped at random moments, and a child process
+//! killed with SIGKILL), and dead letters kept in the checkpoint's transaction.
+#![cfg(feature = "postgres")]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use palisade_cqrs::tokio_postgres::{NoTls, Transaction};
+use palisade_cqrs::{
+    Backoff, BoxError, EventStore, FailurePolicy, PostgresProjection, PostgresReadModel,
+    ProjectionContext, ProjectionRunner, RecordedEvent, StreamName,
+};
+use palisade_event_store::{ExpectedVersion, NewEvent, PostgresEventStore};
+use palisade_test_support::{Cleanup, test_name};
+
+/// Two schemas of the test's own (events, read model), dropped when it ends.
+struct Schemas {
+    url: String,
+    events: String,
+    read: String,
+    _cleanup: Cleanup,
+}
+
+fn schemas(test: &str) -> Option<Schemas> {
+    let url = palisade_test_support::postgres_url(test)?;
+    let events = palisade_test_support::unique_name("palisade_test");
+    let read = format!("{events}_rm");
+    let (u, e, r) = (url.clone(), events.clone(), read.clone());
+    let cleanup = Cleanup::new(format!("drop schemas {events}, {read}"), move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime
+            .block_on(async {
+                let (client, connection) = tokio_postgres::connect(&u, NoTls).await?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!(
+                        "SET lock_timeout = '10s'; SET client_min_messages = warning; \
+                         DROP SCHEMA IF EXISTS {e} CASCADE; DROP SCHEMA IF EXISTS {r} CASCADE"
+                    ))
+                    .await
+            })
+            .map_err(|e| e.to_string())
+    });
+    Some(Schemas {
+        url,
+        events,
+        read,
+        _cleanup: cleanup,
+    })
+}
+
+async fn event_store(url: &str, schema: &str) -> Arc<dyn EventStore> {
+    Arc::new(
+        PostgresEventStore::builder(url)
+            .schema(schema)
+            .pool_size(4)
+            .poll_interval(Duration::from_millis(50))
+            .connect()
+            .await
+            .expect("connect to PostgreSQL"),
+    )
+}
+
+/// Counts how many times each event took effect.
+struct Counts {
+    broken: AtomicBool,
+}
+
+#[palisade_cqrs::async_trait]
+impl PostgresProjection for Counts {
+    async fn setup(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS counts (id UUID PRIMARY KEY, n BIGINT NOT NULL)",
+        )
+        .await
+    }
+
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+        _: ProjectionContext,
+    ) -> Result<(), BoxError> {
+        let n: u64 = event.decode()?;
+        if n % 10 == 3 && self.broken.load(Ordering::SeqCst) {
+            return Err(format!("cannot count {n}").into());
+        }
+        tx.execute(
+            "INSERT INTO counts VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = counts.n + 1",
+            &[&event.id],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+async fn append_batch(store: &Arc<dyn EventStore>, from: u64, n: u64) {
+    for i in from..from + n {
+        let stream = StreamName::new(format!("item-{}", i % 7)).unwrap();
+        store
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                vec![NewEvent::json("Counted", &i).unwrap()],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// (rows, rows counted more than once), 0 when the table is not there yet.
+async fn counted(model: &PostgresReadModel) -> (u64, u64) {
+    let client = model.client().await;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('counts') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    if !exists {
+        return (0, 0);
+    }
+    let row = client
+        .query_one(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE n > 1) FROM counts",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64)
+}
+
+fn runner(
+    store: &Arc<dyn EventStore>,
+    model: &PostgresReadModel,
+) -> palisade_cqrs::ProjectionRunnerBuilder {
+    ProjectionRunner::builder(Arc::clone(store))
+        .page_size(7)
+        .projection(model.projector(
+            "counts",
+            Counts {
+                broken: AtomicBool::new(false),
+            },
+        ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_event_counts_once_though_the_runner_is_dropped_at_random_moments() {
+    let Some(s) = schemas(test_name!()) else {
+        return;
+    };
+    let store = event_store(&s.url, &s.events).await;
+    let (mut total, mut mid_flow) = (0, 0);
+    for _round in 0..20 {
+        let writer = {
+            let store = Arc::clone(&store);
+            let from = total;
+            tokio::spawn(async move { append_batch(&store, from, 50).await })
+        };
+        total += 50;
+        // A new connection each time, as a restarted process would have.
+        let model = PostgresReadModel::connect(&s.url, &s.read).await.unwrap();
+        let running = runner(&store, &model).start().await.unwrap();
+        tokio::time::sleep(Duration::from_micros(fastrand::u64(0..40_000))).await;
+        drop(running);
+        writer.await.unwrap();
+        let (n, twice) = counted(&model).await;
+        assert_eq!(twice, 0);
+        if n < total {
+            mid_flow += 1;
+        }
+    }
+    println!("{mid_flow} of 20 drops came while events were still to count");
+    assert!(mid_flow > 0, "no drop came while events flowed");
+    let model = PostgresReadModel::connect(&s.url, &s.read).await.unwrap();
+    let running = runner(&store, &model).start().await.unwrap();
+    running
+        .wait_caught_up(Duration::from_millis(5))
+        .await
+        .unwrap();
+    assert_eq!(counted(&model).await, (total, 0));
+    assert_eq!(
+        model.checkpoint("counts").await.unwrap(),
+        Some(store.head().await.unwrap())
+    );
+}
+
+/// The child side of the SIGKILL test: runs the projection until killed.
+#[test]
+#[ignore = "run by sigkilled_projection_processes_count_each_event_once as a child process"]
+fn child_projection() {
+    let (Ok(url), Ok(events), Ok(read)) = (
+        std::env::var("PALISADE_CQRS_URL"),
+        std::env::var("PALISADE_CQRS_EVENTS"),
+        std::env::var("PALISADE_CQRS_READ"),
+    ) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = event_store(&url, &events).await;
+        let model = PostgresReadModel::connect(&url, &read).await.unwrap();
+        let _running = runner(&store, &model).start().await.unwrap();
+        std::future::pending::<()>().await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_projection_processes_count_each_event_once() {
+    let Some(s) = schemas(test_name!()) else {
+        return;
+    };
+    let store = event_store(&s.url, &s.events).await;
+    let exe = std::env::current_exe().unwrap();
+    let (mut total, mut mid_flow) = (0, 0);
+    let model = PostgresReadModel::connect(&s.url, &s.read).await.unwrap();
+    for _kill in 0..20 {
+        append_batch(&store, total, 200).await;
+        total += 200;
+        let mut child = std::process::Command::new(&exe)
+            .args(["child_projection", "--exact", "--ignored", "--nocapture"])
+            .env("PALISADE_CQRS_URL", &s.url)
+            .env("PALISADE_CQRS_EVENTS", &s.events)
+            .env("PALISADE_CQRS_READ", &s.read)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(30..200))).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let (n, twice) = counted(&model).await;
+        assert_eq!(twice, 0);
+        if n < total {
+            mid_flow += 1;
+        }
+    }
+    println!("{mid_flow} of 20 kills came while events were still to count");
+    assert!(mid_flow > 0, "no kill came while events flowed");
+    let running = runner(&store, &model).start().await.unwrap();
+    running
+        .wait_caught_up(Duration::from_millis(5))
+        .await
+        .unwrap();
+    assert_eq!(counted(&model).await, (total, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_commit_with_the_checkpoint_and_replay_once() {
+    let Some(s) = schemas(test_name!()) else {
+        return;
+    };
+    let store = event_store(&s.url, &s.events).await;
+    append_batch(&store, 0, 30).await; // 3, 13 and 23 fail while broken
+    let model = PostgresReadModel::connect(&s.url, &s.read).await.unwrap();
+    let counts = Arc::new(Counts {
+        broken: AtomicBool::new(true),
+    });
+    let running = ProjectionRunner::builder(Arc::clone(&store))
+        .projection(model.projector("counts", Arc::clone(&counts)).on_failure(
+            FailurePolicy::dead_letter_after(2).backoff(Backoff::fixed(Duration::from_millis(1))),
+        ))
+        .start()
+        .await
+        .unwrap();
+    running
+        .wait_caught_up(Duration::from_millis(5))
+        .await
+        .unwrap();
+    assert_eq!(counted(&model).await, (27, 0));
+    let letters = running.dead_letters("counts").await.unwrap();
+    let values: Vec<u64> = letters.iter().map(|l| l.event.decode().unwrap()).collect();
+    assert_eq!(values, [3, 13, 23]);
+    assert_eq!(
+        (letters[0].error.as_str(), letters[0].attempts),
+        ("cannot count 3", 2)
+    );
+    drop(running);
+
+    counts.broken.store(false, Ordering::SeqCst);
+    let model = PostgresReadModel::connect(&s.url, &s.read).await.unwrap();
+    let running = ProjectionRunner::builder(Arc::clone(&store))
+        .projection(model.projector("counts", Arc::clone(&counts)))
+        .start()
+        .await
+        .unwrap();
+    let again = running.dead_letters("counts").await.unwrap();
+    assert_eq!(again.len(), 3);
+    assert_eq!(
+        (
+            again[0].event.id,
+            again[0].event.position,
+            &again[0].event.payload
+        ),
+        (
+            letters[0].event.id,
+            letters[0].event.position,
+            &letters[0].event.payload
+        )
+    );
+    assert_eq!(running.replay_dead_letters("counts").await.unwrap(), 3);
+    assert_eq!(running.replay_dead_letters("counts").await.unwrap(), 0);
+    assert_eq!(counted(&model).await, (30, 0));
+    assert_eq!(
+        model.checkpoint("counts").await.unwrap(),
+        Some(store.head().await.unwrap())
+    );
+}
+
+#[tokio::test]
+async fn a_schema_that_is_not_a_plain_identifier_is_refused() {
+    let err = PostgresReadModel::connect("postgres://nowhere", "bad-name")
+        .await
+        .unwrap_err();
+    let palisade_event_store::Error::Config(e) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(e.field(), "connect");
+}
