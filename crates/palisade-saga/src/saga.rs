@@ -226,7 +226,7 @@ impl Progress {
             Record::StepCompleted { step, state } => {
                 self.state = state.clone();
                 self.completed.push((*step, None));
-                self.next = step + 1;
+                self.next = step.saturating_add(1);
                 self.attempts = 0;
                 self.branch_attempts.clear();
                 self.branch_states.clear();
@@ -333,10 +333,12 @@ impl<S: SagaState> Run<'_, S> {
     }
 
     /// The step, or the branch of a parallel step.
+    /// (A branch the definition no longer has, named by an older log, is the
+    /// step itself: a redeployed definition must not make reading it panic.)
     fn unit(&self, index: usize, branch: Option<usize>) -> &Step<S> {
         let step = &self.saga.steps[index];
         match (&step.body, branch) {
-            (Body::Parallel { branches, .. }, Some(b)) => &branches[b],
+            (Body::Parallel { branches, .. }, Some(b)) => branches.get(b).unwrap_or(step),
             _ => step,
         }
     }
@@ -374,6 +376,20 @@ impl<S: SagaState> Run<'_, S> {
             attempt,
             duration,
         });
+    }
+
+    /// A fresh claim when less than half of the lease is left, for the same
+    /// append as the record of an action about to run: every attempt and
+    /// every compensation starts with at least half a lease ahead of it.
+    fn renewal(&self) -> Option<Record> {
+        let now = self.now();
+        let until = self.progress.lock().lease_until;
+        (until.saturating_sub(now) < duration_to_nanos(self.saga.lease) / 2).then(|| {
+            Record::Claimed {
+                owner: self.saga.owner.to_string(),
+                until: now.saturating_add(duration_to_nanos(self.saga.lease)),
+            }
+        })
     }
 
     /// Renews the claim when less than half of its lease is left.
@@ -503,14 +519,14 @@ impl<S: SagaState> Run<'_, S> {
             self.progress.lock().completed.pop();
             return Ok(());
         };
-        self.renew().await?;
         let attempt = attempts + 1;
-        self.write(vec![Record::CompensationStarted {
+        let started = Record::CompensationStarted {
             step: index,
             branch,
             attempt,
-        }])
-        .await?;
+        };
+        self.write(self.renewal().into_iter().chain([started]).collect())
+            .await?;
         let since = self.now();
         let fut = self.in_step_span(
             unit,
@@ -772,14 +788,15 @@ impl<S: SagaState> Run<'_, S> {
         if deadlines.limit.is_some_and(|l| now >= l) {
             return Err(AttemptError::Deadline);
         }
-        self.write(vec![Record::StepStarted {
+        let started = Record::StepStarted {
             step: index,
             branch,
             attempt: number,
             deadline: deadlines.step,
-        }])
-        .await
-        .map_err(AttemptError::Run)?;
+        };
+        self.write(self.renewal().into_iter().chain([started]).collect())
+            .await
+            .map_err(AttemptError::Run)?;
         let Body::Action(action) = &self.unit(index, branch).body else {
             unreachable!("build() lets only plain steps be run as one action");
         };
