@@ -58,11 +58,15 @@
 //! | `postgres` | the PostgreSQL event store, re-exported | no |
 //! | `otel` | `otel()`, `meter()` on the builder: `palisade.saga.*` instruments | no |
 //! | `tracing` | `tracing()` on the builder: events with target `palisade_saga` | no |
+//! | `cqrs` | [`Step::command`], `compensate_command`: steps that send `palisade-cqrs` commands, the step's key as command id | no |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod choreography;
 mod clock;
 mod config;
+#[cfg(feature = "cqrs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cqrs")))]
+mod cqrs;
 mod error;
 mod event;
 mod record;
