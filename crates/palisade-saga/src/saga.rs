@@ -697,6 +697,7 @@ impl<S: SagaState> Run<'_, S> {
             .await?;
         }
         let mut changes = saga.store.changes();
+        let mut notified = true;
         let lease = saga.lease / 2;
         loop {
             changes.borrow_and_update();
@@ -735,9 +736,14 @@ impl<S: SagaState> Run<'_, S> {
                 }
                 wake = wake.min(Duration::from_nanos(limit - now));
             }
-            let changed = changes.changed();
             let slept = saga.sleeper.sleep(wake);
-            futures_util::future::select(std::pin::pin!(changed), slept).await;
+            if notified {
+                // A store without notifications (its sender gone) is polled only.
+                let changed = async { notified = changes.changed().await.is_ok() };
+                futures_util::future::select(std::pin::pin!(changed), slept).await;
+            } else {
+                slept.await;
+            }
             self.renew().await?;
         }
     }

@@ -226,7 +226,8 @@ impl<S: Send + 'static> Step<S> {
     ///
     /// While it waits, the runner renews its claim and checks the store at
     /// its notifications, its poll interval and the deadline. With a timeout
-    /// that passes, the step fails like an action that timed out.
+    /// that passes, the step fails like an action that timed out. It has no
+    /// attempts: [`retry`](Self::retry) on it fails `build()`.
     pub fn await_event<C, F, E>(name: impl Into<Arc<str>>, correlation: C, on_event: F) -> Self
     where
         C: Fn(&S) -> String + Send + Sync + 'static,

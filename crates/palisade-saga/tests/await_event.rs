@@ -295,3 +295,50 @@ async fn the_steps_timeout_ends_the_wait_and_its_deadline_holds_across_a_recover
     assert!(dead.deliver("o4", &event).await.unwrap());
     assert_eq!(dead.log("o4").await.unwrap().len(), log.len());
 }
+
+#[test]
+fn a_wait_step_with_retries_fails_build() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let err = Saga::<State>::builder("pay", store)
+        .step(
+            Step::await_event(
+                "payment",
+                |s: &State| s.0.clone(),
+                |s: State, _e: &RecordedEvent| Ok::<_, E>(s),
+            )
+            .retry(
+                palisade_saga::Retry::builder()
+                    .max_attempts(2)
+                    .build()
+                    .unwrap(),
+            ),
+        )
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "step");
+    assert!(
+        err.to_string()
+            .contains("`payment` waits for an event: it has no attempts to retry"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_correlation_fails_the_delivery_and_the_step() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let clock = ManualClock::new();
+    let saga = saga(&store, &clock, "a");
+    let event = paid(&store, "o5", "PaymentTaken").await;
+    assert!(matches!(
+        saga.deliver("", &event).await,
+        Err(palisade_saga::Error::InvalidCorrelation { correlation, .. }) if correlation.is_empty()
+    ));
+    let outcome = saga.start("o5", (String::new(), vec![])).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Compensated {
+            state: (String::new(), vec!["reserved".into()]),
+            error: "invalid correlation \"\": must not be empty".into()
+        }
+    );
+}
