@@ -21,6 +21,14 @@ pub enum Reaction<S> {
         /// How it ended.
         outcome: Outcome<S>,
     },
+    /// The event was delivered to the waits on this correlation
+    /// ([`ProcessManager::advance`]).
+    Delivered {
+        /// The correlation.
+        correlation: String,
+        /// Whether it had been delivered before (a redelivery: kept once, advances nothing).
+        duplicate: bool,
+    },
     /// The saga is held by another runner, which finishes it.
     RunningElsewhere {
         /// The saga id.
@@ -30,6 +38,7 @@ pub enum Reaction<S> {
     },
 }
 
+type Advance = Arc<dyn Fn(&RecordedEvent) -> Option<String> + Send + Sync>;
 type React<S> = Arc<dyn Fn(&RecordedEvent) -> Option<(String, S)> + Send + Sync>;
 
 /// Starts a saga for each event that `react` maps to a saga id and an
@@ -44,6 +53,7 @@ pub struct ProcessManager<S> {
     saga: Saga<S>,
     subscription: Subscription,
     react: React<S>,
+    advance: Option<Advance>,
 }
 
 impl<S> std::fmt::Debug for ProcessManager<S> {
@@ -65,11 +75,33 @@ impl<S: SagaState> ProcessManager<S> {
             saga,
             subscription,
             react: Arc::new(react),
+            advance: None,
         }
     }
 
-    /// Waits for the next event, runs the saga it starts (if any) to its end,
-    /// then saves the subscription's checkpoint.
+    /// Also advances running sagas: an event that starts no saga and that
+    /// `advance` maps to a correlation is [delivered](Saga::deliver) to the
+    /// waits on it (steps made by [`Step::await_event`](crate::Step::await_event)),
+    /// whether the saga waits already, later, or is resumed after a crash.
+    /// The runs that wait advance themselves; this only keeps the event,
+    /// once, so a redelivery advances nothing twice.
+    ///
+    /// A saga started by [`handle_next`](Self::handle_next) runs to its end
+    /// before the next event is read: give sagas that wait for this
+    /// subscription's events to another runner (a task of their own, or a
+    /// second process manager), or their wait ends only at its timeout.
+    #[must_use]
+    pub fn advance<F>(mut self, advance: F) -> Self
+    where
+        F: Fn(&RecordedEvent) -> Option<String> + Send + Sync + 'static,
+    {
+        self.advance = Some(Arc::new(advance));
+        self
+    }
+
+    /// Waits for the next event, runs the saga it starts (if any) to its end
+    /// or delivers it to the waits on its correlation (with
+    /// [`advance`](Self::advance)), then saves the subscription's checkpoint.
     ///
     /// # Errors
     /// A store error from the subscription or the checkpoint, or the saga's
@@ -79,7 +111,16 @@ impl<S: SagaState> ProcessManager<S> {
     pub async fn handle_next(&mut self) -> Result<Reaction<S>, Error> {
         let event = self.subscription.next().await?;
         let reaction = match (self.react)(&event) {
-            None => Reaction::Ignored,
+            None => match self.advance.as_ref().and_then(|a| a(&event)) {
+                None => Reaction::Ignored,
+                Some(correlation) => {
+                    let delivered = self.saga.deliver(&correlation, &event).await?;
+                    Reaction::Delivered {
+                        correlation,
+                        duplicate: !delivered,
+                    }
+                }
+            },
             Some((id, state)) => match self.saga.start(&id, state).await {
                 Ok(outcome) => Reaction::Finished { id, outcome },
                 Err(Error::Claimed { id, owner }) => Reaction::RunningElsewhere { id, owner },

@@ -170,6 +170,12 @@ impl<S: SagaState> SagaBuilder<S> {
             if let Body::Parallel { branches, .. } = &step.body {
                 check_parallel(step, branches)?;
             }
+            if matches!(step.body, Body::Await { .. }) && step.retry.is_some() {
+                return Err(ConfigError::new(
+                    "step",
+                    format!("`{name}` waits for an event: it has no attempts to retry"),
+                ));
+            }
             match step.kind {
                 StepKind::Compensatable if pivot.is_some() => {
                     return Err(ConfigError::new(

@@ -37,6 +37,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A correlation (of [`Saga::deliver`](crate::Saga::deliver) or a wait
+    /// step) that cannot be part of a stream name.
+    #[error("invalid correlation {correlation:?}: {reason}")]
+    InvalidCorrelation {
+        /// The correlation given.
+        correlation: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The saga's state could not be encoded, or its log could not be decoded
     /// (written by another definition, or a state type that changed).
     #[error("saga `{id}`: {reason}")]

@@ -50,7 +50,12 @@
 //! resumes the ones whose runner died. Actions run at least once; a
 //! participant that deduplicates on [`StepContext::key`] makes each effect
 //! happen once. A [`ProcessManager`] starts sagas from the events of a
-//! store subscription (choreography). The guide is `docs/saga.md`.
+//! store subscription (choreography) and, with
+//! [`advance`](ProcessManager::advance), delivers events to running sagas:
+//! a step made by [`Step::await_event`] waits for the first event delivered
+//! for its correlation ([`Saga::deliver`]), with the wait and the event in
+//! the log. With `cqrs`, `Step::command` sends `palisade-cqrs` commands
+//! whose id is the step's key. The guide is `docs/saga.md`.
 //!
 //! | feature | turns on | default |
 //! |---|---|---|
@@ -58,11 +63,15 @@
 //! | `postgres` | the PostgreSQL event store, re-exported | no |
 //! | `otel` | `otel()`, `meter()` on the builder: `palisade.saga.*` instruments | no |
 //! | `tracing` | `tracing()` on the builder: events with target `palisade_saga` | no |
+//! | `cqrs` | `Step::command`, `compensate_command`: steps that send `palisade-cqrs` commands, the step's key as command id | no |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod choreography;
 mod clock;
 mod config;
+#[cfg(feature = "cqrs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cqrs")))]
+mod cqrs;
 mod error;
 mod event;
 mod record;

@@ -47,6 +47,23 @@ pub enum Record {
         /// The step's deadline (wall-clock nanoseconds), set by its first attempt.
         deadline: Option<u64>,
     },
+    /// The step waits for the first event delivered for `correlation`
+    /// (a step made by [`Step::await_event`](crate::Step::await_event)).
+    Waiting {
+        /// The step index.
+        step: usize,
+        /// The correlation it waits on.
+        correlation: String,
+    },
+    /// The event that ended the wait of step `step` (written with its `StepCompleted`).
+    EventReceived {
+        /// The step index.
+        step: usize,
+        /// The event's id.
+        event: uuid::Uuid,
+        /// The event's type.
+        event_type: String,
+    },
     /// An attempt of a step's action failed.
     StepAttemptFailed {
         /// The branch of a parallel step, if it is one.
@@ -148,6 +165,8 @@ impl Record {
             Self::SagaStarted { .. } => "SagaStarted",
             Self::Claimed { .. } => "Claimed",
             Self::StepStarted { .. } => "StepStarted",
+            Self::Waiting { .. } => "Waiting",
+            Self::EventReceived { .. } => "EventReceived",
             Self::StepAttemptFailed { .. } => "StepAttemptFailed",
             Self::StepCompleted { .. } => "StepCompleted",
             Self::BranchCompleted { .. } => "BranchCompleted",

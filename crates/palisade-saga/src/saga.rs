@@ -31,7 +31,8 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{StreamExt, TryStreamExt};
 use palisade_core::{Outcome as Verdict, Rejected, duration_to_nanos, timeout};
 use palisade_event_store::{
-    EventStore, ExpectedVersion, Filter, NewEvent, Position, ReadAll, ReadStream, StreamName,
+    EventStore, ExpectedVersion, Filter, NewEvent, Position, ReadAll, ReadStream, RecordedEvent,
+    StreamName,
 };
 use palisade_retry::{RetryError, RetryPolicy};
 use parking_lot::Mutex;
@@ -180,6 +181,8 @@ struct Progress {
     completed: Vec<(usize, Option<usize>)>,
     compensating: Option<String>,
     compensation_attempts: u32,
+    /// The step running has written its `Waiting` this round.
+    waiting: bool,
     end: Option<Record>,
 }
 
@@ -222,7 +225,10 @@ impl Progress {
                 self.branch_states.insert(*branch, state.clone());
                 self.completed.push((*step, Some(*branch)));
             }
-            Record::StepAttemptFailed { .. } | Record::CompensationStarted { .. } => {}
+            Record::Waiting { .. } => self.waiting = true,
+            Record::StepAttemptFailed { .. }
+            | Record::CompensationStarted { .. }
+            | Record::EventReceived { .. } => {}
             Record::StepCompleted { step, state } => {
                 self.state = state.clone();
                 self.completed.push((*step, None));
@@ -232,11 +238,13 @@ impl Progress {
                 self.branch_states.clear();
                 self.step_deadline = None;
                 self.rounds = 0;
+                self.waiting = false;
             }
             Record::StepFailed {
                 error, compensate, ..
             } => {
                 self.step_deadline = None;
+                self.waiting = false;
                 if *compensate {
                     self.compensating = Some(error.clone());
                 } else {
@@ -616,10 +624,18 @@ impl<S: SagaState> Run<'_, S> {
             }
         } else {
             let state = self.state()?;
-            match self
-                .attempts((index, None), p.attempts, state, &deadlines)
-                .await?
+            let result = if let Body::Await {
+                correlation,
+                on_event,
+            } = &step.body
             {
+                self.wait(p, index, state, (correlation, on_event), &deadlines)
+                    .await?
+            } else {
+                self.attempts((index, None), p.attempts, state, &deadlines)
+                    .await?
+            };
+            match result {
                 Ok(state) => {
                     let state = self.encode(&state, index)?;
                     let attempt = self.progress.lock().attempts;
@@ -662,6 +678,90 @@ impl<S: SagaState> Run<'_, S> {
             saga.sleeper.sleep(saga.recovery_backoff.delay(round)).await;
         }
         Ok(())
+    }
+
+    /// A wait step: recorded (once a round), then the first event of its
+    /// correlation's mailbox, looked for at each store notification, poll
+    /// interval and renewal, until the deadline.
+    async fn wait(
+        &self,
+        p: &Progress,
+        index: usize,
+        state: S,
+        (correlation, on_event): (&crate::step::Correlation<S>, &crate::step::OnEvent<S>),
+        deadlines: &Deadlines,
+    ) -> Result<Result<S, String>, Error> {
+        let saga = self.saga;
+        let key = correlation(&state);
+        let mailbox = match saga.mailbox(&key) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        if !p.waiting {
+            self.write(vec![
+                Record::StepStarted {
+                    step: index,
+                    branch: None,
+                    attempt: p.attempts + 1,
+                    deadline: deadlines.step,
+                },
+                Record::Waiting {
+                    step: index,
+                    correlation: key,
+                },
+            ])
+            .await?;
+        }
+        let mut changes = saga.store.changes();
+        let mut notified = true;
+        let lease = saga.lease / 2;
+        loop {
+            changes.borrow_and_update();
+            let first = saga
+                .store
+                .read_stream(&mailbox, ReadStream::forward().limit(1))
+                .await?
+                .try_next()
+                .await?;
+            if let Some(mut event) = first {
+                if let Some(id) = event
+                    .metadata
+                    .fields
+                    .get(DELIVERED)
+                    .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                {
+                    event.id = id;
+                }
+                return Ok(match on_event(state, &event) {
+                    Ok(state) => {
+                        self.defer(Record::EventReceived {
+                            step: index,
+                            event: event.id,
+                            event_type: event.event_type,
+                        });
+                        Ok(state)
+                    }
+                    Err(e) => Err(e.to_string()),
+                });
+            }
+            let now = self.now();
+            let mut wake = lease.min(saga.store.poll_interval());
+            if let Some(limit) = deadlines.limit {
+                if now >= limit {
+                    return Ok(Err(deadlines.expired.clone()));
+                }
+                wake = wake.min(Duration::from_nanos(limit - now));
+            }
+            let slept = saga.sleeper.sleep(wake);
+            if notified {
+                // A store without notifications (its sender gone) is polled only.
+                let changed = async { notified = changes.changed().await.is_ok() };
+                futures_util::future::select(std::pin::pin!(changed), slept).await;
+            } else {
+                slept.await;
+            }
+            self.renew().await?;
+        }
     }
 
     fn encode(&self, state: &S, index: usize) -> Result<serde_json::Value, Error> {
@@ -866,7 +966,73 @@ impl<S> RetryPolicy<S, AttemptError> for StepPolicy {
     }
 }
 
+/// The metadata field of a kept event that holds the delivered event's id.
+const DELIVERED: &str = "palisade.saga.delivered";
+
+impl<S> Inner<S> {
+    /// The stream of the events delivered for `correlation`.
+    fn mailbox(&self, correlation: &str) -> Result<StreamName, Error> {
+        let invalid = |reason: String| Error::InvalidCorrelation {
+            correlation: correlation.to_owned(),
+            reason,
+        };
+        if correlation.is_empty() {
+            return Err(invalid("must not be empty".into()));
+        }
+        StreamName::new(format!("sagaevent-{}/{correlation}", self.name)).map_err(|e| match e {
+            palisade_event_store::Error::InvalidStreamName { reason, .. } => invalid(reason),
+            other => invalid(other.to_string()),
+        })
+    }
+}
+
 impl<S: SagaState> Saga<S> {
+    /// Delivers `event` to the waits on `correlation` (steps made by
+    /// [`Step::await_event`]): it is kept, under its own id, in the
+    /// correlation's stream `sagaevent-{saga name}/{correlation}` in the
+    /// saga's store, where a waiting run (in any process) finds it, and a
+    /// wait that begins later finds it at once. `false` when that event was
+    /// delivered before (nothing is kept twice).
+    ///
+    /// # Errors
+    /// [`Error::InvalidCorrelation`] when `correlation` cannot be part of a
+    /// stream name, [`Error::Store`] when the append fails.
+    pub async fn deliver(&self, correlation: &str, event: &RecordedEvent) -> Result<bool, Error> {
+        let mailbox = self.inner.mailbox(correlation)?;
+        // Event ids are unique in a store: the kept copy's id is derived from
+        // the event's and the correlation, its metadata names the event.
+        let id = uuid::Uuid::new_v5(&event.id, correlation.as_bytes());
+        let mut metadata = event.metadata.clone();
+        metadata
+            .fields
+            .insert(DELIVERED.to_owned(), event.id.to_string());
+        let new = NewEvent::new(event.event_type.clone(), event.payload.clone())
+            .with_id(id)
+            .with_schema_version(event.schema_version)
+            .with_metadata(metadata);
+        let mut kept = self
+            .inner
+            .store
+            .read_stream(&mailbox, ReadStream::forward())
+            .await?;
+        while let Some(e) = kept.try_next().await? {
+            if e.id == id {
+                return Ok(false);
+            }
+        }
+        drop(kept);
+        match self
+            .inner
+            .store
+            .append(&mailbox, ExpectedVersion::Any, vec![new])
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(palisade_event_store::Error::DuplicateEventId { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// A builder for the saga `name`, whose logs live in `store`.
     pub fn builder(name: impl Into<Arc<str>>, store: impl EventStore) -> SagaBuilder<S> {
         SagaBuilder::new(name, store)

@@ -78,6 +78,9 @@ impl StepContext {
 pub(crate) type Action<S> =
     Arc<dyn Fn(S, StepContext) -> BoxFuture<'static, Result<S, BoxError>> + Send + Sync>;
 pub(crate) type Merge<S> = Arc<dyn Fn(S, Vec<S>) -> S + Send + Sync>;
+pub(crate) type Correlation<S> = Arc<dyn Fn(&S) -> String + Send + Sync>;
+pub(crate) type OnEvent<S> =
+    Arc<dyn Fn(S, &palisade_event_store::RecordedEvent) -> Result<S, BoxError> + Send + Sync>;
 pub(crate) type Compensation<S> =
     Arc<dyn Fn(S, StepContext) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
 
@@ -87,6 +90,10 @@ pub(crate) enum Body<S> {
     Parallel {
         branches: Vec<Step<S>>,
         merge: Merge<S>,
+    },
+    Await {
+        correlation: Correlation<S>,
+        on_event: OnEvent<S>,
     },
 }
 
@@ -133,7 +140,7 @@ impl<S> fmt::Debug for Step<S> {
             .field(
                 "branches",
                 &match &self.body {
-                    Body::Action(_) => None,
+                    Body::Action(_) | Body::Await { .. } => None,
                     Body::Parallel { branches, .. } => Some(branches),
                 },
             )
@@ -191,6 +198,48 @@ impl<S: Send + 'static> Step<S> {
             body: Body::Parallel {
                 branches,
                 merge: Arc::new(merge),
+            },
+            compensation: None,
+            retry: None,
+            timeout: None,
+        }
+    }
+
+    /// A step that waits for an event (choreography): the first event
+    /// delivered for the correlation `correlation` makes of the saga's state
+    /// (by [`Saga::deliver`](crate::Saga::deliver), or a
+    /// [`ProcessManager`](crate::ProcessManager) with
+    /// [`advance`](crate::ProcessManager::advance)) ends the wait, and
+    /// `on_event` makes the next state from it (an error fails the step, as
+    /// an action's would). It gets the event as kept for the correlation: the
+    /// delivered event's id, type, schema version, payload and metadata (plus
+    /// the field `palisade.saga.delivered`), in the correlation's stream.
+    ///
+    /// The wait is in the log: `StepStarted` and `Waiting` (with the
+    /// correlation and the [`timeout`](Self::timeout)'s deadline) before it,
+    /// `EventReceived` (the event's id) with the step's completion. Events are
+    /// kept per correlation in the saga's store, so one delivered before the
+    /// wait began ends it at once, a recovered saga waits on with the same
+    /// deadline and finds an event delivered meanwhile, and an event
+    /// delivered twice is kept once. Use a correlation per wait (an order id
+    /// and what is awaited): every wait on one correlation sees its first event.
+    ///
+    /// While it waits, the runner renews its claim and checks the store at
+    /// its notifications, its poll interval and the deadline. With a timeout
+    /// that passes, the step fails like an action that timed out. It has no
+    /// attempts: [`retry`](Self::retry) on it fails `build()`.
+    pub fn await_event<C, F, E>(name: impl Into<Arc<str>>, correlation: C, on_event: F) -> Self
+    where
+        C: Fn(&S) -> String + Send + Sync + 'static,
+        F: Fn(S, &palisade_event_store::RecordedEvent) -> Result<S, E> + Send + Sync + 'static,
+        E: Into<BoxError>,
+    {
+        Self {
+            name: name.into(),
+            kind: StepKind::Compensatable,
+            body: Body::Await {
+                correlation: Arc::new(correlation),
+                on_event: Arc::new(move |s, e| on_event(s, e).map_err(Into::into)),
             },
             compensation: None,
             retry: None,
