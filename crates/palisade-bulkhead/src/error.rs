@@ -4,11 +4,10 @@
 //! Palisade pattern, with [`Pattern::Bulkhead`] and a [`Reason`] word
 //! (`full`, `timed_out`, `too_heavy`); [`Reason::of`] reads it back.
 
-use std::error::Error;
 use std::fmt;
 
 use palisade_core::Pattern;
-pub use palisade_core::Rejected;
+pub use palisade_core::{CallError, Rejected};
 
 /// Why a bulkhead refused a permit: the reason word of its [`Rejected`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,65 +55,10 @@ impl fmt::Display for Reason {
     }
 }
 
-/// The error of [`Bulkhead::call`](crate::Bulkhead::call): a rejection, or the call's own error.
-///
-/// It displays as the rejection or as the call's error. A rejection is also
-/// its [`source`](Error::source), so [`Rejected::find`] finds it through any
-/// wrapping; the call's own error is displayed and sourced as it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CallError<E> {
-    /// The bulkhead gave no permit; the call did not run.
-    Rejected(Rejected),
-    /// The call ran and returned this error.
-    Inner(E),
-}
-
-impl<E> CallError<E> {
-    /// The rejection, if the call did not run.
-    pub fn rejected(&self) -> Option<&Rejected> {
-        match self {
-            Self::Rejected(r) => Some(r),
-            Self::Inner(_) => None,
-        }
-    }
-
-    /// The call's own error, if it ran.
-    pub fn into_inner(self) -> Option<E> {
-        match self {
-            Self::Rejected(_) => None,
-            Self::Inner(e) => Some(e),
-        }
-    }
-}
-
-impl<E> From<Rejected> for CallError<E> {
-    fn from(r: Rejected) -> Self {
-        Self::Rejected(r)
-    }
-}
-
-impl<E: fmt::Display> fmt::Display for CallError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Rejected(r) => r.fmt(f),
-            Self::Inner(e) => e.fmt(f),
-        }
-    }
-}
-
-impl<E: Error + 'static> Error for CallError<E> {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match self {
-            Self::Rejected(r) => Some(r),
-            Self::Inner(e) => e.source(),
-        }
-    }
-}
-
 #[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
+    use std::error::Error;
     use std::time::Duration;
 
     #[test]

@@ -414,6 +414,16 @@ async fn call_holds_a_permit_while_it_runs_and_passes_errors_through() {
     assert_eq!(err.to_string(), "refused");
     assert!(err.rejected().is_none());
 
+    // Another pattern's rejection returned by the call is found through the
+    // bulkhead's error (it was not, in the bulkhead's own copy of CallError).
+    let limited = palisade_bulkhead::Rejected::new(Pattern::RateLimit, "exhausted", None);
+    let err = bulkhead
+        .call(|| async { Err::<(), _>(limited) })
+        .await
+        .unwrap_err();
+    assert!(err.rejected().is_none());
+    assert_eq!(palisade_bulkhead::Rejected::find(&err), Some(&limited));
+
     let _held = bulkhead.try_acquire().unwrap();
     let err = bulkhead
         .call(|| async { Ok::<_, std::io::Error>(()) })

@@ -7,7 +7,8 @@
 //!   over any sleeper. A [`ManualClock`] is a sleeper too, so one manual clock
 //!   drives what a pattern reads and what it waits for.
 //! - [`Rejected`]: the one rejection type of every pattern, found in any
-//!   error chain with [`Rejected::find`].
+//!   error chain with [`Rejected::find`]; [`CallError`], what a pattern's
+//!   `call` returns: the rejection or the call's own error.
 //! - [`Outcome`] and [`Classifier`]: the three-way verdict on a `Result`.
 //! - [`Backoff`]: fixed or exponential delays with [`Jitter`]; every
 //!   reconnect loop and retry waits by one.
@@ -42,6 +43,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backoff;
+mod call_error;
 mod clock;
 pub mod config;
 mod listener;
@@ -54,6 +56,7 @@ pub mod sync;
 pub mod telemetry;
 
 pub use backoff::{Backoff, Jitter};
+pub use call_error::CallError;
 #[cfg(feature = "tokio")]
 pub use clock::TokioClock;
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock, duration_to_nanos};
