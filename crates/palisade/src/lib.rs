@@ -24,8 +24,9 @@
 //! | `tower` | a tower `Layer` for every enabled pattern | no |
 //! | `otel` | OpenTelemetry instruments and spans for every enabled pattern, for each instance whose builder asks (`.otel()` or `.meter(m)`) | no |
 //! | `tracing` | `tracing` events for every enabled pattern, for each instance whose builder asks (`.tracing()`) | no |
+//! | `otlp` | `otlp`: one call that exports traces and metrics over OTLP (gRPC or HTTP/protobuf, from the standard `OTEL_*` variables), installs the global providers and returns a guard that flushes on drop; turns on `otel`. Brings the OpenTelemetry SDK, tonic and hyper | no |
 //! | `tokio` | `core::TokioClock` and `core::TokioSleeper`, which follow `tokio::time::pause`; the cache's `LoadingCache` and `tier`; tokio's timer as the bulkhead's and the rate limiter's default sleeper | no |
-//! | `full` | all of the above | no |
+//! | `full` | all of the above but `otlp` (so that `full` does not compile tonic and the SDK for those who export otherwise) | no |
 //!
 //! ```
 //! # #[cfg(feature = "circuit-breaker")] {
@@ -106,6 +107,10 @@ pub use palisade_saga as saga;
 #[cfg_attr(docsrs, doc(cfg(feature = "cqrs")))]
 #[doc(inline)]
 pub use palisade_cqrs as cqrs;
+
+#[cfg(feature = "otlp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
+pub mod otlp;
 
 /// The README and the guides in `docs/`, included so that their code blocks
 /// are compiled and run as doctests of the facade. Each is gated on the
