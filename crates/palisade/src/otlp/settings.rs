@@ -1,7 +1,8 @@
 //! What each signal's exporter is given: the protocol, the endpoint and the
 //! timeout, from the builder first and the standard variables after. The
-//! variables the exporter crate reads leniently (an unknown protocol or a
-//! timeout that is not a number is skipped there) are read here, strictly.
+//! variables the exporter crate reads leniently (an unknown protocol, a
+//! timeout that is not a number or a compression it cannot use is skipped
+//! there, with a warning) are read here, strictly.
 
 use std::time::Duration;
 
@@ -106,6 +107,26 @@ impl SignalSettings {
             }
             None
         };
+
+        // The exporter skips a compression it cannot use, with a warning,
+        // and sends uncompressed: none is built in, so only `none` passes.
+        if let Some((name, value)) = first_set("COMPRESSION") {
+            match value.trim().to_ascii_lowercase().as_str() {
+                "none" => {}
+                "gzip" | "zstd" => {
+                    return Err(invalid(
+                        &name,
+                        format!("{value:?} compression is not built in; use `none`"),
+                    ));
+                }
+                _ => {
+                    return Err(invalid(
+                        &name,
+                        format!("unknown compression {value:?}; expected `none`"),
+                    ));
+                }
+            }
+        }
 
         let timeout = match overrides.timeout {
             Some(timeout) if timeout.is_zero() => {
@@ -317,6 +338,26 @@ mod tests {
         let (setting, reason) = config_error(resolve(Signal::Traces, &overrides, &[]));
         assert_eq!(setting, "OtlpBuilder::endpoint");
         assert_eq!(reason, "\"collector:4317\" is not an `http://` URL");
+    }
+
+    #[test]
+    fn only_no_compression_is_accepted() {
+        let vars = [("OTEL_EXPORTER_OTLP_COMPRESSION", "None")];
+        assert!(resolve(Signal::Traces, &Overrides::default(), &vars).is_ok());
+        let (setting, reason) = config_error(resolve(
+            Signal::Traces,
+            &Overrides::default(),
+            &[("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")],
+        ));
+        assert_eq!(setting, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION");
+        assert_eq!(reason, "\"gzip\" compression is not built in; use `none`");
+        let (setting, reason) = config_error(resolve(
+            Signal::Metrics,
+            &Overrides::default(),
+            &[("OTEL_EXPORTER_OTLP_COMPRESSION", "lz4")],
+        ));
+        assert_eq!(setting, "OTEL_EXPORTER_OTLP_COMPRESSION");
+        assert_eq!(reason, "unknown compression \"lz4\"; expected `none`");
     }
 
     #[test]

@@ -312,6 +312,7 @@ fn run_child(vars: &[(&str, &str)]) -> std::process::Output {
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
         "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
         "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
         "OTEL_SERVICE_NAME",
         "OTEL_RESOURCE_ATTRIBUTES",
     ] {
@@ -409,6 +410,14 @@ fn the_standard_variables_are_read() {
         child_said(&output),
         "init error: invalid OTLP configuration in OTEL_EXPORTER_OTLP_PROTOCOL: \
          unknown protocol \"carrier-pigeon\"; expected `grpc` or `http/protobuf`"
+    );
+    // A compression that is not built in (the exporter would send
+    // uncompressed with a warning).
+    let output = run_child(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")]);
+    assert_eq!(
+        child_said(&output),
+        "init error: invalid OTLP configuration in OTEL_EXPORTER_OTLP_COMPRESSION: \
+         \"gzip\" compression is not built in; use `none`"
     );
     // An endpoint that is not a URI, from the exporter's own check.
     let output = run_child(&[
