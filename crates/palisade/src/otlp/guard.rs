@@ -10,8 +10,9 @@ use super::error::{Error, Signal};
 /// on. Keep it alive for as long as the service runs.
 ///
 /// Dropping it flushes what is pending (spans queued in the batch processor,
-/// the instruments' current values) and shuts both providers down, waiting
-/// at most each exporter's timeout; errors are not reported there, call
+/// the instruments' current values) and shuts both providers down, blocking
+/// the thread until the last exports are answered, at most the SDK's 5 s
+/// shutdown limit per signal; errors are not reported there, call
 /// [`shutdown`](Otlp::shutdown) to see them. After that the global providers
 /// are shut down: spans and measurements made later are dropped.
 #[derive(Debug)]

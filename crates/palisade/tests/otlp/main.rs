@@ -486,3 +486,44 @@ async fn an_error_inside_an_async_context_does_not_panic() {
         .unwrap_err();
     assert!(matches!(error, Error::Exporter { .. }), "{error:?}");
 }
+
+/// A collector that is down is not an error of `init`; the flush says so.
+#[test]
+fn a_collector_that_is_down_shows_in_the_flush_not_in_init() {
+    let _turn = GLOBAL_PROVIDERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A port that was free a moment ago and that nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+        let otlp = Otlp::builder()
+            .protocol(protocol)
+            .endpoint(format!("http://127.0.0.1:{port}"))
+            .timeout(Duration::from_millis(500))
+            .metric_export_interval(NEVER)
+            .init()
+            .unwrap();
+        let breaker = CircuitBreaker::builder()
+            .name("payments")
+            .otel()
+            .build()
+            .unwrap();
+        breaker.try_acquire().unwrap().success();
+        let error = otlp.force_flush().unwrap_err();
+        assert!(
+            matches!(
+                error,
+                Error::Export {
+                    operation: "flush",
+                    ..
+                }
+            ),
+            "{protocol:?}: {error:?}"
+        );
+        drop(otlp);
+    }
+}
