@@ -57,9 +57,8 @@
 //! `CircuitBreakerLayer` (feature `tower`).
 //!
 //! The guides live in the repository's `docs/` folder: one per pattern
-//! (`circuit-breaker.md`, `retry.md`, `bulkhead.md`, `rate-limit.md`, `cache.md`, `event-store.md`, `saga.md`), plus `telemetry.md`,
-
-//! (`circuit-breaker.md`, `bulkhead.md`, `cache.md`, `event-store.md`, `cqrs.md`), plus `telemetry.md`,
+//! (`circuit-breaker.md`, `retry.md`, `bulkhead.md`, `rate-limit.md`,
+//! `cache.md`, `event-store.md`, `cqrs.md`, `saga.md`), plus `telemetry.md`,
 //! `benchmarks.md` and the decisions in `adr/`. Their code blocks, and the
 //! README's, are doctests of this crate.
 #![cfg_attr(docsrs, feature(doc_cfg))]
