@@ -119,6 +119,7 @@ mod handler;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod projection;
+mod query;
 mod repository;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -152,6 +153,7 @@ pub use projection::{
     Projection, ProjectionContext, ProjectionRunner, ProjectionRunnerBuilder, ProjectionStatus,
     Projector, RunnerError,
 };
+pub use query::{Invalidation, Queries, QueriesBuilder, QueryContext, QueryHandler};
 pub use repository::{Loaded, Repository};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
