@@ -285,7 +285,10 @@ impl<H: QueryHandler> Queries<H> {
 /// Drops cached answers that a projection's events make stale; made by
 /// [`Queries::invalidation`], attached by [`Projector::invalidates`](crate::Projector::invalidates).
 #[derive(Clone)]
-pub struct Invalidation(Arc<dyn Fn(&str, &RecordedEvent) + Send + Sync>);
+pub struct Invalidation(Arc<DropStale>);
+
+/// Called with the projection's name and the event it committed.
+type DropStale = dyn Fn(&str, &RecordedEvent) + Send + Sync;
 
 impl std::fmt::Debug for Invalidation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -8,6 +8,11 @@
 //! runner (one restarted while the old one's last write still ran) waits for
 //! the write lock and then sees the new checkpoint. Each event takes effect
 //! exactly once.
+//!
+//! When a batch fails, it rolls back and is applied again in one new
+//! transaction, each event in a savepoint: the events before the first that
+//! fails commit with their checkpoint, and that one goes to the runner's
+//! failure policy alone.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

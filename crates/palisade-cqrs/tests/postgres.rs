@@ -405,3 +405,149 @@ async fn a_schema_that_is_not_a_plain_identifier_is_refused() {
     };
     assert_eq!(e.field(), "connect");
 }
+
+/// A balance per account; with a gate set, the next event's transaction
+/// waits after writing, before the commit.
+#[cfg(feature = "cache")]
+#[derive(Default)]
+struct SlowBalances {
+    gate: Mutex<
+        Option<(
+            tokio::sync::oneshot::Sender<()>,
+            tokio::sync::oneshot::Receiver<()>,
+        )>,
+    >,
+}
+
+#[cfg(feature = "cache")]
+#[palisade_cqrs::async_trait]
+impl PostgresProjection for SlowBalances {
+    async fn setup(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS balances (account TEXT PRIMARY KEY, total BIGINT NOT NULL)",
+        )
+        .await
+    }
+
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+        _: ProjectionContext,
+    ) -> Result<(), BoxError> {
+        let amount: i64 = event.decode()?;
+        tx.execute(
+            "INSERT INTO balances VALUES ($1, $2) ON CONFLICT (account) DO UPDATE SET total = balances.total + $2",
+            &[&event.stream.as_str(), &amount],
+        )
+        .await?;
+        let gate = self.gate.lock().take();
+        if let Some((written, release)) = gate {
+            let _ = written.send(());
+            let _ = release.await;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a balance on a connection of its own.
+#[cfg(feature = "cache")]
+struct BalanceQuery {
+    reads: PostgresReadModel,
+    loads: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(feature = "cache")]
+impl palisade_cqrs::QueryHandler for BalanceQuery {
+    type Query = String;
+    type View = i64;
+    type Error = tokio_postgres::Error;
+
+    async fn handle(
+        &self,
+        stream: &String,
+        _: &palisade_cqrs::QueryContext,
+    ) -> Result<i64, tokio_postgres::Error> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        let client = self.reads.client().await;
+        let row = client
+            .query_opt("SELECT total FROM balances WHERE account = $1", &[stream])
+            .await?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+}
+
+#[cfg(feature = "cache")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_are_dropped_after_the_projection_commits_not_before() {
+    let Some(s) = schemas(test_name!()) else {
+        return;
+    };
+    let store = event_store(&s.url, &s.events).await;
+    let model = PostgresReadModel::connect(&s.url, &s.read).await.unwrap();
+    let queries = palisade_cqrs::Queries::builder(BalanceQuery {
+        reads: PostgresReadModel::connect(&s.url, &s.read).await.unwrap(),
+        loads: std::sync::atomic::AtomicU64::new(0),
+    })
+    .cache(
+        palisade_cache::Cache::builder()
+            .max_capacity(100)
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
+    let projection = Arc::new(SlowBalances::default());
+    let (handled_tx, mut handled) = tokio::sync::mpsc::unbounded_channel();
+    let _running = ProjectionRunner::builder(Arc::clone(&store))
+        .listener(move |e: &palisade_cqrs::Event| {
+            if let palisade_cqrs::Event::ProjectionHandled { position, .. } = e {
+                let _ = handled_tx.send(*position);
+            }
+        })
+        .projection(
+            model
+                .projector("balances", Arc::clone(&projection))
+                .invalidates(queries.invalidation(|e: &RecordedEvent| [e.stream.to_string()])),
+        )
+        .start()
+        .await
+        .unwrap();
+    let alice = StreamName::new("account-alice").unwrap();
+    let deposit = |amount: i64| {
+        let (store, alice) = (Arc::clone(&store), alice.clone());
+        async move {
+            store
+                .append(
+                    &alice,
+                    ExpectedVersion::Any,
+                    vec![NewEvent::json("Deposited", &amount).unwrap()],
+                )
+                .await
+                .unwrap()
+                .position
+        }
+    };
+    let at = deposit(10).await;
+    while handled.recv().await.unwrap() < at {}
+    let key = || "account-alice".to_owned();
+    assert_eq!(queries.ask(key()).await.unwrap(), 10);
+
+    // The next deposit's transaction has written 15 and not committed yet.
+    let (written_tx, written) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = tokio::sync::oneshot::channel();
+    *projection.gate.lock() = Some((written_tx, release_rx));
+    let at = deposit(5).await;
+    written.await.unwrap();
+    // A reader now sees the committed 10, from the cache or loaded and kept.
+    assert_eq!(queries.ask(key()).await.unwrap(), 10);
+    queries.invalidate(&key());
+    assert_eq!(queries.ask(key()).await.unwrap(), 10);
+    assert_eq!(queries.handler().loads.load(Ordering::SeqCst), 2);
+    // The commit, then the drop: the next reader loads 15.
+    release.send(()).unwrap();
+    while handled.recv().await.unwrap() < at {}
+    assert_eq!(queries.ask(key()).await.unwrap(), 15);
+    assert_eq!(queries.ask(key()).await.unwrap(), 15);
+    assert_eq!(queries.handler().loads.load(Ordering::SeqCst), 3);
+}
