@@ -119,7 +119,7 @@ impl PostgresProjection for TotalsPerEvent {
         &self,
         tx: &tokio_postgres::Transaction<'_>,
     ) -> Result<(), tokio_postgres::Error> {
-        Totals.setup(tx).await
+        PostgresProjection::setup(&Totals, tx).await
     }
     async fn apply(
         &self,

@@ -2,21 +2,24 @@
 //! projection's writes, its checkpoint and its dead letters commit in one
 //! transaction.
 //!
-//! Each batch of events is applied in a transaction that first locks the
+//! Each batch of events is applied in a transaction that locks the
 //! projection's checkpoint row (`SELECT … FOR UPDATE`; the row is made when
-//! the runner starts) and skips the events at or before it, then hands the
-//! others to [`PostgresProjection::apply_batch`] while the checkpoint's
-//! `UPDATE` is sent on the same connection (pipelined: the server runs them
-//! in order, the runner does not wait for one before sending the next), then
-//! commits. A crash at any point leaves all of it or none (the server rolls
+//! the runner starts), hands the events to [`PostgresProjection::apply_batch`]
+//! and moves the checkpoint, then commits if the checkpoint it locked was
+//! before the batch. The three go out together on the one connection
+//! (pipelined: the server runs them in the order they arrive, so the lock is
+//! taken before the batch runs, and the runner does not wait for one before
+//! sending the next). If the locked checkpoint was not before the batch
+//! (another runner applied some of it), the transaction rolls back and the
+//! batch goes again, after the lock, without the events at or before it. A crash at any point leaves all of it or none (the server rolls
 //! back a transaction whose connection died); a second runner waits on the
 //! row lock and then sees the new checkpoint. Each event takes effect exactly
 //! once.
 //!
-//! Round trips per batch: `BEGIN`, the lock, the batch with the checkpoint
+//! Round trips per batch: `BEGIN`, the lock with the batch and the checkpoint
 //! (as many as `apply_batch` awaits one after another: one for a single
-//! set-based statement), `COMMIT`. The checkpoint statements are prepared
-//! once per read model.
+//! set-based statement, two if it is not prepared), `COMMIT`. The
+//! checkpoint statements are prepared once per read model.
 //!
 //! When a batch fails, it is rolled back and its events are applied again in
 //! one new transaction, one at a time, each inside a savepoint: the events
@@ -324,7 +327,51 @@ impl<P: PostgresProjection> Exactly<P> {
     /// them through `apply_batch`, or, when that fails, those before the
     /// first that fails on its own (`Err.0` counts them, with the events
     /// applied before).
+    ///
+    /// The lock, the batch and the checkpoint go out together, in that
+    /// order, on the guess that none of the events is applied yet (this
+    /// runner moved the checkpoint last); the server takes the lock before
+    /// it runs the batch. If the locked checkpoint says otherwise (another
+    /// runner got there first), all of it rolls back and the batch is
+    /// applied again without the events at or before the checkpoint.
     async fn apply_all(
+        &self,
+        events: &[(RecordedEvent, ProjectionContext)],
+    ) -> Result<(), (usize, BoxError)> {
+        let (Some((first, _)), Some((last, _))) = (events.first(), events.last()) else {
+            return Ok(());
+        };
+        let mut client = self.client.lock().await;
+        let statements = self.statements(&client).await.map_err(|e| (0, e))?;
+        let tx = client.transaction().await.map_err(|e| (0, e.into()))?;
+        let (checkpoint, applied, saved) = futures_util::future::join3(
+            lock_checkpoint(&tx, statements, &self.name),
+            self.projection.apply_batch(&tx, events),
+            save_checkpoint(&tx, statements, &self.name, last.position),
+        )
+        .await;
+        let checkpoint = checkpoint.map_err(|e| (0, e))?;
+        if checkpoint >= first.position {
+            tx.rollback().await.map_err(|e| (0, e.into()))?;
+            drop(client);
+            return self.apply_after_checkpoint(events).await;
+        }
+        let error = match (applied, saved) {
+            (Ok(()), Ok(())) => return tx.commit().await.map_err(|e| (0, e.into())),
+            (Ok(()), Err(e)) => return Err((0, e)),
+            (Err(e), _) => e,
+        };
+        tx.rollback().await.map_err(|e| (0, e.into()))?;
+        if events.len() == 1 {
+            return Err((0, error));
+        }
+        drop(client);
+        self.apply_until_failure(events).await
+    }
+
+    /// [`apply_all`](Self::apply_all) when some events may be applied
+    /// already: the lock first, then the batch of the others.
+    async fn apply_after_checkpoint(
         &self,
         events: &[(RecordedEvent, ProjectionContext)],
     ) -> Result<(), (usize, BoxError)> {
@@ -339,8 +386,6 @@ impl<P: PostgresProjection> Exactly<P> {
         let Some((last, _)) = fresh.last() else {
             return Ok(()); // nothing new: the transaction rolls back
         };
-        // Sent together: the server runs the batch's statements and the
-        // checkpoint's in the order they arrive, all in this transaction.
         let (applied, saved) = futures_util::future::join(
             self.projection.apply_batch(&tx, fresh),
             save_checkpoint(&tx, statements, &self.name, last.position),

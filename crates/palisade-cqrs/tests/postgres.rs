@@ -395,6 +395,40 @@ async fn a_failing_event_in_a_batch_is_found_in_savepoints_and_only_it_is_dead_l
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runners_of_one_projection_count_each_event_once() {
+    let Some(s) = schemas(test_name!()) else {
+        return;
+    };
+    let store = event_store(&s.url, &s.events).await;
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { append_batch(&store, 0, 600).await })
+    };
+    // Each on its own connection, as two processes: each batch one of them
+    // applies, the other finds behind its checkpoint and skips.
+    let (a, b) = (
+        PostgresReadModel::connect(&s.url, &s.read).await.unwrap(),
+        PostgresReadModel::connect(&s.url, &s.read).await.unwrap(),
+    );
+    let first = runner(&store, &a).start().await.unwrap();
+    let second = runner(&store, &b).start().await.unwrap();
+    writer.await.unwrap();
+    first
+        .wait_caught_up(Duration::from_millis(5))
+        .await
+        .unwrap();
+    second
+        .wait_caught_up(Duration::from_millis(5))
+        .await
+        .unwrap();
+    assert_eq!(counted(&a).await, (600, 0));
+    assert_eq!(
+        a.checkpoint("counts").await.unwrap(),
+        Some(store.head().await.unwrap())
+    );
+}
+
 #[tokio::test]
 async fn a_schema_that_is_not_a_plain_identifier_is_refused() {
     let err = PostgresReadModel::connect("postgres://nowhere", "bad-name")
