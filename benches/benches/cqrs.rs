@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | `projection_catch_up/sqlite` | a new projection catches up on a log of 10,000 events into a SQLite read model (one upsert per event; writes and checkpoint in one transaction per batch of 100) | 10,000 events |
 //! | `projection_catch_up/postgres` | the same into a PostgreSQL read model, each batch in one set-based statement (`apply_batch` over `unnest` arrays, summed per account) | 10,000 events |
+//! | `projection_catch_up/postgres_batch_500` | the same with `batch_size(500)` | 10,000 events |
 //! | `projection_catch_up/postgres_per_event` | the same with the default `apply_batch`: one upsert per event, each awaited before the next | 10,000 events |
 //!
 //! The log is in memory, so the time is the read model's. Each iteration
@@ -147,16 +148,28 @@ async fn log() -> Arc<dyn EventStore> {
     store
 }
 
+/// What every PostgreSQL group shares.
+struct Postgres<'a> {
+    rt: &'a Runtime,
+    store: &'a Arc<dyn EventStore>,
+    run: &'a AtomicU64,
+    url: &'a str,
+}
+
 /// One iteration: a fresh schema, a runner catching up into it, the schema dropped.
 fn bench_postgres<P: PostgresProjection + Clone>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    rt: &Runtime,
-    store: &Arc<dyn EventStore>,
-    run: &AtomicU64,
-    url: &str,
+    pg: &Postgres<'_>,
     id: &str,
     projection: P,
+    batch: usize,
 ) {
+    let Postgres {
+        rt,
+        store,
+        run,
+        url,
+    } = *pg;
     group.bench_function(id, |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
@@ -170,6 +183,7 @@ fn bench_postgres<P: PostgresProjection + Clone>(
                         .expect("PostgreSQL reachable");
                     let start = Instant::now();
                     let runner = ProjectionRunner::builder(Arc::clone(store))
+                        .batch_size(batch)
                         .projection(model.projector("totals", projection.clone()))
                         .start()
                         .await
@@ -233,16 +247,15 @@ fn main() {
 
     match std::env::var("PALISADE_POSTGRES_URL") {
         Ok(url) => {
-            bench_postgres(&mut group, &rt, &store, &run, &url, "postgres", Totals);
-            bench_postgres(
-                &mut group,
-                &rt,
-                &store,
-                &run,
-                &url,
-                "postgres_per_event",
-                TotalsPerEvent,
-            );
+            let pg = Postgres {
+                rt: &rt,
+                store: &store,
+                run: &run,
+                url: &url,
+            };
+            bench_postgres(&mut group, &pg, "postgres", Totals, 100);
+            bench_postgres(&mut group, &pg, "postgres_batch_500", Totals, 500);
+            bench_postgres(&mut group, &pg, "postgres_per_event", TotalsPerEvent, 100);
         }
         Err(_) => {
             println!("PALISADE_POSTGRES_URL is not set: skipping projection_catch_up/postgres");
