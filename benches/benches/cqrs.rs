@@ -161,7 +161,7 @@ fn bench_postgres<P: PostgresProjection + Clone>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     pg: &Postgres<'_>,
     id: &str,
-    projection: P,
+    projection: &P,
     batch: usize,
 ) {
     let Postgres {
@@ -253,9 +253,9 @@ fn main() {
                 run: &run,
                 url: &url,
             };
-            bench_postgres(&mut group, &pg, "postgres", Totals, 100);
-            bench_postgres(&mut group, &pg, "postgres_batch_500", Totals, 500);
-            bench_postgres(&mut group, &pg, "postgres_per_event", TotalsPerEvent, 100);
+            bench_postgres(&mut group, &pg, "postgres", &Totals, 100);
+            bench_postgres(&mut group, &pg, "postgres_batch_500", &Totals, 500);
+            bench_postgres(&mut group, &pg, "postgres_per_event", &TotalsPerEvent, 100);
         }
         Err(_) => {
             println!("PALISADE_POSTGRES_URL is not set: skipping projection_catch_up/postgres");
