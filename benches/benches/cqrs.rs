@@ -8,7 +8,9 @@
 //! | group | what one iteration is | throughput |
 //! |---|---|---|
 //! | `projection_catch_up/sqlite` | a new projection catches up on a log of 10,000 events into a SQLite read model (one upsert per event; writes and checkpoint in one transaction per batch of 100) | 10,000 events |
-//! | `projection_catch_up/postgres` | the same into a PostgreSQL read model | 10,000 events |
+//! | `projection_catch_up/postgres` | the same into a PostgreSQL read model, each batch in one set-based statement (`apply_batch` over `unnest` arrays, summed per account) | 10,000 events |
+//! | `projection_catch_up/postgres_batch_500` | the same with `batch_size(500)` | 10,000 events |
+//! | `projection_catch_up/postgres_per_event` | the same with the default `apply_batch`: one upsert per event, each awaited before the next | 10,000 events |
 //!
 //! The log is in memory, so the time is the read model's. Each iteration
 //! starts a runner with a projection of a fresh name (so it starts from the
@@ -35,6 +37,7 @@ const EVENTS: u64 = 10_000;
 const SCHEMA: &str = "palisade_bench_cqrs";
 
 /// Counts deposits per account.
+#[derive(Clone, Copy)]
 struct Totals;
 
 impl SqliteProjection for Totals {
@@ -83,6 +86,50 @@ impl PostgresProjection for Totals {
         .await?;
         Ok(())
     }
+    async fn apply_batch(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        events: &[(RecordedEvent, ProjectionContext)],
+    ) -> Result<(), BoxError> {
+        let mut accounts = Vec::with_capacity(events.len());
+        let mut amounts = Vec::with_capacity(events.len());
+        for (e, _) in events {
+            accounts.push(e.stream.as_str());
+            amounts.push(e.decode::<i64>()?);
+        }
+        // Summed per account first: one row may take several events of a batch.
+        tx.execute(
+            "INSERT INTO totals
+             SELECT account, SUM(amount) FROM unnest($1::text[], $2::bigint[]) AS t(account, amount)
+             GROUP BY account
+             ON CONFLICT (account) DO UPDATE SET total = totals.total + excluded.total",
+            &[&accounts, &amounts],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// [`Totals`] with the default `apply_batch`: one statement per event.
+#[derive(Clone, Copy)]
+struct TotalsPerEvent;
+
+#[palisade::cqrs::async_trait]
+impl PostgresProjection for TotalsPerEvent {
+    async fn setup(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+    ) -> Result<(), tokio_postgres::Error> {
+        PostgresProjection::setup(&Totals, tx).await
+    }
+    async fn apply(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        e: &RecordedEvent,
+        ctx: ProjectionContext,
+    ) -> Result<(), BoxError> {
+        PostgresProjection::apply(&Totals, tx, e, ctx).await
+    }
 }
 
 async fn log() -> Arc<dyn EventStore> {
@@ -99,6 +146,65 @@ async fn log() -> Arc<dyn EventStore> {
             .unwrap();
     }
     store
+}
+
+/// What every PostgreSQL group shares.
+struct Postgres<'a> {
+    rt: &'a Runtime,
+    store: &'a Arc<dyn EventStore>,
+    run: &'a AtomicU64,
+    url: &'a str,
+}
+
+/// One iteration: a fresh schema, a runner catching up into it, the schema dropped.
+fn bench_postgres<P: PostgresProjection + Clone>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    pg: &Postgres<'_>,
+    id: &str,
+    projection: &P,
+    batch: usize,
+) {
+    let Postgres {
+        rt,
+        store,
+        run,
+        url,
+    } = *pg;
+    group.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let n = run.fetch_add(1, Ordering::Relaxed);
+                    // A schema per iteration: a fresh table, as a rebuild into new tables has.
+                    let schema = format!("{SCHEMA}_{n}");
+                    let model = PostgresReadModel::connect(url, &schema)
+                        .await
+                        .expect("PostgreSQL reachable");
+                    let start = Instant::now();
+                    let runner = ProjectionRunner::builder(Arc::clone(store))
+                        .batch_size(batch)
+                        .projection(model.projector("totals", projection.clone()))
+                        .start()
+                        .await
+                        .unwrap();
+                    runner
+                        .wait_caught_up(Duration::from_millis(1))
+                        .await
+                        .unwrap();
+                    total += start.elapsed();
+                    drop(runner);
+                    model
+                        .client()
+                        .await
+                        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                        .await
+                        .unwrap();
+                }
+                total
+            })
+        });
+    });
 }
 
 fn main() {
@@ -141,40 +247,15 @@ fn main() {
 
     match std::env::var("PALISADE_POSTGRES_URL") {
         Ok(url) => {
-            group.bench_function("postgres", |b| {
-                b.iter_custom(|iters| {
-                    rt.block_on(async {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            let n = run.fetch_add(1, Ordering::Relaxed);
-                            // A schema per iteration: a fresh table, as a rebuild into new tables has.
-                            let schema = format!("{SCHEMA}_{n}");
-                            let model = PostgresReadModel::connect(&url, &schema)
-                                .await
-                                .expect("PostgreSQL reachable");
-                            let start = Instant::now();
-                            let runner = ProjectionRunner::builder(Arc::clone(&store))
-                                .projection(model.projector("totals", Totals))
-                                .start()
-                                .await
-                                .unwrap();
-                            runner
-                                .wait_caught_up(Duration::from_millis(1))
-                                .await
-                                .unwrap();
-                            total += start.elapsed();
-                            drop(runner);
-                            model
-                                .client()
-                                .await
-                                .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-                                .await
-                                .unwrap();
-                        }
-                        total
-                    })
-                });
-            });
+            let pg = Postgres {
+                rt: &rt,
+                store: &store,
+                run: &run,
+                url: &url,
+            };
+            bench_postgres(&mut group, &pg, "postgres", &Totals, 100);
+            bench_postgres(&mut group, &pg, "postgres_batch_500", &Totals, 500);
+            bench_postgres(&mut group, &pg, "postgres_per_event", &TotalsPerEvent, 100);
         }
         Err(_) => {
             println!("PALISADE_POSTGRES_URL is not set: skipping projection_catch_up/postgres");

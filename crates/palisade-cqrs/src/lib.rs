@@ -2,8 +2,9 @@
 //! aggregates that decide on commands and evolve by events, a command
 //! handler that retries version conflicts and deduplicates resubmitted
 //! commands, projections fed from the store's global order with their own
-//! checkpoints (exactly once into SQLite read models, with dead letters), and
-//! a given/when/then test kit.
+//! checkpoints (exactly once into SQLite and PostgreSQL read models, with dead
+//! letters), typed queries over the read models, cached and invalidated by
+//! the projections, and a given/when/then test kit.
 //!
 //! Use it when a service's state is the fold of its events: the handler
 //! keeps the decisions consistent under concurrent writers without locks,
@@ -97,6 +98,13 @@
 //!   is at least once; a `SqliteProjection` on a `SqliteReadModel` (feature
 //!   `sqlite`) or a `PostgresProjection` on a `PostgresReadModel` (feature
 //!   `postgres`) is exactly once.
+//!   A `PostgresProjection` may write a whole batch in one statement
+//!   (`apply_batch`); a failing batch is applied again one event at a time
+//!   in savepoints, so only the failing event is retried.
+//! - [`Queries`] answers a [`QueryHandler`]'s queries from a read model,
+//!   optionally cached (feature `cache`); [`Projector::invalidates`] drops
+//!   the answers an event makes stale once its transaction has committed,
+//!   and [`Queries::switch_version`] serves a rebuilt view.
 //! - [`testkit`]: `given(events).when(command).then_events(..)` and
 //!   `ProjectionTest::new(p).given(..).then_view(..)`.
 //!
@@ -104,7 +112,7 @@
 //! |---|---|---|
 //! | `sqlite` | `SqliteReadModel`, `SqliteProjection`: writes and checkpoint in one transaction; the event store's SQLite backend | no |
 //! | `postgres` | `PostgresReadModel`, `PostgresProjection`: the same, in a PostgreSQL schema; the event store's PostgreSQL backend | no |
-//! | `cache` | `CommandHandlerBuilder::cache`: hot aggregates kept in a `palisade-cache` cache, so a command reads only newer events | no |
+//! | `cache` | `CommandHandlerBuilder::cache`: hot aggregates kept in a `palisade-cache` cache, so a command reads only newer events; `QueriesBuilder::cache`: query answers cached, dropped by the projections | no |
 //! | `otel` | `otel()`/`meter()` on both builders: `palisade.cqrs.commands`, `palisade.cqrs.projection.lag`; `traceparent` in metadata, and projections run in the trace it names | no |
 //! | `tracing` | `tracing()` on both builders: the `cqrs.command {aggregate}` span and events, target `palisade_cqrs` | no |
 //!
@@ -119,6 +127,7 @@ mod handler;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod projection;
+mod query;
 mod repository;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -152,6 +161,7 @@ pub use projection::{
     Projection, ProjectionContext, ProjectionRunner, ProjectionRunnerBuilder, ProjectionStatus,
     Projector, RunnerError,
 };
+pub use query::{Invalidation, Queries, QueriesBuilder, QueryContext, QueryHandler};
 pub use repository::{Loaded, Repository};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]

@@ -2,13 +2,31 @@
 //! projection's writes, its checkpoint and its dead letters commit in one
 //! transaction.
 //!
-//! Each batch of events is applied in a transaction that first locks the
+//! Each batch of events is applied in a transaction that locks the
 //! projection's checkpoint row (`SELECT … FOR UPDATE`; the row is made when
-//! the runner starts) and skips the events at or before it, then runs the
-//! projection on the others, then moves the checkpoint, then commits. A crash at any
-//! point leaves all of it or none (the server rolls back a transaction whose
-//! connection died); a second runner waits on the row lock and then sees the
-//! new checkpoint. Each event takes effect exactly once.
+//! the runner starts), hands the events to [`PostgresProjection::apply_batch`]
+//! and moves the checkpoint, then commits if the checkpoint it locked was
+//! before the batch. The three go out together on the one connection
+//! (pipelined: the server runs them in the order they arrive, so the lock is
+//! taken before the batch runs, and the runner does not wait for one before
+//! sending the next). If the locked checkpoint was not before the batch
+//! (another runner applied some of it), the transaction rolls back and the
+//! batch goes again, after the lock, without the events at or before it. A crash at any point leaves all of it or none (the server rolls
+//! back a transaction whose connection died); a second runner waits on the
+//! row lock and then sees the new checkpoint. Each event takes effect exactly
+//! once.
+//!
+//! Round trips per batch: `BEGIN`, the lock with the batch and the checkpoint
+//! (as many as `apply_batch` awaits one after another: one for a single
+//! set-based statement, two if it is not prepared), `COMMIT`. The
+//! checkpoint statements are prepared once per read model.
+//!
+//! When a batch fails, it is rolled back and its events are applied again in
+//! one new transaction, one at a time, each inside a savepoint: the events
+//! before the first that fails commit with the checkpoint just before it, and
+//! the failing event goes to the runner's failure policy (retries, then stop
+//! or dead letter) on its own. Good events take effect once; only the bad
+//! one is retried and dead-lettered.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -16,8 +34,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use async_trait::async_trait;
 use palisade_core::ConfigError;
 use palisade_event_store::{Error, Metadata, Position, RecordedEvent, StreamName};
-use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio::sync::{Mutex, OnceCell};
+use tokio_postgres::{Client, NoTls, Statement, Transaction};
 
 use crate::projection::{BoxError, DeadLetter, ProjectionContext, Projector, Target};
 
@@ -43,6 +61,33 @@ pub trait PostgresProjection: Send + Sync + 'static {
         event: &RecordedEvent,
         ctx: ProjectionContext,
     ) -> Result<(), BoxError>;
+
+    /// Applies a batch of events (in global order, none applied before)
+    /// inside the transaction that also saves the checkpoint. The default
+    /// calls [`apply`](Self::apply) for each, one after another, each in the
+    /// trace its event's metadata names (feature `otel`).
+    ///
+    /// Override it to send the batch's writes at once (one statement over
+    /// `unnest` arrays, say), so a batch of 100 costs one round trip instead
+    /// of 100. It must have the effect of applying the events one by one: the
+    /// same event can come again alone (when a batch fails, and on retries),
+    /// and is then handed to `apply`. An override runs in the caller's trace,
+    /// not in the events'.
+    ///
+    /// An error rolls the batch back; its events are then applied again one
+    /// at a time through `apply`, each in a savepoint, so the events before
+    /// the failing one still commit and only that one is retried by the
+    /// [`FailurePolicy`](crate::FailurePolicy).
+    async fn apply_batch(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[(RecordedEvent, ProjectionContext)],
+    ) -> Result<(), BoxError> {
+        for (event, ctx) in events {
+            crate::projection::in_trace(event, self.apply(tx, event, *ctx)).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A shared projection is a projection.
@@ -60,6 +105,14 @@ impl<P: PostgresProjection + ?Sized> PostgresProjection for Arc<P> {
     ) -> Result<(), BoxError> {
         (**self).apply(tx, event, ctx).await
     }
+
+    async fn apply_batch(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[(RecordedEvent, ProjectionContext)],
+    ) -> Result<(), BoxError> {
+        (**self).apply_batch(tx, events).await
+    }
 }
 
 /// A PostgreSQL schema holding read models, their checkpoints and their dead
@@ -68,6 +121,31 @@ impl<P: PostgresProjection + ?Sized> PostgresProjection for Arc<P> {
 pub struct PostgresReadModel {
     client: Arc<Mutex<Client>>,
     schema: Arc<str>,
+    /// The checkpoint statements, prepared once on the connection.
+    statements: Arc<OnceCell<Statements>>,
+}
+
+/// The runner's own statements, prepared on the read model's connection.
+struct Statements {
+    lock: Statement,
+    save: Statement,
+}
+
+impl Statements {
+    async fn prepare(client: &Client) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            lock: client
+                .prepare(
+                    "SELECT commit_no, sequence FROM palisade_checkpoints WHERE projection = $1 FOR UPDATE",
+                )
+                .await?,
+            save: client
+                .prepare(
+                    "UPDATE palisade_checkpoints SET commit_no = $2, sequence = $3 WHERE projection = $1",
+                )
+                .await?,
+        })
+    }
 }
 
 impl std::fmt::Debug for PostgresReadModel {
@@ -142,6 +220,7 @@ impl PostgresReadModel {
         Ok(Self {
             client: Arc::new(Mutex::new(client)),
             schema: schema.into(),
+            statements: Arc::new(OnceCell::new()),
         })
     }
 
@@ -187,6 +266,7 @@ impl PostgresReadModel {
                 client: Arc::clone(&self.client),
                 name: name.to_string(),
                 projection,
+                statements: Arc::clone(&self.statements),
             }),
         )
     }
@@ -203,50 +283,172 @@ struct Exactly<P> {
     client: Arc<Mutex<Client>>,
     name: String,
     projection: P,
+    statements: Arc<OnceCell<Statements>>,
 }
 
 /// Locks the checkpoint row and returns it.
-async fn lock_checkpoint(tx: &Transaction<'_>, name: &str) -> Result<Position, BoxError> {
-    let row = tx
-        .query_one(
-            "SELECT commit_no, sequence FROM palisade_checkpoints WHERE projection = $1 FOR UPDATE",
-            &[&name],
-        )
-        .await?;
+async fn lock_checkpoint(
+    tx: &Transaction<'_>,
+    statements: &Statements,
+    name: &str,
+) -> Result<Position, BoxError> {
+    let row = tx.query_one(&statements.lock, &[&name]).await?;
     Ok(position(row.get(0), row.get(1)))
 }
 
-async fn save_checkpoint(tx: &Transaction<'_>, name: &str, p: Position) -> Result<(), BoxError> {
+async fn save_checkpoint(
+    tx: &Transaction<'_>,
+    statements: &Statements,
+    name: &str,
+    p: Position,
+) -> Result<(), BoxError> {
     tx.execute(
-        "UPDATE palisade_checkpoints SET commit_no = $2, sequence = $3 WHERE projection = $1",
+        &statements.save,
         &[&name, &int(p.commit)?, &int(p.sequence)?],
     )
     .await?;
     Ok(())
 }
 
+/// How many of `events` (in order) are at or before `checkpoint`: applied already.
+fn already_applied(events: &[(RecordedEvent, ProjectionContext)], checkpoint: Position) -> usize {
+    events.partition_point(|(e, _)| e.position <= checkpoint)
+}
+
 impl<P: PostgresProjection> Exactly<P> {
-    /// The events in one transaction under the checkpoint row's lock.
+    async fn statements(&self, client: &Client) -> Result<&Statements, BoxError> {
+        Ok(self
+            .statements
+            .get_or_try_init(|| Statements::prepare(client))
+            .await?)
+    }
+
+    /// The events in one transaction under the checkpoint row's lock: all of
+    /// them through `apply_batch`, or, when that fails, those before the
+    /// first that fails on its own (`Err.0` counts them, with the events
+    /// applied before).
+    ///
+    /// The lock, the batch and the checkpoint go out together, in that
+    /// order, on the guess that none of the events is applied yet (this
+    /// runner moved the checkpoint last); the server takes the lock before
+    /// it runs the batch. If the locked checkpoint says otherwise (another
+    /// runner got there first), all of it rolls back and the batch is
+    /// applied again without the events at or before the checkpoint.
     async fn apply_all(
         &self,
         events: &[(RecordedEvent, ProjectionContext)],
-    ) -> Result<(), BoxError> {
+    ) -> Result<(), (usize, BoxError)> {
+        let (Some((first, _)), Some((last, _))) = (events.first(), events.last()) else {
+            return Ok(());
+        };
         let mut client = self.client.lock().await;
-        let tx = client.transaction().await?;
-        let checkpoint = lock_checkpoint(&tx, &self.name).await?;
-        let mut last = None;
-        for (event, ctx) in events {
-            if checkpoint >= event.position {
-                continue;
+        let statements = self.statements(&client).await.map_err(|e| (0, e))?;
+        let tx = client.transaction().await.map_err(|e| (0, e.into()))?;
+        let (checkpoint, applied, saved) = futures_util::future::join3(
+            lock_checkpoint(&tx, statements, &self.name),
+            self.projection.apply_batch(&tx, events),
+            save_checkpoint(&tx, statements, &self.name, last.position),
+        )
+        .await;
+        let checkpoint = checkpoint.map_err(|e| (0, e))?;
+        if checkpoint >= first.position {
+            tx.rollback().await.map_err(|e| (0, e.into()))?;
+            drop(client);
+            return self.apply_after_checkpoint(events).await;
+        }
+        let error = match (applied, saved) {
+            (Ok(()), Ok(())) => return tx.commit().await.map_err(|e| (0, e.into())),
+            (Ok(()), Err(e)) => return Err((0, e)),
+            (Err(e), _) => e,
+        };
+        tx.rollback().await.map_err(|e| (0, e.into()))?;
+        if events.len() == 1 {
+            return Err((0, error));
+        }
+        drop(client);
+        self.apply_until_failure(events).await
+    }
+
+    /// [`apply_all`](Self::apply_all) when some events may be applied
+    /// already: the lock first, then the batch of the others.
+    async fn apply_after_checkpoint(
+        &self,
+        events: &[(RecordedEvent, ProjectionContext)],
+    ) -> Result<(), (usize, BoxError)> {
+        let mut client = self.client.lock().await;
+        let statements = self.statements(&client).await.map_err(|e| (0, e))?;
+        let tx = client.transaction().await.map_err(|e| (0, e.into()))?;
+        let checkpoint = lock_checkpoint(&tx, statements, &self.name)
+            .await
+            .map_err(|e| (0, e))?;
+        let skipped = already_applied(events, checkpoint);
+        let fresh = &events[skipped..];
+        let Some((last, _)) = fresh.last() else {
+            return Ok(()); // nothing new: the transaction rolls back
+        };
+        let (applied, saved) = futures_util::future::join(
+            self.projection.apply_batch(&tx, fresh),
+            save_checkpoint(&tx, statements, &self.name, last.position),
+        )
+        .await;
+        let error = match (applied, saved) {
+            (Ok(()), Ok(())) => return tx.commit().await.map_err(|e| (0, e.into())),
+            (Ok(()), Err(e)) => return Err((0, e)),
+            (Err(e), _) => e,
+        };
+        tx.rollback().await.map_err(|e| (0, e.into()))?;
+        if fresh.len() == 1 {
+            return Err((skipped, error));
+        }
+        drop(client);
+        self.apply_until_failure(events).await
+    }
+
+    /// The events in one transaction, one at a time, each in a savepoint:
+    /// commits those before the first that fails with their checkpoint.
+    async fn apply_until_failure(
+        &self,
+        events: &[(RecordedEvent, ProjectionContext)],
+    ) -> Result<(), (usize, BoxError)> {
+        let mut client = self.client.lock().await;
+        let statements = self.statements(&client).await.map_err(|e| (0, e))?;
+        let mut tx = client.transaction().await.map_err(|e| (0, e.into()))?;
+        let checkpoint = lock_checkpoint(&tx, statements, &self.name)
+            .await
+            .map_err(|e| (0, e))?;
+        let skipped = already_applied(events, checkpoint);
+        let mut good = 0;
+        let mut failure = None;
+        for (event, ctx) in &events[skipped..] {
+            let savepoint = tx
+                .savepoint("palisade_event")
+                .await
+                .map_err(|e| (0, e.into()))?;
+            match crate::projection::in_trace(event, self.projection.apply(&savepoint, event, *ctx))
+                .await
+            {
+                Ok(()) => {
+                    savepoint.commit().await.map_err(|e| (0, e.into()))?;
+                    good += 1;
+                }
+                Err(e) => {
+                    savepoint.rollback().await.map_err(|e| (0, e.into()))?;
+                    failure = Some(e);
+                    break;
+                }
             }
-            crate::projection::in_trace(event, self.projection.apply(&tx, event, *ctx)).await?;
-            last = Some(event.position);
         }
-        if let Some(last) = last {
-            save_checkpoint(&tx, &self.name, last).await?;
-            tx.commit().await?;
+        if good > 0 {
+            let last = events[skipped + good - 1].0.position;
+            save_checkpoint(&tx, statements, &self.name, last)
+                .await
+                .map_err(|e| (0, e))?;
+            tx.commit().await.map_err(|e| (0, e.into()))?;
         }
-        Ok(())
+        match failure {
+            None => Ok(()),
+            Some(e) => Err((skipped + good, e)),
+        }
     }
 }
 
@@ -254,6 +456,7 @@ impl<P: PostgresProjection> Exactly<P> {
 impl<P: PostgresProjection> Target for Exactly<P> {
     async fn checkpoint(&self) -> Result<Option<Position>, BoxError> {
         let mut client = self.client.lock().await;
+        let statements = self.statements(&client).await?;
         let tx = client.transaction().await?;
         self.projection.setup(&tx).await?;
         tx.execute(
@@ -261,7 +464,7 @@ impl<P: PostgresProjection> Target for Exactly<P> {
             &[&self.name],
         )
         .await?;
-        let at = lock_checkpoint(&tx, &self.name).await?;
+        let at = lock_checkpoint(&tx, statements, &self.name).await?;
         tx.commit().await?;
         Ok(Some(at).filter(|p| *p != Position::START))
     }
@@ -270,14 +473,15 @@ impl<P: PostgresProjection> Target for Exactly<P> {
         &self,
         events: &[(RecordedEvent, ProjectionContext)],
     ) -> Result<(), (usize, BoxError)> {
-        self.apply_all(events).await.map_err(|e| (0, e))
+        self.apply_all(events).await
     }
 
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BoxError> {
         let mut client = self.client.lock().await;
+        let statements = self.statements(&client).await?;
         let tx = client.transaction().await?;
         let e = &letter.event;
-        if lock_checkpoint(&tx, &self.name).await? >= e.position {
+        if lock_checkpoint(&tx, statements, &self.name).await? >= e.position {
             return Ok(());
         }
         let at = i64::try_from(
@@ -306,7 +510,7 @@ impl<P: PostgresProjection> Target for Exactly<P> {
             ],
         )
         .await?;
-        save_checkpoint(&tx, &self.name, e.position).await?;
+        save_checkpoint(&tx, statements, &self.name, e.position).await?;
         tx.commit().await?;
         Ok(())
     }

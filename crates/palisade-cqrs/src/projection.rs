@@ -35,6 +35,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::event::Event;
+use crate::query::Invalidation;
 
 /// The error a projection returns: anything.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -217,11 +218,11 @@ impl FailurePolicy {
 #[async_trait]
 pub(crate) trait Target: Send + Sync + 'static {
     async fn checkpoint(&self) -> Result<Option<Position>, BoxError>;
-    /// Applies the event and saves it as the checkpoint.
     /// Applies the events in order and saves the last as the checkpoint: on
     /// an exactly-once target, all in one transaction. On an error, `.0` is
-    /// how many of the first events took effect and are checkpointed (always
-    /// 0 on an exactly-once target, where the transaction rolled back).
+    /// how many of the first events took effect and are checkpointed (on an
+    /// exactly-once target, those committed before the failing one, if it
+    /// looked for it), and the error is the event's after them.
     async fn apply(
         &self,
         events: &[(RecordedEvent, ProjectionContext)],
@@ -307,6 +308,7 @@ pub struct Projector {
     pub(crate) target: Arc<dyn Target>,
     pub(crate) filter: Filter,
     pub(crate) failure: FailurePolicy,
+    pub(crate) invalidations: Vec<Invalidation>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -361,7 +363,20 @@ impl Projector {
             target,
             filter: Filter::all(),
             failure: FailurePolicy::default(),
+            invalidations: Vec::new(),
         }
+    }
+
+    /// After each event this projection applies (once its transaction has
+    /// committed, on a SQLite or PostgreSQL read model), drops the cached
+    /// query answers `invalidation` names for it (made by
+    /// [`Queries::invalidation`](crate::Queries::invalidation)); a dead-letter
+    /// replay that succeeds does too. May be called again for more queries.
+    /// Default: none.
+    #[must_use]
+    pub fn invalidates(mut self, invalidation: Invalidation) -> Self {
+        self.invalidations.push(invalidation);
+        self
     }
 
     /// Only events that pass `filter`. Default: every event.
@@ -466,6 +481,7 @@ async fn spawn(shared: &Shared, projector: Projector, role: Role) -> Result<Runn
         stop: stop_rx,
         position: position_tx,
         role: role_rx,
+        invalidations: projector.invalidations.clone(),
     };
     let task = Some(tokio::spawn(worker.run()));
     Ok(Running {
@@ -525,8 +541,12 @@ impl ProjectionRunnerBuilder {
 
     /// The most events applied together: events already read are applied in
     /// one call (one transaction on a SQLite or PostgreSQL read model, one
-    /// checkpoint save otherwise). When a batch fails, its events are applied
-    /// again one at a time, each under the failure policy. Default 100; at least 1.
+    /// checkpoint save otherwise). When a batch fails, the events before the
+    /// failing one are kept (a PostgreSQL read model finds it inside the
+    /// transaction, one savepoint per event; a SQLite one applies the batch
+    /// again one event at a time), the failing event is applied alone under
+    /// the failure policy, and the events after it go on as a batch. Default
+    /// 100; at least 1.
     pub fn batch_size(mut self, events: usize) -> Self {
         self.batch = events;
         self
@@ -873,10 +893,13 @@ impl ProjectionRunner {
     /// when listing fails (a letter that fails again stays, and is not an error).
     pub async fn replay_dead_letters(&self, projection: &str) -> Result<usize, RunnerError> {
         let letters = self.dead_letters(projection).await?;
-        let target = &self.get(projection)?.projector.target;
+        let projector = &self.get(projection)?.projector;
         let mut replayed = 0;
         for letter in &letters {
-            if target.replay(letter).await.is_ok() {
+            if projector.target.replay(letter).await.is_ok() {
+                for invalidation in &projector.invalidations {
+                    invalidation.applied(&projector.name, &letter.event);
+                }
                 replayed += 1;
             }
         }
@@ -914,6 +937,7 @@ struct Worker {
     stop: watch::Receiver<bool>,
     position: watch::Sender<Position>,
     role: watch::Receiver<Role>,
+    invalidations: Vec<Invalidation>,
 }
 
 impl Worker {
@@ -1012,24 +1036,32 @@ impl Worker {
                     }
                 }
             }
-            let mut rest = batch.len();
-            if batch.len() > 1 {
-                let done = match self.target.apply(&batch).await {
-                    Ok(()) => batch.len(),
-                    Err((done, _)) => done,
-                };
-                for (event, ctx) in &batch[..done] {
-                    self.applied(event, *ctx).await;
+            // A batch in one call; when it fails, the events before the
+            // failing one are kept, that one is applied alone under the
+            // failure policy, and the rest goes on as a batch again.
+            let mut from = 0;
+            while from < batch.len() {
+                let rest = &batch[from..];
+                if rest.len() > 1 {
+                    match self.target.apply(rest).await {
+                        Ok(()) => {
+                            for (event, ctx) in rest {
+                                self.applied(event, *ctx).await;
+                            }
+                            break;
+                        }
+                        Err((done, _)) => {
+                            for (event, ctx) in &rest[..done] {
+                                self.applied(event, *ctx).await;
+                            }
+                            from += done;
+                        }
+                    }
                 }
-                rest = batch.len() - done;
-            }
-            // One at a time (a batch of one, or what is left of a batch that
-            // failed), each under the failure policy.
-            let first = batch.len() - rest;
-            for (event, ctx) in batch.into_iter().skip(first) {
-                if !self.apply_one(event, ctx).await {
+                if !self.apply_one(&batch[from]).await {
                     return;
                 }
+                from += 1;
             }
         }
     }
@@ -1043,8 +1075,12 @@ impl Worker {
         }
     }
 
-    /// Reports an applied event.
+    /// Reports an applied (committed) event, first dropping the query
+    /// answers it made stale.
     async fn applied(&self, event: &RecordedEvent, ctx: ProjectionContext) {
+        for invalidation in &self.invalidations {
+            invalidation.applied(&self.name, event);
+        }
         {
             let mut s = self.status.lock();
             s.position = event.position;
@@ -1069,13 +1105,13 @@ impl Worker {
 
     /// Applies one event with retries, then dead-letters it or stops;
     /// `false` when the projection stopped.
-    async fn apply_one(&self, event: RecordedEvent, ctx: ProjectionContext) -> bool {
+    async fn apply_one(&self, item: &(RecordedEvent, ProjectionContext)) -> bool {
         let mut attempt = 0;
-        let one = [(event, ctx)];
-        let event = &one[0].0;
+        let one = std::slice::from_ref(item);
+        let (event, ctx) = (&item.0, item.1);
         loop {
             attempt += 1;
-            match self.target.apply(&one).await.map_err(|(_, e)| e) {
+            match self.target.apply(one).await.map_err(|(_, e)| e) {
                 Ok(()) => {
                     self.applied(event, ctx).await;
                     return true;

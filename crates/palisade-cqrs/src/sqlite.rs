@@ -8,6 +8,11 @@
 //! runner (one restarted while the old one's last write still ran) waits for
 //! the write lock and then sees the new checkpoint. Each event takes effect
 //! exactly once.
+//!
+//! When a batch fails, it rolls back and is applied again in one new
+//! transaction, each event in a savepoint: the events before the first that
+//! fails commit with their checkpoint, and that one goes to the runner's
+//! failure policy alone.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -202,6 +207,51 @@ fn save_checkpoint(tx: &Transaction<'_>, name: &str, p: Position) -> rusqlite::R
     Ok(())
 }
 
+/// Applies the events after the checkpoint and moves it. Without
+/// `savepoints`, an event's error is the transaction's (it rolls back); with
+/// them, each event runs in a savepoint, and the first that fails is rolled
+/// back alone and returned (its index in `events`, its error) with the events
+/// before it kept.
+fn apply_events<P: SqliteProjection>(
+    tx: &Transaction<'_>,
+    name: &str,
+    p: &P,
+    events: &[(RecordedEvent, ProjectionContext)],
+    savepoints: bool,
+) -> Result<Option<(usize, BoxError)>, BoxError> {
+    let checkpoint = load_checkpoint(tx, name)?;
+    let skipped = events.partition_point(|(e, _)| checkpoint.is_some_and(|c| c >= e.position));
+    let mut last = None;
+    let mut failed = None;
+    for (i, (event, ctx)) in events.iter().enumerate().skip(skipped) {
+        // With `otel`, each event in the trace that caused it.
+        #[cfg(feature = "otel")]
+        let _trace = crate::telemetry::parent_context(event.metadata.traceparent.as_deref())
+            .map(opentelemetry::Context::attach);
+        if savepoints {
+            tx.execute_batch("SAVEPOINT palisade_event")?;
+        }
+        match p.apply(tx, event, *ctx) {
+            Ok(()) => {
+                if savepoints {
+                    tx.execute_batch("RELEASE palisade_event")?;
+                }
+                last = Some(event.position);
+            }
+            Err(e) if savepoints => {
+                tx.execute_batch("ROLLBACK TO palisade_event; RELEASE palisade_event")?;
+                failed = Some((i, e));
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(last) = last {
+        save_checkpoint(tx, name, last)?;
+    }
+    Ok(failed)
+}
+
 struct Exactly<P> {
     conn: Arc<Mutex<Connection>>,
     name: String,
@@ -248,29 +298,26 @@ impl<P: SqliteProjection> Target for Exactly<P> {
         &self,
         events: &[(RecordedEvent, ProjectionContext)],
     ) -> Result<(), (usize, BoxError)> {
-        let events = events.to_vec();
-        self.in_tx(move |tx, name, p| {
-            let checkpoint = load_checkpoint(tx, name)?;
-            let mut last = None;
-            for (event, ctx) in &events {
-                if checkpoint.is_some_and(|c| c >= event.position) {
-                    continue;
-                }
-                // With `otel`, each event in the trace that caused it.
-                #[cfg(feature = "otel")]
-                let _trace =
-                    crate::telemetry::parent_context(event.metadata.traceparent.as_deref())
-                        .map(opentelemetry::Context::attach);
-                p.apply(tx, event, *ctx)?;
-                last = Some(event.position);
-            }
-            if let Some(last) = last {
-                save_checkpoint(tx, name, last)?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| (0, e))
+        let batch = events.to_vec();
+        let error = match self
+            .in_tx(move |tx, name, p| apply_events(tx, name, p, &batch, false))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(error) if events.len() == 1 => return Err((0, error)),
+            Err(error) => error,
+        };
+        // The batch rolled back: again, each event in a savepoint, keeping
+        // those before the first that fails.
+        let batch = events.to_vec();
+        match self
+            .in_tx(move |tx, name, p| apply_events(tx, name, p, &batch, true))
+            .await
+        {
+            Ok(None) => Ok(()),
+            Ok(Some(failed)) => Err(failed),
+            Err(_) => Err((0, error)),
+        }
     }
 
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BoxError> {

@@ -1,11 +1,15 @@
 //! PostgreSQL read models: each event takes effect exactly once through
 //! crashes (the runner dropped at random moments, and a child process
-//! killed with SIGKILL), and dead letters kept in the checkpoint's transaction.
+//! killed with SIGKILL), through the projection's set-based `apply_batch`,
+//! and dead letters kept in the checkpoint's transaction; a failing event in
+//! a batch is found in savepoints, so only it is dead-lettered.
 #![cfg(feature = "postgres")]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use palisade_cqrs::tokio_postgres::{NoTls, Transaction};
 use palisade_cqrs::{
@@ -66,9 +70,27 @@ async fn event_store(url: &str, schema: &str) -> Arc<dyn EventStore> {
     )
 }
 
-/// Counts how many times each event took effect.
+/// Counts how many times each event took effect: a batch in one statement
+/// over an `unnest` array, one event at a time through `apply`.
+#[derive(Default)]
 struct Counts {
     broken: AtomicBool,
+    /// The size of each batch handed to `apply_batch`.
+    batches: Mutex<Vec<usize>>,
+    /// The value of each event handed to `apply`.
+    singles: Mutex<Vec<u64>>,
+}
+
+impl Counts {
+    fn broken() -> Self {
+        let counts = Self::default();
+        counts.broken.store(true, Ordering::SeqCst);
+        counts
+    }
+
+    fn fails(&self, n: u64) -> bool {
+        n % 10 == 3 && self.broken.load(Ordering::SeqCst)
+    }
 }
 
 #[palisade_cqrs::async_trait]
@@ -87,12 +109,36 @@ impl PostgresProjection for Counts {
         _: ProjectionContext,
     ) -> Result<(), BoxError> {
         let n: u64 = event.decode()?;
-        if n % 10 == 3 && self.broken.load(Ordering::SeqCst) {
+        self.singles.lock().push(n);
+        if self.fails(n) {
             return Err(format!("cannot count {n}").into());
         }
         tx.execute(
             "INSERT INTO counts VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = counts.n + 1",
             &[&event.id],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn apply_batch(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[(RecordedEvent, ProjectionContext)],
+    ) -> Result<(), BoxError> {
+        self.batches.lock().push(events.len());
+        let mut ids = Vec::with_capacity(events.len());
+        for (event, _) in events {
+            let n: u64 = event.decode()?;
+            if self.fails(n) {
+                return Err(format!("cannot count {n} in a batch").into());
+            }
+            ids.push(event.id);
+        }
+        tx.execute(
+            "INSERT INTO counts SELECT id, 1 FROM unnest($1::uuid[]) AS t(id)
+             ON CONFLICT (id) DO UPDATE SET n = counts.n + 1",
+            &[&ids],
         )
         .await?;
         Ok(())
@@ -140,12 +186,7 @@ fn runner(
 ) -> palisade_cqrs::ProjectionRunnerBuilder {
     ProjectionRunner::builder(Arc::clone(store))
         .page_size(7)
-        .projection(model.projector(
-            "counts",
-            Counts {
-                broken: AtomicBool::new(false),
-            },
-        ))
+        .projection(model.projector("counts", Counts::default()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,9 +301,7 @@ async fn dead_letters_commit_with_the_checkpoint_and_replay_once() {
     let store = event_store(&s.url, &s.events).await;
     append_batch(&store, 0, 30).await; // 3, 13 and 23 fail while broken
     let model = PostgresReadModel::connect(&s.url, &s.read).await.unwrap();
-    let counts = Arc::new(Counts {
-        broken: AtomicBool::new(true),
-    });
+    let counts = Arc::new(Counts::broken());
     let running = ProjectionRunner::builder(Arc::clone(&store))
         .projection(model.projector("counts", Arc::clone(&counts)).on_failure(
             FailurePolicy::dead_letter_after(2).backoff(Backoff::fixed(Duration::from_millis(1))),
@@ -280,7 +319,7 @@ async fn dead_letters_commit_with_the_checkpoint_and_replay_once() {
     assert_eq!(values, [3, 13, 23]);
     assert_eq!(
         (letters[0].error.as_str(), letters[0].attempts),
-        ("cannot count 3", 2)
+        ("cannot count 3 in a batch", 2)
     );
     drop(running);
 
@@ -314,6 +353,82 @@ async fn dead_letters_commit_with_the_checkpoint_and_replay_once() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_event_in_a_batch_is_found_in_savepoints_and_only_it_is_dead_lettered() {
+    let Some(s) = schemas(test_name!()) else {
+        return;
+    };
+    let store = event_store(&s.url, &s.events).await;
+    append_batch(&store, 0, 10).await; // 3 fails
+    let model = PostgresReadModel::connect(&s.url, &s.read).await.unwrap();
+    let counts = Arc::new(Counts::broken());
+    let running = ProjectionRunner::builder(Arc::clone(&store))
+        .page_size(100)
+        .projection(model.projector("counts", Arc::clone(&counts)).on_failure(
+            FailurePolicy::dead_letter_after(2).backoff(Backoff::fixed(Duration::from_millis(1))),
+        ))
+        .start()
+        .await
+        .unwrap();
+    running
+        .wait_caught_up(Duration::from_millis(5))
+        .await
+        .unwrap();
+    // The batch of 10 fails; in one transaction 0, 1 and 2 commit in their
+    // savepoints and 3 fails; 3 alone fails twice and is dead-lettered; 4 to 9
+    // go on as one batch.
+    assert_eq!(*counts.batches.lock(), [10, 1, 1, 6]);
+    assert_eq!(*counts.singles.lock(), [0, 1, 2, 3]);
+    assert_eq!(counted(&model).await, (9, 0));
+    let letters = running.dead_letters("counts").await.unwrap();
+    let values: Vec<u64> = letters.iter().map(|l| l.event.decode().unwrap()).collect();
+    assert_eq!(values, [3]);
+    assert_eq!(
+        (letters[0].error.as_str(), letters[0].attempts),
+        ("cannot count 3 in a batch", 2)
+    );
+    let status = running.status("counts").unwrap();
+    assert_eq!((status.handled, status.dead_lettered), (9, 1));
+    assert_eq!(
+        model.checkpoint("counts").await.unwrap(),
+        Some(store.head().await.unwrap())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runners_of_one_projection_count_each_event_once() {
+    let Some(s) = schemas(test_name!()) else {
+        return;
+    };
+    let store = event_store(&s.url, &s.events).await;
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { append_batch(&store, 0, 600).await })
+    };
+    // Each on its own connection, as two processes: each batch one of them
+    // applies, the other finds behind its checkpoint and skips.
+    let (a, b) = (
+        PostgresReadModel::connect(&s.url, &s.read).await.unwrap(),
+        PostgresReadModel::connect(&s.url, &s.read).await.unwrap(),
+    );
+    let first = runner(&store, &a).start().await.unwrap();
+    let second = runner(&store, &b).start().await.unwrap();
+    writer.await.unwrap();
+    first
+        .wait_caught_up(Duration::from_millis(5))
+        .await
+        .unwrap();
+    second
+        .wait_caught_up(Duration::from_millis(5))
+        .await
+        .unwrap();
+    assert_eq!(counted(&a).await, (600, 0));
+    assert_eq!(
+        a.checkpoint("counts").await.unwrap(),
+        Some(store.head().await.unwrap())
+    );
+}
+
 #[tokio::test]
 async fn a_schema_that_is_not_a_plain_identifier_is_refused() {
     let err = PostgresReadModel::connect("postgres://nowhere", "bad-name")
@@ -323,4 +438,150 @@ async fn a_schema_that_is_not_a_plain_identifier_is_refused() {
         panic!("{err}")
     };
     assert_eq!(e.field(), "connect");
+}
+
+/// A balance per account; with a gate set, the next event's transaction
+/// waits after writing, before the commit.
+#[cfg(feature = "cache")]
+#[derive(Default)]
+struct SlowBalances {
+    gate: Mutex<
+        Option<(
+            tokio::sync::oneshot::Sender<()>,
+            tokio::sync::oneshot::Receiver<()>,
+        )>,
+    >,
+}
+
+#[cfg(feature = "cache")]
+#[palisade_cqrs::async_trait]
+impl PostgresProjection for SlowBalances {
+    async fn setup(&self, tx: &Transaction<'_>) -> Result<(), tokio_postgres::Error> {
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS balances (account TEXT PRIMARY KEY, total BIGINT NOT NULL)",
+        )
+        .await
+    }
+
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        event: &RecordedEvent,
+        _: ProjectionContext,
+    ) -> Result<(), BoxError> {
+        let amount: i64 = event.decode()?;
+        tx.execute(
+            "INSERT INTO balances VALUES ($1, $2) ON CONFLICT (account) DO UPDATE SET total = balances.total + $2",
+            &[&event.stream.as_str(), &amount],
+        )
+        .await?;
+        let gate = self.gate.lock().take();
+        if let Some((written, release)) = gate {
+            let _ = written.send(());
+            let _ = release.await;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a balance on a connection of its own.
+#[cfg(feature = "cache")]
+struct BalanceQuery {
+    reads: PostgresReadModel,
+    loads: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(feature = "cache")]
+impl palisade_cqrs::QueryHandler for BalanceQuery {
+    type Query = String;
+    type View = i64;
+    type Error = tokio_postgres::Error;
+
+    async fn handle(
+        &self,
+        stream: &String,
+        _: &palisade_cqrs::QueryContext,
+    ) -> Result<i64, tokio_postgres::Error> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        let client = self.reads.client().await;
+        let row = client
+            .query_opt("SELECT total FROM balances WHERE account = $1", &[stream])
+            .await?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+}
+
+#[cfg(feature = "cache")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_answers_are_dropped_after_the_projection_commits_not_before() {
+    let Some(s) = schemas(test_name!()) else {
+        return;
+    };
+    let store = event_store(&s.url, &s.events).await;
+    let model = PostgresReadModel::connect(&s.url, &s.read).await.unwrap();
+    let queries = palisade_cqrs::Queries::builder(BalanceQuery {
+        reads: PostgresReadModel::connect(&s.url, &s.read).await.unwrap(),
+        loads: std::sync::atomic::AtomicU64::new(0),
+    })
+    .cache(
+        palisade_cache::Cache::builder()
+            .max_capacity(100)
+            .build()
+            .unwrap(),
+    )
+    .build()
+    .unwrap();
+    let projection = Arc::new(SlowBalances::default());
+    let (handled_tx, mut handled) = tokio::sync::mpsc::unbounded_channel();
+    let _running = ProjectionRunner::builder(Arc::clone(&store))
+        .listener(move |e: &palisade_cqrs::Event| {
+            if let palisade_cqrs::Event::ProjectionHandled { position, .. } = e {
+                let _ = handled_tx.send(*position);
+            }
+        })
+        .projection(
+            model
+                .projector("balances", Arc::clone(&projection))
+                .invalidates(queries.invalidation(|e: &RecordedEvent| [e.stream.to_string()])),
+        )
+        .start()
+        .await
+        .unwrap();
+    let alice = StreamName::new("account-alice").unwrap();
+    let deposit = |amount: i64| {
+        let (store, alice) = (Arc::clone(&store), alice.clone());
+        async move {
+            store
+                .append(
+                    &alice,
+                    ExpectedVersion::Any,
+                    vec![NewEvent::json("Deposited", &amount).unwrap()],
+                )
+                .await
+                .unwrap()
+                .position
+        }
+    };
+    let at = deposit(10).await;
+    while handled.recv().await.unwrap() < at {}
+    let key = || "account-alice".to_owned();
+    assert_eq!(queries.ask(key()).await.unwrap(), 10);
+
+    // The next deposit's transaction has written 15 and not committed yet.
+    let (written_tx, written) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = tokio::sync::oneshot::channel();
+    *projection.gate.lock() = Some((written_tx, release_rx));
+    let at = deposit(5).await;
+    written.await.unwrap();
+    // A reader now sees the committed 10, from the cache or loaded and kept.
+    assert_eq!(queries.ask(key()).await.unwrap(), 10);
+    queries.invalidate(&key());
+    assert_eq!(queries.ask(key()).await.unwrap(), 10);
+    assert_eq!(queries.handler().loads.load(Ordering::SeqCst), 2);
+    // The commit, then the drop: the next reader loads 15.
+    release.send(()).unwrap();
+    while handled.recv().await.unwrap() < at {}
+    assert_eq!(queries.ask(key()).await.unwrap(), 15);
+    assert_eq!(queries.ask(key()).await.unwrap(), 15);
+    assert_eq!(queries.handler().loads.load(Ordering::SeqCst), 3);
 }

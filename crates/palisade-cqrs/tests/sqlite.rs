@@ -38,8 +38,19 @@ fn remove_when_done(paths: &[&Path]) -> palisade_test_support::Cleanup {
 }
 
 /// Counts how many times each event took effect.
+#[derive(Default)]
 struct Counts {
     broken: AtomicBool,
+    /// The value of each event handed to `apply`.
+    calls: parking_lot::Mutex<Vec<u64>>,
+}
+
+impl Counts {
+    fn broken() -> Self {
+        let counts = Self::default();
+        counts.broken.store(true, Ordering::SeqCst);
+        counts
+    }
 }
 
 impl SqliteProjection for Counts {
@@ -56,6 +67,7 @@ impl SqliteProjection for Counts {
         _: ProjectionContext,
     ) -> Result<(), BoxError> {
         let n: u64 = event.decode()?;
+        self.calls.lock().push(n);
         if n % 10 == 3 && self.broken.load(Ordering::SeqCst) {
             return Err(format!("cannot count {n}").into());
         }
@@ -117,12 +129,7 @@ fn runner(
 ) -> palisade_cqrs::ProjectionRunnerBuilder {
     ProjectionRunner::builder(Arc::clone(store))
         .page_size(7)
-        .projection(model.projector(
-            "counts",
-            Counts {
-                broken: AtomicBool::new(false),
-            },
-        ))
+        .projection(model.projector("counts", Counts::default()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,9 +260,7 @@ async fn dead_letters_commit_with_the_checkpoint_and_replay_once() {
     let store: Arc<dyn EventStore> = Arc::new(SqliteEventStore::open(&events).await.unwrap());
     append_batch(&store, 0, 30).await; // 3, 13 and 23 fail while broken
     let model = SqliteReadModel::open(&read).await.unwrap();
-    let counts = Arc::new(Counts {
-        broken: AtomicBool::new(true),
-    });
+    let counts = Arc::new(Counts::broken());
     let running = ProjectionRunner::builder(Arc::clone(&store))
         .projection(model.projector("counts", Arc::clone(&counts)).on_failure(
             FailurePolicy::dead_letter_after(2).backoff(Backoff::fixed(Duration::from_millis(1))),
@@ -287,6 +292,44 @@ async fn dead_letters_commit_with_the_checkpoint_and_replay_once() {
     assert_eq!(running.replay_dead_letters("counts").await.unwrap(), 3);
     assert_eq!(running.replay_dead_letters("counts").await.unwrap(), 0);
     assert_eq!(counted(&model).await, (30, 0));
+    assert_eq!(
+        model.checkpoint("counts").await.unwrap(),
+        Some(store.head().await.unwrap())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_event_in_a_batch_is_found_in_savepoints_and_only_it_is_dead_lettered() {
+    let (events, read) = (fresh_path("events"), fresh_path("read"));
+    let _cleanup = remove_when_done(&[&events, &read]);
+    let store: Arc<dyn EventStore> = Arc::new(SqliteEventStore::open(&events).await.unwrap());
+    append_batch(&store, 0, 10).await; // 3 fails
+    let model = SqliteReadModel::open(&read).await.unwrap();
+    let counts = Arc::new(Counts::broken());
+    let running = ProjectionRunner::builder(Arc::clone(&store))
+        .page_size(100)
+        .projection(model.projector("counts", Arc::clone(&counts)).on_failure(
+            FailurePolicy::dead_letter_after(2).backoff(Backoff::fixed(Duration::from_millis(1))),
+        ))
+        .start()
+        .await
+        .unwrap();
+    running
+        .wait_caught_up(Duration::from_millis(5))
+        .await
+        .unwrap();
+    // The batch rolls back at 3; again in savepoints, 0 to 2 commit and 3
+    // fails; 3 alone fails twice and is dead-lettered; 4 to 9 go on as a batch.
+    assert_eq!(
+        *counts.calls.lock(),
+        [0, 1, 2, 3, 0, 1, 2, 3, 3, 3, 4, 5, 6, 7, 8, 9]
+    );
+    assert_eq!(counted(&model).await, (9, 0));
+    let letters = running.dead_letters("counts").await.unwrap();
+    let values: Vec<u64> = letters.iter().map(|l| l.event.decode().unwrap()).collect();
+    assert_eq!(values, [3]);
+    let status = running.status("counts").unwrap();
+    assert_eq!((status.handled, status.dead_lettered), (9, 1));
     assert_eq!(
         model.checkpoint("counts").await.unwrap(),
         Some(store.head().await.unwrap())

@@ -149,7 +149,13 @@ mod guides {
     struct SagaGuide;
 
     #[cfg(all(feature = "event-store", feature = "otel"))]
-    #[cfg(all(feature = "cqrs", feature = "sqlite", feature = "tokio"))]
+    #[cfg(all(
+        feature = "cqrs",
+        feature = "sqlite",
+        feature = "postgres",
+        feature = "cache",
+        feature = "tokio"
+    ))]
     #[doc = include_str!("../../../docs/cqrs.md")]
     struct CqrsGuide;
 
