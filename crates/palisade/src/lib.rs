@@ -148,7 +148,6 @@ mod guides {
     #[doc = include_str!("../../../docs/saga.md")]
     struct SagaGuide;
 
-    #[cfg(all(feature = "event-store", feature = "otel"))]
     #[cfg(all(
         feature = "cqrs",
         feature = "sqlite",
