@@ -6,9 +6,13 @@
 #   benches/callgrind.sh retry success/tower_layer/palisade success/tower_layer/tower
 #
 # Each subject runs N and 2N times (PALISADE_CALLGRIND=<subject>:<calls>, see
-# `palisade_benches::callgrind`); (instructions(2N) - instructions(N)) / N is
-# what one more call costs, the set-up cancelled out. With no SUBJECT, the
-# bench's whole list is run. Run on demand, not in CI.
+# `palisade_benches::callgrind`; N is $CALLS, 20,000 by default). Instructions
+# are collected only inside `palisade_benches::callgrind`, the loop of calls
+# (--toggle-collect): set-up whose count varies between runs (quanta's clock
+# calibration, randomly seeded hashers) is left out. (instructions(2N) -
+# instructions(N)) / N is what one more call costs, the subject lookup
+# cancelled out. With no SUBJECT, the bench's whole list is run. Run on demand,
+# not in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=${1:?usage: benches/callgrind.sh BENCH [SUBJECT...]}
@@ -23,7 +27,8 @@ if [ $# -eq 0 ]; then
   set -- "${subjects[@]}"
 fi
 instructions() {
-  PALISADE_CALLGRIND="$1:$2" valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" 2>&1 |
+  PALISADE_CALLGRIND="$1:$2" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+    --toggle-collect='palisade_benches::callgrind*' "$bin" 2>&1 |
     sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 printf '| subject | instructions per call |\n|---|---:|\n'

@@ -10,11 +10,21 @@
 //!
 //! | group | what one iteration is |
 //! |---|---|
-//! | `closed_call/1_thread` | one guarded successful call on a closed breaker |
+//! | `closed_call/1_thread` | one guarded successful call on a closed breaker: the closure `\|\| Ok(42)` run, its `Result` classified and recorded, on every side |
 //! | `closed_call/2_threads` | the same, two threads sharing one breaker (see [`closed_call_2_threads`]) |
 //! | `open_reject` | one call rejected by an open breaker |
-//! | `time_window/<crate>/<fill>` | one guarded successful call on a 60 s time window holding `fill` calls |
+//! | `time_window/<crate>/<fill>` | one guarded successful call on a 60 s time window holding `fill` calls; `palisade-layer` and `tower-resilience` through the same tower harness, `palisade` and `failsafe` direct |
 //! | `tower_layer` | one `ready().await` + `call().await` through a tower service, on a current-thread runtime |
+//!
+//! `time_window` sets 10 samples, 0.5 s warm-up and 1 s measurement unless
+//! the command line gives them (see `palisade_benches::own_settings`); every
+//! other group takes criterion's defaults or the command line's.
+//!
+//! Instructions per call, under valgrind (see `callgrind_subjects` for the list):
+//!
+//! ```text
+//! benches/callgrind.sh circuit_breaker
+//! ```
 //!
 //! Allocations are counted separately, with the `count-allocations` feature:
 //!
@@ -42,7 +52,7 @@ use std::time::Duration;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, measurement::WallTime};
 use failsafe::CircuitBreaker as _;
 use palisade::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, SlidingWindow, State};
-use palisade_benches::{FilledWindow, concurrent_elapsed};
+use palisade_benches::{FilledWindow, concurrent_elapsed, own_settings};
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt, limit::ConcurrencyLimitLayer, service_fn};
 use tower_resilience::circuitbreaker::{
@@ -157,6 +167,19 @@ fn tower_resilience_time(
     svc
 }
 
+/// palisade's layer on a 60 s time window holding `fill` successes, each
+/// made through the layer as tower-resilience's are.
+fn palisade_time_layer(
+    rt: &Runtime,
+    fill: u64,
+) -> impl Service<u32, Response = u32, Error = tower::BoxError> + use<> {
+    let mut svc = CircuitBreakerLayer::new(palisade_time(0)).layer(service_fn(echo));
+    for _ in 0..fill {
+        service_call(rt, &mut svc).expect("closed breaker admits");
+    }
+    svc
+}
+
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
         .build()
@@ -165,9 +188,32 @@ fn runtime() -> Runtime {
 
 // ---- one operation each ----------------------------------------------------------
 
-/// One guarded successful call; panics if the breaker rejects it.
+/// One guarded successful call, made the way the peers' `call(|| Ok(42))`
+/// makes it: take a permit, run the closure, classify its `Result` (`Err` is a
+/// failure) and record it. Panics if the breaker rejects the call.
 #[inline]
 fn palisade_call(breaker: &CircuitBreaker) {
+    black_box(palisade_guard(breaker, || Ok::<u32, ()>(black_box(42))))
+        .expect("closed breaker admits");
+}
+
+/// The synchronous counterpart of recloser's and failsafe's `call`: the
+/// permit, the call, and the default classification of its result.
+#[inline]
+fn palisade_guard<T, E>(
+    breaker: &CircuitBreaker,
+    call: impl FnOnce() -> Result<T, E>,
+) -> Result<T, Option<E>> {
+    let permit = black_box(breaker).try_acquire().map_err(|_| None)?;
+    let result = call();
+    permit.record_result(&result);
+    result.map_err(Some)
+}
+
+/// The permit alone, without a closure or a classification: the figure the
+/// closed call had before it made the peers' work (callgrind only).
+#[inline]
+fn palisade_permit_only(breaker: &CircuitBreaker) {
     black_box(breaker)
         .try_acquire()
         .expect("closed breaker admits")
@@ -254,6 +300,10 @@ fn closed_call_1_thread(criterion: &mut Criterion) {
     group.bench_function("recloser", |b| b.iter(|| recloser_call(&rec)));
     let fs = failsafe_consecutive();
     group.bench_function("failsafe/consecutive", |b| b.iter(|| failsafe_call(&fs)));
+    let pal_time = palisade_time(0);
+    group.bench_function("palisade/time_window", |b| {
+        b.iter(|| palisade_call(&pal_time));
+    });
     let fs_time = failsafe_time(0);
     group.bench_function("failsafe/time_window", |b| {
         b.iter(|| failsafe_call(&fs_time));
@@ -284,6 +334,10 @@ fn closed_call_2_threads(criterion: &mut Criterion) {
     group.bench_function("failsafe/consecutive", |b| {
         b.iter_custom(|iters| concurrent_elapsed(2, iters, &|| failsafe_call(&fs)));
     });
+    let pal_time = palisade_time(0);
+    group.bench_function("palisade/time_window", |b| {
+        b.iter_custom(|iters| concurrent_elapsed(2, iters, &|| palisade_call(&pal_time)));
+    });
     let fs_time = failsafe_time(0);
     group.bench_function("failsafe/time_window", |b| {
         b.iter_custom(|iters| concurrent_elapsed(2, iters, &|| failsafe_call(&fs_time)));
@@ -310,16 +364,33 @@ fn open_reject(criterion: &mut Criterion) {
 /// built and filled, untimed. The window therefore holds between `fill` and
 /// 1.1 × `fill` calls whenever a call is timed, for every crate. The rebuilds
 /// make this group take several times its measurement time in wall-clock time,
-/// so it sets its own (short) warm-up and measurement times and 10 samples.
+/// so by default it takes 10 samples, 0.5 s warm-up and 1 s measurement; the
+/// command line's `--warm-up-time`, `--measurement-time` and `--sample-size`
+/// win when given.
+///
+/// tower-resilience is only a tower service, so `palisade-layer` times
+/// palisade's `CircuitBreakerLayer` on the same window through the same
+/// `service_call` (`block_on` of `ready` + `call`): that pair is like for like.
+/// `palisade` and `failsafe` are direct calls, like for like with each other.
 fn time_window(criterion: &mut Criterion) {
     let mut group = criterion.benchmark_group("time_window");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(1));
+    own_settings(
+        &mut group,
+        10,
+        Duration::from_millis(500),
+        Duration::from_secs(1),
+    );
     for fill in FILLS {
         let mut w = FilledWindow::new(fill, GROWTH_DIVISOR, palisade_time);
         bench_filled(&mut group, "palisade", &mut w, |b| palisade_call(b));
+    }
+    for fill in FILLS {
+        let rt = Rc::new(runtime());
+        let rt2 = Rc::clone(&rt);
+        let mut w = FilledWindow::new(fill, GROWTH_DIVISOR, move |n| palisade_time_layer(&rt2, n));
+        bench_filled(&mut group, "palisade-layer", &mut w, |svc| {
+            service_call(&rt, svc).expect("closed breaker admits");
+        });
     }
     for fill in FILLS {
         let rt = Rc::new(runtime());
@@ -383,9 +454,9 @@ mod allocations {
     use super::{
         CircuitBreakerLayer, ConcurrencyLimitLayer, Layer, State, echo, failsafe_call,
         failsafe_consecutive, failsafe_open, failsafe_reject, failsafe_time, palisade_call,
-        palisade_count, palisade_open, palisade_reject, palisade_time, recloser, recloser_call,
-        recloser_open, recloser_reject, runtime, service_call, service_fn, tower_resilience_count,
-        tower_resilience_time,
+        palisade_count, palisade_open, palisade_reject, palisade_time, palisade_time_layer,
+        recloser, recloser_call, recloser_open, recloser_reject, runtime, service_call, service_fn,
+        tower_resilience_count, tower_resilience_time,
     };
     use palisade_benches::{AllocRow, alloc_table};
 
@@ -438,6 +509,10 @@ mod allocations {
         rows.push(count("closed_call", "failsafe/consecutive", || {
             failsafe_call(&f);
         }));
+        let p = palisade_time(0);
+        rows.push(count("closed_call", "palisade/time_window", || {
+            palisade_call(&p);
+        }));
         let t = failsafe_time(0);
         rows.push(count("closed_call", "failsafe/time_window", || {
             failsafe_call(&t);
@@ -459,6 +534,15 @@ mod allocations {
             "palisade",
             ALLOC_WINDOW_CALLS,
             || palisade_call(&p),
+        ));
+        let mut pl = palisade_time_layer(&rt, 10_000);
+        rows.push(count_n(
+            "time_window/10000",
+            "palisade-layer",
+            ALLOC_WINDOW_CALLS,
+            || {
+                service_call(&rt, &mut pl).expect("closed breaker admits");
+            },
         ));
         let mut tr = tower_resilience_time(&rt, 10_000);
         rows.push(count_n(
@@ -515,9 +599,17 @@ mod allocations {
 }
 
 /// The hot paths, for `benches/callgrind.sh circuit_breaker` (instructions per call).
+///
+/// Named as the criterion rows, plus `closed_call/1_thread/palisade/permit_only`
+/// (the permit without a closure or classification). Two-thread rows are not
+/// here: valgrind runs one thread at a time, so it cannot show contention.
+/// tower-resilience's time window is not here either: every call grows it, and
+/// its cost grows with it, so a count over N and 2N calls measures a window
+/// that the timed group never holds.
 #[allow(clippy::semicolon_if_nothing_returned)] // closures that return ()
 fn callgrind_subjects() -> bool {
     let pal = palisade_count();
+    let pal_time = palisade_time(0);
     let rec = recloser();
     let fs = failsafe_consecutive();
     let fs_time = failsafe_time(0);
@@ -525,15 +617,26 @@ fn callgrind_subjects() -> bool {
     let rec_open = recloser_open();
     let fs_open = failsafe_open();
     let rt = runtime();
+    let pal_1k = palisade_time(1_000);
+    let pal_filled = palisade_time(10_000);
+    let pal_100k = palisade_time(100_000);
+    let fs_filled = failsafe_time(10_000);
+    let mut pal_layer_filled = palisade_time_layer(&rt, 10_000);
     let mut bare = service_fn(echo);
     let mut limit = ConcurrencyLimitLayer::new(1000).layer(service_fn(echo));
     let mut layer = CircuitBreakerLayer::new(palisade_count()).layer(service_fn(echo));
     let mut tr = tower_resilience_count().layer(service_fn(echo));
     palisade_benches::callgrind(&mut [
         ("closed_call/1_thread/palisade", &mut || palisade_call(&pal)),
+        ("closed_call/1_thread/palisade/permit_only", &mut || {
+            palisade_permit_only(&pal)
+        }),
         ("closed_call/1_thread/recloser", &mut || recloser_call(&rec)),
         ("closed_call/1_thread/failsafe/consecutive", &mut || {
             failsafe_call(&fs)
+        }),
+        ("closed_call/1_thread/palisade/time_window", &mut || {
+            palisade_call(&pal_time)
         }),
         ("closed_call/1_thread/failsafe/time_window", &mut || {
             failsafe_call(&fs_time)
@@ -542,6 +645,19 @@ fn callgrind_subjects() -> bool {
         ("open_reject/recloser", &mut || recloser_reject(&rec_open)),
         ("open_reject/failsafe/consecutive", &mut || {
             failsafe_reject(&fs_open)
+        }),
+        ("time_window/palisade/1000", &mut || palisade_call(&pal_1k)),
+        ("time_window/palisade/10000", &mut || {
+            palisade_call(&pal_filled)
+        }),
+        ("time_window/palisade/100000", &mut || {
+            palisade_call(&pal_100k)
+        }),
+        ("time_window/palisade-layer/10000", &mut || {
+            service_call(&rt, &mut pal_layer_filled).expect("closed breaker admits");
+        }),
+        ("time_window/failsafe/10000", &mut || {
+            failsafe_call(&fs_filled)
         }),
         ("tower_layer/service_fn", &mut || {
             let _ = service_call(&rt, &mut bare);

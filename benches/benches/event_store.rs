@@ -43,6 +43,7 @@ use palisade::event_store::{
     EventStore, ExpectedVersion, InMemoryEventStore, NewEvent, Position, PostgresEventStore,
     ReadAll, ReadStream, SqliteEventStore, StreamName,
 };
+use palisade_benches::own_settings;
 use serde::Serialize;
 use tokio::runtime::Runtime;
 
@@ -318,10 +319,13 @@ fn append(c: &mut Criterion, rt: &Runtime, backends: &[Backend], payload: &Arc<[
     for events in [1_usize, 100] {
         let label = if events == 1 { "event" } else { "events" };
         let mut group = c.benchmark_group(format!("append/{events}_{label}"));
-        group
-            .sample_size(10)
-            .warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(3));
+        // One iteration is a database round trip or more: fewer samples, longer runs.
+        own_settings(
+            &mut group,
+            10,
+            Duration::from_secs(1),
+            Duration::from_secs(3),
+        );
         for writers in WRITERS {
             group.throughput(Throughput::Elements((events * writers) as u64));
             for backend in backends {
@@ -349,11 +353,13 @@ fn append(c: &mut Criterion, rt: &Runtime, backends: &[Backend], payload: &Arc<[
 
 fn read_stream(c: &mut Criterion, rt: &Runtime, backends: &[Backend]) {
     let mut group = c.benchmark_group(format!("read_stream/{STREAM_LEN}_events"));
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(STREAM_LEN as u64));
+    own_settings(
+        &mut group,
+        10,
+        Duration::from_secs(1),
+        Duration::from_secs(3),
+    );
+    group.throughput(Throughput::Elements(STREAM_LEN as u64));
     let name = stream("read-1000");
     for backend in backends {
         group.bench_function(backend.name, |b| {
@@ -384,11 +390,14 @@ fn replay_all(c: &mut Criterion, rt: &Runtime, backends: &[Backend]) {
     let mut group = c.benchmark_group("replay_all");
     // One replay of the PostgreSQL log takes about a quarter of a second: flat
     // sampling times 10 samples of equally many replays instead of 55 replays.
+    own_settings(
+        &mut group,
+        10,
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+    );
     group
-        .sample_size(10)
         .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5))
         .throughput(Throughput::Elements(LOG_LEN as u64));
     for backend in backends {
         group.bench_function(BenchmarkId::new(backend.name, LOG_LEN), |b| {

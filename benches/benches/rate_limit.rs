@@ -22,6 +22,12 @@
 //! (`Instant::now`, its default without the feature) and on a manual clock
 //! (one atomic load), to separate the GCRA from the clock.
 //!
+//! Instructions per call, under valgrind (subjects in `callgrind_subjects`):
+//!
+//! ```text
+//! benches/callgrind.sh rate_limit
+//! ```
+//!
 //! Allocations and bytes per key, with the `count-allocations` feature:
 //!
 //! ```text
@@ -457,7 +463,86 @@ fn redis(c: &mut Criterion) {
     }
 }
 
+/// The hot paths, for `benches/callgrind.sh rate_limit` (instructions per
+/// call), named as the criterion rows. A million-key limiter is built (before
+/// the loop of calls, so its fill is not counted) only when its subject is
+/// asked for: filling one takes a million checks under valgrind. Two-thread
+/// rows and Redis are not here: valgrind runs one thread at a time, and a
+/// round trip is not instructions.
+#[allow(clippy::semicolon_if_nothing_returned)] // closures that return ()
+fn callgrind_subjects() -> bool {
+    let p = palisade(Quota::per_second(FAST));
+    let ps = palisade_system(Quota::per_second(FAST));
+    let pm = palisade_manual(Quota::per_second(FAST));
+    let gov = governor_direct(FAST);
+    let p_spent = palisade_spent();
+    let gov_spent = governor_spent();
+    let p_keyed = palisade_keyed(100_000);
+    let gov_keyed = governor_keyed();
+    let asked = |subject: &str| {
+        std::env::var("PALISADE_CALLGRIND")
+            .is_ok_and(|spec| spec.starts_with(&format!("{subject}:")))
+    };
+    let p_many = asked("keyed/1M_keys/palisade").then(palisade_many);
+    let gov_many = asked("keyed/1M_keys/governor").then(governor_many);
+    let (mut p_keys, mut gov_keys) = (Keys(0x2545_f491_4f6c_dd1d), Keys(0x2545_f491_4f6c_dd1d));
+    let rt = runtime();
+    let mut bare = service_fn(echo);
+    let mut pal = RateLimitLayer::new(palisade(Quota::per_second(FAST))).layer(service_fn(echo));
+    let mut tower_rl = rt.block_on(async { tower_rate_limit() });
+    let mut tr = rt.block_on(async { tower_resilience() });
+    palisade_benches::callgrind(&mut [
+        ("direct/allowed/1_thread/palisade", &mut || {
+            palisade_check(&p)
+        }),
+        ("direct/allowed/1_thread/palisade-system-clock", &mut || {
+            palisade_check(&ps)
+        }),
+        ("direct/allowed/1_thread/palisade-manual-clock", &mut || {
+            palisade_check(&pm)
+        }),
+        ("direct/allowed/1_thread/governor", &mut || {
+            governor_check(&gov)
+        }),
+        ("direct/denied/palisade", &mut || palisade_denied(&p_spent)),
+        ("direct/denied/governor", &mut || {
+            governor_denied(&gov_spent)
+        }),
+        ("keyed/hot_key/palisade", &mut || palisade_key(&p_keyed, 42)),
+        ("keyed/hot_key/governor", &mut || {
+            governor_key(&gov_keyed, 42)
+        }),
+        ("keyed/1M_keys/palisade", &mut || {
+            palisade_key(
+                p_many.as_ref().expect("built when asked for"),
+                p_keys.next(),
+            )
+        }),
+        ("keyed/1M_keys/governor", &mut || {
+            governor_key(
+                gov_many.as_ref().expect("built when asked for"),
+                gov_keys.next(),
+            )
+        }),
+        ("tower_layer/service_fn", &mut || {
+            let _ = service_call(&rt, &mut bare);
+        }),
+        ("tower_layer/palisade", &mut || {
+            service_call(&rt, &mut pal).expect("admitted");
+        }),
+        ("tower_layer/tower-rate-limit", &mut || {
+            service_call(&rt, &mut tower_rl).expect("admitted");
+        }),
+        ("tower_layer/tower-resilience", &mut || {
+            service_call(&rt, &mut tr).expect("admitted");
+        }),
+    ])
+}
+
 fn main() {
+    if callgrind_subjects() {
+        return;
+    }
     #[cfg(feature = "count-allocations")]
     if !std::env::args().any(|a| a == "--list") {
         allocations::report();

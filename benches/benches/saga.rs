@@ -14,6 +14,16 @@
 //! claim; step 1's start; each step's completion with the next step's start
 //! (the last with the end). Results are in `docs/benchmarks.md`.
 //!
+//! Allocations per saga (in memory, one at a time), with the
+//! `count-allocations` feature; the filter matches no benchmark, so nothing
+//! is timed:
+//!
+//! ```text
+//! cargo bench -p palisade-benches --bench saga --features count-allocations -- allocations
+//! ```
+//!
+//! There is no peer crate to compare with here; `no_log` is the baseline.
+//!
 //! PostgreSQL uses the schema `palisade_bench_saga`, dropped and recreated at
 //! the start of every run; SQLite a file in `std::env::temp_dir()`, removed
 //! at the start of every run.
@@ -118,7 +128,65 @@ fn run(
     })
 }
 
+/// Heap allocations per saga, counted with `allocation-counter` (feature
+/// `count-allocations`), whose counting global allocator is linked only when
+/// this module is compiled.
+#[cfg(feature = "count-allocations")]
+mod allocations {
+    use std::sync::Arc;
+
+    use palisade::saga::{InMemoryEventStore, Outcome};
+    use palisade_benches::{AllocRow, alloc_table};
+
+    use super::saga;
+
+    /// Sagas counted per row, after `WARM_UP` uncounted ones.
+    const SAGAS: u64 = 1_000;
+    const WARM_UP: u64 = 10;
+
+    /// One saga at a time on a current-thread runtime, so that no task is
+    /// spawned: what is counted is the saga, its log records and the store's
+    /// growth by them (the in-memory store keeps every record).
+    pub(crate) fn report() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime");
+        let saga = saga(Arc::new(InMemoryEventStore::new()));
+        let mut next = 0_u64;
+        let mut run = || {
+            next += 1;
+            let outcome = rt
+                .block_on(saga.start(&next.to_string(), 0))
+                .expect("the saga's log");
+            assert_eq!(outcome, Outcome::Completed { state: 3 });
+        };
+        for _ in 0..WARM_UP {
+            run();
+        }
+        let info = allocation_counter::measure(|| {
+            for _ in 0..SAGAS {
+                run();
+            }
+        });
+        let row = AllocRow {
+            operation: "saga/3_noop_steps, 1 at a time".to_owned(),
+            subject: "memory".to_owned(),
+            allocs_per_call: info.count_total as f64 / SAGAS as f64,
+            bytes_per_call: info.bytes_total as f64 / SAGAS as f64,
+        };
+        println!(
+            "\nHeap allocations per saga ({SAGAS} sagas; counted by allocation-counter):\n\n{}",
+            alloc_table(&[row])
+        );
+    }
+}
+
 fn main() {
+    #[cfg(feature = "count-allocations")]
+    if !std::env::args().any(|a| a == "--list") {
+        allocations::report();
+    }
     let mut c = Criterion::default().configure_from_args();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -2,15 +2,21 @@
 //!
 //! The benchmarks themselves live in `benches/`; run them with
 //! `cargo bench -p palisade-benches`. What is here has no dependency on the
-//! crates under test, so every benchmark can drive any of them the same way:
+//! crates under test (only on criterion), so every benchmark can drive any of
+//! them the same way:
 //!
 //! - [`concurrent_elapsed`]: time `iters` calls made by each of several threads at once.
 //! - [`FilledWindow`]: time calls against a window pre-filled with N calls, rebuilding
 //!   it before the measured calls have grown it by more than a set share.
 //! - [`AllocRow`] and [`alloc_table`]: the allocation table printed by the benchmarks.
 //! - [`callgrind`]: one subject run N times for `benches/callgrind.sh`, which counts instructions per call.
+//! - [`own_settings`]: a group's own sample size and times, each applied only
+//!   when the command line does not give it.
 
 use std::fmt::Write as _;
+
+use criterion::BenchmarkGroup;
+use criterion::measurement::Measurement;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -175,8 +181,12 @@ fn format_per_call(value: f64) -> String {
 /// `subjects` pairs each name (as in the criterion group, `group/row`) with
 /// the operation; an unknown name lists the known ones and panics.
 ///
+/// Never inlined: `benches/callgrind.sh` collects instructions only inside
+/// this function (`--toggle-collect`), which leaves out the set-up.
+///
 /// # Panics
 /// If the variable is set but malformed, or names no subject.
+#[inline(never)]
 pub fn callgrind(subjects: &mut [(&str, &mut dyn FnMut())]) -> bool {
     let Ok(spec) = std::env::var("PALISADE_CALLGRIND") else {
         return false;
@@ -195,9 +205,65 @@ pub fn callgrind(subjects: &mut [(&str, &mut dyn FnMut())]) -> bool {
     true
 }
 
+/// Sets a group's own sample size, warm-up and measurement times, each only
+/// when the command line does not give it.
+///
+/// Criterion lets a group's `sample_size`, `warm_up_time` and
+/// `measurement_time` win over the command line's `--sample-size`,
+/// `--warm-up-time` and `--measurement-time`. Groups whose iterations are slow
+/// (a database round trip, a rebuilt window) need other defaults than
+/// criterion's, and set them here, so that the times a documented command
+/// gives apply to every group of the bench.
+pub fn own_settings<M: Measurement>(
+    group: &mut BenchmarkGroup<'_, M>,
+    samples: usize,
+    warm_up: Duration,
+    measurement: Duration,
+) {
+    if !cli_sets("--sample-size") {
+        group.sample_size(samples);
+    }
+    if !cli_sets("--warm-up-time") {
+        group.warm_up_time(warm_up);
+    }
+    if !cli_sets("--measurement-time") {
+        group.measurement_time(measurement);
+    }
+}
+
+/// Whether criterion's command line (this process's arguments) sets `option`,
+/// given as its long name (`"--warm-up-time"`), as `--option value` or
+/// `--option=value`.
+///
+/// Criterion lets a group's own `warm_up_time`, `measurement_time` and
+/// `sample_size` win over the command line's: see [`own_settings`].
+pub fn cli_sets(option: &str) -> bool {
+    args_set(std::env::args().skip(1), option)
+}
+
+fn args_set(mut args: impl Iterator<Item = String>, option: &str) -> bool {
+    args.any(|arg| {
+        arg == option
+            || arg
+                .strip_prefix(option)
+                .is_some_and(|rest| rest.starts_with('='))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn args_set_finds_both_spellings_and_nothing_else() {
+        let args = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        let set = |list: &[&str], option| args_set(args(list).into_iter(), option);
+        assert!(set(&["--bench", "--warm-up-time", "1"], "--warm-up-time"));
+        assert!(set(&["--measurement-time=2"], "--measurement-time"));
+        assert!(!set(&["--warm-up-time", "1"], "--measurement-time"));
+        assert!(!set(&["--warm-up-times", "1"], "--warm-up-time"));
+        assert!(!set(&["warm-up-time"], "--warm-up-time"));
+    }
 
     #[test]
     fn filled_window_rebuilds_before_growing_past_its_share() {
