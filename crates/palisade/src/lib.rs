@@ -25,6 +25,7 @@
 //! | `otel` | OpenTelemetry instruments and spans for every enabled pattern, for each instance whose builder asks (`.otel()` or `.meter(m)`) | no |
 //! | `tracing` | `tracing` events for every enabled pattern, for each instance whose builder asks (`.tracing()`) | no |
 //! | `tokio` | `core::TokioClock` and `core::TokioSleeper`, which follow `tokio::time::pause`; the cache's `LoadingCache` and `tier`; tokio's timer as the bulkhead's and the rate limiter's default sleeper | no |
+//! | `stack` | `stack`: the standard resilience stack (rate limit → total timeout → retry → circuit breaker → bulkhead → attempt timeout) with presets for an HTTP client, a database client and an inbound server; with `tower`, as one layer (turns on the four patterns and `tokio`) | no |
 //! | `full` | all of the above | no |
 //!
 //! ```
@@ -56,9 +57,8 @@
 //! `CircuitBreakerLayer` (feature `tower`).
 //!
 //! The guides live in the repository's `docs/` folder: one per pattern
-//! (`circuit-breaker.md`, `retry.md`, `bulkhead.md`, `rate-limit.md`, `cache.md`, `event-store.md`, `saga.md`), plus `telemetry.md`,
-
-//! (`circuit-breaker.md`, `bulkhead.md`, `cache.md`, `event-store.md`, `cqrs.md`), plus `telemetry.md`,
+//! (`circuit-breaker.md`, `retry.md`, `bulkhead.md`, `rate-limit.md`, `cache.md`, `event-store.md`, `cqrs.md`, `saga.md`),
+//! `composition.md` for the standard stack, plus `telemetry.md`,
 //! `benchmarks.md` and the decisions in `adr/`. Their code blocks, and the
 //! README's, are doctests of this crate.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -107,6 +107,10 @@ pub use palisade_saga as saga;
 #[doc(inline)]
 pub use palisade_cqrs as cqrs;
 
+#[cfg(feature = "stack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stack")))]
+pub mod stack;
+
 /// The README and the guides in `docs/`, included so that their code blocks
 /// are compiled and run as doctests of the facade. Each is gated on the
 /// features its code needs.
@@ -123,6 +127,10 @@ mod guides {
     #[cfg(all(feature = "retry", feature = "tower", feature = "circuit-breaker"))]
     #[doc = include_str!("../../../docs/retry.md")]
     struct RetryGuide;
+
+    #[cfg(all(feature = "stack", feature = "tower"))]
+    #[doc = include_str!("../../../docs/composition.md")]
+    struct CompositionGuide;
 
     #[cfg(all(feature = "bulkhead", feature = "tower", feature = "tokio"))]
     #[doc = include_str!("../../../docs/bulkhead.md")]
