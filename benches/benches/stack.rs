@@ -174,20 +174,39 @@ fn tower_resilience() -> impl Service<u32, Response = u32, Error = tower::BoxErr
     let bulkhead = BulkheadLayer::builder()
         .max_concurrent_calls(LIMIT as usize)
         .reject_when_full()
-        .build();
+        .build()
+        .expect("valid tower-resilience bulkhead");
     ServiceBuilder::new()
         .map_err(Into::<tower::BoxError>::into)
         .layer(rate)
-        .map_err(Into::<tower::BoxError>::into)
+        .map_err(boxed)
         .timeout(TOTAL)
+        .map_err(boxed)
         .layer(retry)
         .map_err(Into::<tower::BoxError>::into)
         .layer(breaker)
-        .map_err(Into::<tower::BoxError>::into)
+        .map_err(boxed)
         .layer(bulkhead)
-        .map_err(Into::<tower::BoxError>::into)
+        .map_err(boxed)
         .timeout(ATTEMPT)
         .service(service_fn(ok))
+}
+
+/// tower's `BoxError` as an `Error`, for the tower-resilience layers whose
+/// errors wrap their inner error (touched only when a call fails).
+#[derive(Debug)]
+struct Boxed(tower::BoxError);
+
+impl fmt::Display for Boxed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Boxed {}
+
+fn boxed<E: Into<tower::BoxError>>(error: E) -> Boxed {
+    Boxed(error.into())
 }
 
 // ---- one call each --------------------------------------------------------------------

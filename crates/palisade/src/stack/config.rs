@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core::{ConfigError, SharedClock, SharedSleeper, TokioClock, TokioSleeper};
+use palisade_core::{ConfigError, SharedClock, SharedSleeper, TokioSleeper};
 
 use super::{Parts, Stack};
 use crate::bulkhead::{Bulkhead, BulkheadBuilder};
@@ -231,16 +231,17 @@ impl StackBuilder {
         self
     }
 
-    /// The clock of the timeouts, given to every part too (default: tokio's
-    /// clock for the timeouts, each part's own default for the parts). A
-    /// `ManualClock` drives the whole stack in a test.
+    /// The clock given to every part (default: each part's own). With the
+    /// same `ManualClock` as [`sleeper`](Self::sleeper), one manual clock
+    /// drives the whole stack in a test.
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
         self
     }
 
     /// What the timeouts wait with, given to every part too (default: tokio's
-    /// timer). A `ManualClock` is a sleeper too.
+    /// timer, which follows `tokio::time::pause`). A `ManualClock` is a
+    /// sleeper too. A timeout's limit counts from its call's first wait.
     pub fn sleeper(mut self, sleeper: SharedSleeper) -> Self {
         self.sleeper = Some(sleeper);
         self
@@ -341,7 +342,6 @@ impl StackBuilder {
                 circuit_breaker,
                 bulkhead,
                 attempt_timeout: self.attempt_timeout,
-                clock: clock.unwrap_or_else(TokioClock::shared),
                 sleeper: sleeper.unwrap_or_else(TokioSleeper::shared),
             }),
         })

@@ -1,42 +1,38 @@
 //! A timeout whose timer is made only when the call has to wait.
 //!
-//! Core's `timeout` asks the sleeper for its (boxed) sleep up front. Here the
-//! start is read from the clock, the call is polled, and only a call that is
-//! still pending gets a sleep, for what is left of the limit. A call that
-//! completes at its first poll costs one clock read and allocates nothing.
+//! Core's `timeout` asks the sleeper for its (boxed) sleep up front, and a
+//! deadline read from a clock costs a clock read per call. Here the call is
+//! polled first, and only a call that is pending gets a sleep, for the whole
+//! limit, from that moment: a call that completes at its first poll costs
+//! nothing and allocates nothing. The limit therefore counts from the call's
+//! first wait; the synchronous work of its first poll, which no timeout can
+//! interrupt anyway, is not counted.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{Clock, Sleep, Sleeper};
+use palisade_core::{Sleep, Sleeper};
 
 pin_project_lite::pin_project! {
-    /// `future`, cut off once `limit` has passed since it was made.
+    /// `future`, cut off once `limit` (if any) has passed since it first waited.
     pub(crate) struct Deadline<'a, F> {
         #[pin]
         future: F,
-        clock: &'a dyn Clock,
         sleeper: &'a dyn Sleeper,
-        started: u64,
-        limit: Duration,
+        limit: Option<Duration>,
         sleep: Option<Sleep>,
     }
 }
 
 impl<'a, F: Future> Deadline<'a, F> {
-    pub(crate) fn new(
-        clock: &'a dyn Clock,
-        sleeper: &'a dyn Sleeper,
-        limit: Duration,
-        future: F,
-    ) -> Self {
+    /// With no `limit`, the future as it is.
+    #[inline]
+    pub(crate) fn new(sleeper: &'a dyn Sleeper, limit: Option<Duration>, future: F) -> Self {
         Self {
             future,
-            clock,
             sleeper,
-            started: clock.now_nanos(),
             limit,
             sleep: None,
         }
@@ -45,27 +41,24 @@ impl<'a, F: Future> Deadline<'a, F> {
 
 /// The limit passed before the future finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Expired;
+pub(crate) struct Expired(pub(crate) Duration);
 
 impl<F: Future> Future for Deadline<'_, F> {
     type Output = Result<F::Output, Expired>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(out) = this.future.poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        if this.sleep.is_none() {
-            let elapsed =
-                Duration::from_nanos(this.clock.now_nanos().saturating_sub(*this.started));
-            let Some(left) = this.limit.checked_sub(elapsed).filter(|d| !d.is_zero()) else {
-                return Poll::Ready(Err(Expired));
-            };
-            *this.sleep = Some(this.sleeper.sleep(left));
-        }
-        match this.sleep.as_mut().map(|s| s.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Err(Expired)),
-            _ => Poll::Pending,
+        let Some(limit) = *this.limit else {
+            return Poll::Pending;
+        };
+        let sleep = this.sleep.get_or_insert_with(|| this.sleeper.sleep(limit));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Expired(limit))),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -77,43 +70,34 @@ mod tests {
     use std::task::Waker;
 
     #[test]
-    fn a_pending_future_is_cut_off_at_the_limit_counted_from_its_creation() {
+    fn a_pending_future_is_cut_off_at_the_limit_counted_from_its_first_wait() {
         let clock = ManualClock::new();
         let mut cx = Context::from_waker(Waker::noop());
         let mut d = Box::pin(Deadline::new(
             &clock,
-            &clock,
-            Duration::from_secs(5),
+            Some(Duration::from_secs(5)),
             std::future::pending::<()>(),
         ));
-        clock.advance(Duration::from_secs(2));
-        // First poll: pending, a sleep for the 3 s that are left.
         assert!(d.as_mut().poll(&mut cx).is_pending());
-        clock.advance(Duration::from_millis(2_999));
+        clock.advance(Duration::from_millis(4_999));
         assert!(d.as_mut().poll(&mut cx).is_pending());
         clock.advance(Duration::from_millis(1));
-        assert_eq!(d.as_mut().poll(&mut cx), Poll::Ready(Err(Expired)));
+        assert_eq!(
+            d.as_mut().poll(&mut cx),
+            Poll::Ready(Err(Expired(Duration::from_secs(5))))
+        );
     }
 
     #[test]
-    fn a_ready_future_wins_even_past_its_limit_and_a_late_first_poll_expires() {
+    fn a_ready_future_wins_and_makes_no_sleep() {
         let clock = ManualClock::new();
         let mut cx = Context::from_waker(Waker::noop());
         let mut ready = Box::pin(Deadline::new(
             &clock,
-            &clock,
-            Duration::from_secs(1),
+            Some(Duration::from_secs(1)),
             std::future::ready(7),
         ));
-        clock.advance(Duration::from_secs(9));
         assert_eq!(ready.as_mut().poll(&mut cx), Poll::Ready(Ok(7)));
-        let mut late = Box::pin(Deadline::new(
-            &clock,
-            &clock,
-            Duration::from_secs(1),
-            std::future::pending::<()>(),
-        ));
-        clock.advance(Duration::from_secs(1));
-        assert_eq!(late.as_mut().poll(&mut cx), Poll::Ready(Err(Expired)));
+        assert!(ready.sleep.is_none());
     }
 }

@@ -16,15 +16,15 @@
 //!
 //! ```
 //! use palisade::stack::{Stack, StackError, TimeoutKind};
-//! use palisade::core::{ManualClock, Pattern};
+//! use palisade::core::Pattern;
 //! use palisade::circuit_breaker::{CircuitBreaker, SlidingWindow};
 //! use palisade::retry::{Backoff, Retry};
 //! use std::sync::atomic::{AtomicU32, Ordering};
 //! use std::time::Duration;
 //!
-//! # #[tokio::main(flavor = "current_thread")]
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let clock = ManualClock::new();
+//! // Timeouts and delays follow tokio's clock (paused in this example).
 //! let stack = Stack::builder()
 //!     .name("payments")
 //!     .retry(Retry::builder().max_attempts(3).backoff(Backoff::fixed(Duration::from_millis(1))))
@@ -35,8 +35,6 @@
 //!             .open_duration(Duration::from_secs(5)),
 //!     )
 //!     .attempt_timeout(Duration::from_secs(1))
-//!     .clock(clock.shared())
-//!     .sleeper(clock.sleeper())
 //!     .build()?;
 //!
 //! // Every attempt fails: three attempts, all counted by the breaker.
@@ -73,7 +71,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_core::{Classifier, Outcome, Pattern, Rejected, SharedClock, SharedSleeper};
+use palisade_core::{Classifier, Outcome, Pattern, Rejected, SharedSleeper};
 
 use crate::bulkhead::Bulkhead;
 use crate::circuit_breaker::CircuitBreaker;
@@ -81,7 +79,7 @@ use crate::rate_limit::RateLimiter;
 use crate::retry::{Retry, RetryError};
 
 pub use config::StackBuilder;
-use deadline::Deadline;
+use deadline::{Deadline, Expired};
 pub use error::{StackError, Timeout, TimeoutKind};
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
@@ -105,7 +103,6 @@ struct Parts {
     circuit_breaker: Option<CircuitBreaker>,
     bulkhead: Option<Bulkhead>,
     attempt_timeout: Option<Duration>,
-    clock: SharedClock,
     sleeper: SharedSleeper,
 }
 
@@ -215,7 +212,7 @@ impl Stack {
             admit(limiter).await.map_err(StackError::Rejected)?;
         }
         let retried = self.retried(classifier, &mut call);
-        self.within_total(retried).await
+        total(Deadline::new(&*parts.sleeper, parts.total_timeout, retried).await)
     }
 
     /// Runs `call` once through every part but the retry, for work that
@@ -246,7 +243,8 @@ impl Stack {
         C: Classifier<T, E> + ?Sized,
         Fut: Future<Output = Result<T, E>>,
     {
-        if let Some(limiter) = &self.parts.rate_limiter {
+        let parts = &*self.parts;
+        if let Some(limiter) = &parts.rate_limiter {
             admit(limiter).await.map_err(StackError::Rejected)?;
         }
         let once = async {
@@ -255,24 +253,7 @@ impl Stack {
                 .map(|(value, _)| value)
                 .map_err(|(error, _)| error)
         };
-        self.within_total(once).await
-    }
-
-    /// `run` within the total timeout, if there is one.
-    async fn within_total<T, E>(
-        &self,
-        run: impl Future<Output = Result<T, StackError<E>>>,
-    ) -> Result<T, StackError<E>> {
-        let parts = &*self.parts;
-        match parts.total_timeout {
-            None => run.await,
-            Some(limit) => Deadline::new(&*parts.clock, &*parts.sleeper, limit, run)
-                .await
-                .unwrap_or(Err(StackError::Timeout(Timeout::new(
-                    TimeoutKind::Total,
-                    limit,
-                )))),
-        }
+        total(Deadline::new(&*parts.sleeper, parts.total_timeout, once).await)
     }
 
     /// The retry around the attempts, or the one attempt.
@@ -338,19 +319,14 @@ impl Stack {
             Some(bulkhead) => Some(bulkhead.acquire().await.map_err(rejected)?),
             None => None,
         };
-        let result = match parts.attempt_timeout {
-            None => call.await,
-            Some(limit) => {
-                if let Ok(result) = Deadline::new(&*parts.clock, &*parts.sleeper, limit, call).await
-                {
-                    result
-                } else {
-                    if let Some(permit) = permit {
-                        permit.failure();
-                    }
-                    let timeout = Timeout::new(TimeoutKind::Attempt, limit);
-                    return Err((StackError::Timeout(timeout), Outcome::Failure));
+        let result = match Deadline::new(&*parts.sleeper, parts.attempt_timeout, call).await {
+            Ok(result) => result,
+            Err(Expired(limit)) => {
+                if let Some(permit) = permit {
+                    permit.failure();
                 }
+                let timeout = Timeout::new(TimeoutKind::Attempt, limit);
+                return Err((StackError::Timeout(timeout), Outcome::Failure));
             }
         };
         let outcome = classifier.classify(&result);
@@ -362,6 +338,14 @@ impl Stack {
             Err(error) => Err((StackError::Inner(error), outcome)),
         }
     }
+}
+
+/// The answer of a call under the total timeout.
+#[inline]
+fn total<T, E>(result: Result<Result<T, StackError<E>>, Expired>) -> Result<T, StackError<E>> {
+    result.unwrap_or_else(|Expired(limit)| {
+        Err(StackError::Timeout(Timeout::new(TimeoutKind::Total, limit)))
+    })
 }
 
 /// One request through the rate limiter: checked at once, or waited for up
