@@ -16,7 +16,7 @@
 //!
 //! ```
 //! use palisade::stack::{Stack, StackError, TimeoutKind};
-//! use palisade::core::Pattern;
+//! use palisade::core::{Pattern, TokioClock};
 //! use palisade::circuit_breaker::{CircuitBreaker, SlidingWindow};
 //! use palisade::retry::{Backoff, Retry};
 //! use std::sync::atomic::{AtomicU32, Ordering};
@@ -24,9 +24,11 @@
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // Timeouts and delays follow tokio's clock (paused in this example).
+//! // Timeouts and delays wait on tokio's timer; the parts read its clock too
+//! // (paused in this example, so the numbers are exact).
 //! let stack = Stack::builder()
 //!     .name("payments")
+//!     .clock(TokioClock::shared())
 //!     .retry(Retry::builder().max_attempts(3).backoff(Backoff::fixed(Duration::from_millis(1))))
 //!     .circuit_breaker(
 //!         CircuitBreaker::builder()
@@ -49,10 +51,11 @@
 //! assert_eq!(calls.load(Ordering::Relaxed), 3);
 //! assert_eq!(err.to_string(), "connection reset");
 //!
-//! // One more failed attempt opens the breaker; its rejection is not retried.
+//! // The next call's first attempt is the fourth failure: the breaker opens,
+//! // rejects the retry 1 ms later, and that rejection is not retried.
 //! let err = stack.call(|| async { Err::<(), _>(std::io::Error::other("reset")) }).await.unwrap_err();
 //! assert_eq!(err.pattern(), Some(Pattern::CircuitBreaker));
-//! assert_eq!(err.retry_after(), Some(Duration::from_secs(5)));
+//! assert_eq!(err.retry_after(), Some(Duration::from_millis(4_999)));
 //! # let _ = TimeoutKind::Total;
 //! # let _: Option<StackError<std::io::Error>> = None;
 //! # Ok(())
