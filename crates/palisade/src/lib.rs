@@ -26,6 +26,7 @@
 //! | `tracing` | `tracing` events for every enabled pattern, for each instance whose builder asks (`.tracing()`) | no |
 //! | `otlp` | `otlp`: one call that exports traces and metrics over OTLP (gRPC or HTTP/protobuf, from the standard `OTEL_*` variables), installs the global providers and returns a guard that flushes on drop; turns on `otel`. Brings the OpenTelemetry SDK, tonic and hyper | no |
 //! | `tokio` | `core::TokioClock` and `core::TokioSleeper`, which follow `tokio::time::pause`; the cache's `LoadingCache` and `tier`; tokio's timer as the bulkhead's and the rate limiter's default sleeper | no |
+//! | `stack` | `stack`: the standard resilience stack (rate limit → total timeout → retry → circuit breaker → bulkhead → attempt timeout) with presets for an HTTP client, a database client and an inbound server; with `tower`, as one layer (turns on the four patterns and `tokio`) | no |
 //! | `full` | all of the above but `otlp` (so that `full` does not compile tonic and the SDK for those who export otherwise) | no |
 //!
 //! ```
@@ -57,8 +58,8 @@
 //! `CircuitBreakerLayer` (feature `tower`).
 //!
 //! The guides live in the repository's `docs/` folder: one per pattern
-//! (`circuit-breaker.md`, `retry.md`, `bulkhead.md`, `rate-limit.md`,
-//! `cache.md`, `event-store.md`, `cqrs.md`, `saga.md`), plus `telemetry.md`,
+//! (`circuit-breaker.md`, `retry.md`, `bulkhead.md`, `rate-limit.md`, `cache.md`, `event-store.md`, `cqrs.md`, `saga.md`),
+//! `composition.md` for the standard stack, plus `telemetry.md`,
 //! `benchmarks.md` and the decisions in `adr/`. Their code blocks, and the
 //! README's, are doctests of this crate.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -110,6 +111,9 @@ pub use palisade_cqrs as cqrs;
 #[cfg(feature = "otlp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
 pub mod otlp;
+#[cfg(feature = "stack")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stack")))]
+pub mod stack;
 
 /// The README and the guides in `docs/`, included so that their code blocks
 /// are compiled and run as doctests of the facade. Each is gated on the
@@ -127,6 +131,10 @@ mod guides {
     #[cfg(all(feature = "retry", feature = "tower", feature = "circuit-breaker"))]
     #[doc = include_str!("../../../docs/retry.md")]
     struct RetryGuide;
+
+    #[cfg(all(feature = "stack", feature = "tower"))]
+    #[doc = include_str!("../../../docs/composition.md")]
+    struct CompositionGuide;
 
     #[cfg(all(feature = "bulkhead", feature = "tower", feature = "tokio"))]
     #[doc = include_str!("../../../docs/bulkhead.md")]
