@@ -354,7 +354,9 @@ impl Sql {
 /// An event store on PostgreSQL.
 ///
 /// Appends are one round trip per batch (a stored function that locks the
-/// stream row, checks the expected version and inserts every event). Readers
+/// stream row, checks the expected version and inserts every event). A
+/// forward stream read is one round trip for up to 1,000 events (the stream's
+/// row and the first page in one statement), one more per further page. Readers
 /// of the global log only read transactions older than the oldest one still
 /// open, ordered by transaction id then sequence, so a subscriber never skips
 /// an event that commits late. New events are signalled with LISTEN/NOTIFY;
