@@ -271,9 +271,10 @@ enum Side {
         students: CommandHandler<Student>,
         courses: CommandHandler<Course>,
     },
+    /// Boxed: a `CqrsFramework` is much larger than a `CommandHandler` (an `Arc`).
     Es {
-        students: Es<Student>,
-        courses: Es<Course>,
+        students: Box<Es<Student>>,
+        courses: Box<Es<Course>>,
     },
 }
 
@@ -366,8 +367,16 @@ async fn sides(url: &str) -> (Side, Side) {
         )
     };
     let es = Side::Es {
-        students: CqrsFramework::new(PersistedEventStore::new_event_store(repo()), vec![], ()),
-        courses: CqrsFramework::new(PersistedEventStore::new_event_store(repo()), vec![], ()),
+        students: Box::new(CqrsFramework::new(
+            PersistedEventStore::new_event_store(repo()),
+            vec![],
+            (),
+        )),
+        courses: Box::new(CqrsFramework::new(
+            PersistedEventStore::new_event_store(repo()),
+            vec![],
+            (),
+        )),
     };
     (palisade, es)
 }
