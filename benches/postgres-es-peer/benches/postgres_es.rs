@@ -10,23 +10,34 @@
 //! | group | what one iteration is | throughput |
 //! |---|---|---|
 //! | `peer_append/100_events` | one writer appends a batch of 100 events to one stream (aggregate) | 100 events |
-//! | `peer_load/1000_events` | all events of one 1,000-event stream (aggregate), as a `Vec` | 1,000 events |
+//! | `peer_load/1000_events` | all events of one 1,000-event stream (aggregate), each payload decoded into a typed `Tick` | 1,000 events |
 //!
 //! Both get the same JSON payload (the `Tick` of `benches/benches/event_store.rs`,
 //! 150 bytes) and empty metadata, a pool of 16 connections, no TLS, and build
 //! their event objects inside the timed loop:
 //!
 //! - **palisade**: `append(stream, ExpectedVersion::Any, 100 × NewEvent::new("Tick", payload))`
-//!   and `read_stream(stream, ReadStream::forward())` collected, schema
+//!   and `read_stream(stream, ReadStream::forward())`, each event's
+//!   `decode::<Tick>()` (serde_json from the bytes) collected, schema
 //!   `palisade_bench_peer`.
 //! - **postgres-es**: `persist::<Account>(&100 × SerializedEvent, None)` (no
-//!   snapshot) and `get_events::<Account>(id)`, on the tables of its `db/init.sql`
-//!   in the schema `palisade_bench_es`.
+//!   snapshot) and `get_events::<Account>(id)` (which parses every payload
+//!   and metadata into a `serde_json::Value`), each payload then
+//!   `serde_json::from_value::<Tick>` (what cqrs-es does to load an aggregate)
+//!   collected, on the tables of its `db/init.sql` in the schema
+//!   `palisade_bench_es`.
+//!
+//! The load ends on both sides in the same `Vec<Tick>`; both keep the
+//! events' metadata (palisade's parsed into its `Metadata`, postgres-es's as a
+//! `Value`) and drop it with the envelopes.
 //!
 //! Both schemas are dropped and recreated at the start of every run. The
 //! 1,000-event streams are written first, the tables analyzed and a `CHECKPOINT`
 //! taken; then `peer_load` runs, then `peer_append`. Without
 //! `PALISADE_POSTGRES_URL` the benchmark prints a line and does nothing.
+
+#[path = "common/mod.rs"]
+mod common;
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -45,17 +56,15 @@ use postgres_es::PostgresEventRepository;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::runtime::Runtime;
+
+use common::POOL;
 
 /// Events per append.
 const BATCH: usize = 100;
 
 /// Events in the stream (aggregate) that is loaded.
 const STREAM_LEN: usize = 1_000;
-
-/// Connections in each store's pool (palisade's default).
-const POOL: u32 = 16;
 
 const PALISADE_SCHEMA: &str = "palisade_bench_peer";
 const ES_SCHEMA: &str = "palisade_bench_es";
@@ -69,6 +78,17 @@ struct Tick<'a> {
     currency: &'a str,
     merchant: &'a str,
     recorded_at: &'a str,
+}
+
+/// [`Tick`] as a load decodes it.
+#[derive(Debug, Deserialize, PartialEq)]
+struct TickOwned {
+    account_id: String,
+    sequence: u64,
+    amount_cents: i64,
+    currency: String,
+    merchant: String,
+    recorded_at: String,
 }
 
 fn tick() -> Tick<'static> {
@@ -153,42 +173,9 @@ struct Stores {
 }
 
 async fn stores(url: &str) -> Stores {
-    let pool = PgPoolOptions::new()
-        .max_connections(POOL)
-        .connect(url)
-        .await
-        .expect("PostgreSQL at PALISADE_POSTGRES_URL is reachable");
-    // postgres-es's db/init.sql, in a schema of its own.
-    for statement in [
-        format!("DROP SCHEMA IF EXISTS {PALISADE_SCHEMA} CASCADE"),
-        format!("DROP SCHEMA IF EXISTS {ES_SCHEMA} CASCADE"),
-        format!("CREATE SCHEMA {ES_SCHEMA}"),
-        format!(
-            "CREATE TABLE {ES_SCHEMA}.events (
-                aggregate_type text                         NOT NULL,
-                aggregate_id   text                         NOT NULL,
-                sequence       bigint CHECK (sequence >= 0) NOT NULL,
-                event_type     text                         NOT NULL,
-                event_version  text                         NOT NULL,
-                payload        json                         NOT NULL,
-                metadata       json                         NOT NULL,
-                PRIMARY KEY (aggregate_type, aggregate_id, sequence))"
-        ),
-        format!(
-            "CREATE TABLE {ES_SCHEMA}.snapshots (
-                aggregate_type   text                                 NOT NULL,
-                aggregate_id     text                                 NOT NULL,
-                last_sequence    bigint CHECK (last_sequence >= 0)    NOT NULL,
-                current_snapshot bigint CHECK (current_snapshot >= 0) NOT NULL,
-                payload          json                                 NOT NULL,
-                PRIMARY KEY (aggregate_type, aggregate_id, last_sequence))"
-        ),
-    ] {
-        sqlx::query(&statement)
-            .execute(&pool)
-            .await
-            .expect("create the postgres-es tables");
-    }
+    let pool = common::pool(url, POOL).await;
+    common::drop_schema(&pool, PALISADE_SCHEMA).await;
+    common::es_schema(&pool, ES_SCHEMA).await;
     let es = PostgresEventRepository::new(pool.clone()).with_tables(
         &format!("{ES_SCHEMA}.events"),
         &format!("{ES_SCHEMA}.snapshots"),
@@ -220,15 +207,11 @@ async fn fill(stores: &Stores, payload: &[u8], value: &Value) {
             .await
             .expect("postgres-es fill");
     }
-    sqlx::query(&format!(
-        "ANALYZE {PALISADE_SCHEMA}.events, {PALISADE_SCHEMA}.streams, {ES_SCHEMA}.events"
-    ))
-    .execute(&stores.pool)
-    .await
-    .expect("ANALYZE the benchmark tables");
-    if let Err(e) = sqlx::query("CHECKPOINT").execute(&stores.pool).await {
-        println!("CHECKPOINT after the fill failed ({e}); timing without it");
-    }
+    common::settle(
+        &stores.pool,
+        &format!("{PALISADE_SCHEMA}.events, {PALISADE_SCHEMA}.streams, {ES_SCHEMA}.events"),
+    )
+    .await;
 }
 
 // ---- the benchmarks -------------------------------------------------------------
@@ -288,16 +271,40 @@ fn append(c: &mut Criterion, rt: &Runtime, stores: &Stores, payload: &[u8], valu
 fn load(c: &mut Criterion, rt: &Runtime, stores: &Stores) {
     let stream = StreamName::new("load-1000").expect("valid stream name");
     let mut group = group_settings(c, format!("peer_load/{STREAM_LEN}_events"), STREAM_LEN);
+    // Both sides end in the same typed events.
+    let (ours, theirs) = rt.block_on(async {
+        let ours: Vec<TickOwned> = stores
+            .palisade
+            .read_stream(&stream, ReadStream::forward())
+            .await
+            .expect("palisade read_stream")
+            .map_ok(|e| e.decode::<TickOwned>().expect("a Tick"))
+            .try_collect()
+            .await
+            .expect("palisade page");
+        let theirs: Vec<TickOwned> = stores
+            .es
+            .get_events::<Account>("load-1000")
+            .await
+            .expect("postgres-es get_events")
+            .into_iter()
+            .map(|e| serde_json::from_value(e.payload).expect("a Tick"))
+            .collect();
+        (ours, theirs)
+    });
+    assert_eq!(ours.len(), STREAM_LEN);
+    assert_eq!(ours, theirs, "both loads decode the same events");
     group.bench_function("palisade", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let events: Vec<_> = stores
+                    let events: Vec<TickOwned> = stores
                         .palisade
                         .read_stream(&stream, ReadStream::forward())
                         .await
                         .expect("palisade read_stream")
+                        .map_ok(|e| e.decode::<TickOwned>().expect("a Tick"))
                         .try_collect()
                         .await
                         .expect("palisade page");
@@ -313,11 +320,14 @@ fn load(c: &mut Criterion, rt: &Runtime, stores: &Stores) {
             rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let events = stores
+                    let events: Vec<TickOwned> = stores
                         .es
                         .get_events::<Account>("load-1000")
                         .await
-                        .expect("postgres-es get_events");
+                        .expect("postgres-es get_events")
+                        .into_iter()
+                        .map(|e| serde_json::from_value(e.payload).expect("a Tick"))
+                        .collect();
                     assert_eq!(events.len(), STREAM_LEN);
                     black_box(events);
                 }
@@ -329,12 +339,8 @@ fn load(c: &mut Criterion, rt: &Runtime, stores: &Stores) {
 }
 
 fn main() {
-    let url = match std::env::var("PALISADE_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            println!("PALISADE_POSTGRES_URL is not set: skipping the postgres-es comparison");
-            return;
-        }
+    let Some(url) = common::url("the postgres-es comparison") else {
+        return;
     };
     let mut c = Criterion::default().configure_from_args();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -434,3 +434,107 @@ async fn connect_gives_up_at_the_connect_timeout() {
     assert_eq!(started.elapsed(), Duration::from_secs(3));
     drop(silent);
 }
+
+/// The versions `options` reads from `stream`.
+async fn versions(
+    store: &PostgresEventStore,
+    stream: &StreamName,
+    options: ReadStream,
+) -> Vec<u64> {
+    store
+        .read_stream(stream, options)
+        .await
+        .unwrap()
+        .map_ok(|e| e.version)
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// Forward reads fetch the stream's row with their first page (one
+/// statement); the pages after it, `from`, `limit` and the versions a delete
+/// hides behave as before, across the 1,000-event page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_reads_page_from_any_version_past_hidden_events() {
+    let Some(schema) = Schema::new(test_name!()) else {
+        return;
+    };
+    let store = store_in(&schema).await;
+    let s = name("ledger-1");
+    let batch = |n: usize| (0..n).map(|_| NewEvent::new("E", b"{}".to_vec())).collect();
+    for _ in 0..12 {
+        store
+            .append(&s, ExpectedVersion::Any, batch(100))
+            .await
+            .unwrap();
+    }
+    store
+        .delete_stream(&s, ExpectedVersion::Exact(1_200))
+        .await
+        .unwrap();
+    store
+        .append(&s, ExpectedVersion::Recreate, batch(100))
+        .await
+        .unwrap();
+    for _ in 0..12 {
+        store
+            .append(&s, ExpectedVersion::Any, batch(100))
+            .await
+            .unwrap();
+    }
+    let range = |a: u64, b: u64| (a..=b).collect::<Vec<_>>();
+    assert_eq!(
+        versions(&store, &s, ReadStream::forward()).await,
+        range(1_201, 2_500)
+    );
+    assert_eq!(
+        versions(&store, &s, ReadStream::forward().from(5)).await,
+        range(1_201, 2_500),
+        "the first life stays hidden"
+    );
+    assert_eq!(
+        versions(&store, &s, ReadStream::forward().from(2_000)).await,
+        range(2_000, 2_500)
+    );
+    assert_eq!(
+        versions(&store, &s, ReadStream::forward().from(1_300).limit(1_000)).await,
+        range(1_300, 2_299),
+        "a full first page that is the whole limit"
+    );
+    assert_eq!(
+        versions(&store, &s, ReadStream::forward().from(1_300).limit(1_001)).await,
+        range(1_300, 2_300),
+        "one event on the second page"
+    );
+    assert_eq!(
+        versions(&store, &s, ReadStream::forward().from(1_201).limit(1_300)).await,
+        range(1_201, 2_500)
+    );
+    assert!(
+        versions(&store, &s, ReadStream::forward().limit(0))
+            .await
+            .is_empty()
+    );
+    assert!(
+        versions(&store, &s, ReadStream::forward().from(2_501))
+            .await
+            .is_empty()
+    );
+    assert!(
+        versions(&store, &name("ledger-2"), ReadStream::forward())
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        versions(&store, &s, ReadStream::backward().limit(3)).await,
+        [2_500, 2_499, 2_498]
+    );
+    store
+        .delete_stream(&s, ExpectedVersion::Exact(2_500))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.read_stream(&s, ReadStream::forward()).await,
+        Err(Error::StreamDeleted { .. })
+    ));
+}

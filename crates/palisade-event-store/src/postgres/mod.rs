@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::StreamExt;
 use palisade_core::config::check_nonzero;
 use palisade_core::{Backoff, ConfigError, Jitter, SharedSleeper, TokioSleeper};
 use tokio::sync::watch;
@@ -20,7 +21,7 @@ use tokio_postgres::error::SqlState;
 use crate::error::{Error, Result};
 use crate::idempotency::check_retry;
 use crate::limits::Limits;
-use crate::paging::paged;
+use crate::paging::{PAGE, paged};
 use crate::store::{EventStore, EventStream};
 use crate::subscription::CheckpointStore;
 use crate::types::{
@@ -29,7 +30,7 @@ use crate::types::{
 };
 
 use conn::{Conn, Sent};
-use rows::{EVENT_COLUMNS, event_from_row, state_from};
+use rows::{EVENT_COLUMNS, event_from_row, has_event, state_from, stream_columns};
 
 const SCHEMA_SQL: &str = include_str!("schema.sql");
 
@@ -286,6 +287,7 @@ struct Sql {
     ensure_stream: String,
     delete: String,
     read_forward: String,
+    read_forward_first: String,
     read_backward: String,
     read_all: String,
     save_snapshot: String,
@@ -317,6 +319,12 @@ impl Sql {
             read_forward: format!(
                 "{events} WHERE stream = $1 AND version > $2 AND version >= $3 ORDER BY version LIMIT $4"
             ),
+            read_forward_first: format!(
+                "SELECT e.*, s.version, s.deleted, s.hidden_through FROM {s}.streams s \
+                 LEFT JOIN LATERAL ({events} WHERE stream = s.name AND version > s.hidden_through \
+                 AND version >= $2 AND NOT s.deleted ORDER BY version LIMIT $3) e ON true \
+                 WHERE s.name = $1"
+            ),
             read_backward: format!(
                 "{events} WHERE stream = $1 AND version > $2 AND version <= $3 ORDER BY version DESC LIMIT $4"
             ),
@@ -346,7 +354,9 @@ impl Sql {
 /// An event store on PostgreSQL.
 ///
 /// Appends are one round trip per batch (a stored function that locks the
-/// stream row, checks the expected version and inserts every event). Readers
+/// stream row, checks the expected version and inserts every event). A
+/// forward stream read is one round trip for up to 1,000 events (the stream's
+/// row and the first page in one statement), one more per further page. Readers
 /// of the global log only read transactions older than the oldest one still
 /// open, ordered by transaction id then sequence, so a subscriber never skips
 /// an event that commits late. New events are signalled with LISTEN/NOTIFY;
@@ -594,6 +604,107 @@ fn classify(e: tokio_postgres::Error) -> AppendFailure {
     }
 }
 
+impl PostgresEventStore {
+    /// A forward read: the stream's row and the first page in one statement
+    /// (one round trip, one snapshot), then further pages as they are pulled.
+    async fn read_forward(&self, stream: &StreamName, options: ReadStream) -> Result<EventStream> {
+        let from = options.first_version(0) as i64;
+        let want = options.limit.unwrap_or(PAGE).min(PAGE);
+        let rows = self
+            .conn()
+            .await?
+            .query(
+                &self.sql.read_forward_first,
+                &[&stream.as_str(), &from, &(want as i64)],
+            )
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        };
+        let (version, deleted, hidden) = stream_columns(first);
+        if deleted {
+            return Err(Error::StreamDeleted {
+                stream: stream.clone(),
+            });
+        }
+        let limit = options.bounded_limit(version as u64, hidden as u64);
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows.iter().filter(|r| has_event(r)) {
+            events.push(event_from_row(row)?);
+        }
+        // A lateral join's order is the plan's, not the statement's.
+        events.sort_by_key(|e| e.version);
+        events.truncate(limit.min(want) as usize);
+        let got = events.len() as u64;
+        let next = crate::paging::next_version(&events, from, true);
+        let page = futures_util::stream::iter(events.into_iter().map(Ok));
+        if got < want || got >= limit {
+            return Ok(Box::pin(page));
+        }
+        let rest = self.pages(stream, true, hidden, next, limit - got);
+        Ok(Box::pin(page.chain(rest)))
+    }
+
+    /// A backward read: the stream's row (where to start), then pages as they are pulled.
+    async fn read_backward(&self, stream: &StreamName, options: ReadStream) -> Result<EventStream> {
+        let row = self
+            .conn()
+            .await?
+            .query_opt(&self.sql.stream_row, &[&stream.as_str()])
+            .await?;
+        let Some(row) = row else {
+            return Ok(Box::pin(futures_util::stream::empty()));
+        };
+        if row.get::<_, bool>(1) {
+            return Err(Error::StreamDeleted {
+                stream: stream.clone(),
+            });
+        }
+        let version = row.get::<_, i64>(0);
+        let hidden = row.get::<_, i64>(2);
+        let start = options.first_version(version as u64) as i64;
+        let limit = options.bounded_limit(version as u64, hidden as u64);
+        Ok(self.pages(stream, false, hidden, start, limit))
+    }
+
+    /// Up to `limit` events of `stream` from version `start` on, in the
+    /// direction of reading, a page per round trip as they are pulled.
+    fn pages(
+        &self,
+        stream: &StreamName,
+        forward: bool,
+        hidden: i64,
+        start: i64,
+        limit: u64,
+    ) -> EventStream {
+        let (pool, sql, name) = (
+            self.pool.clone(),
+            Arc::clone(&self.sql),
+            stream.as_str().to_owned(),
+        );
+        paged(start, Some(limit), move |from: i64, n| {
+            let (pool, sql, name) = (pool.clone(), Arc::clone(&sql), name.clone());
+            async move {
+                let text = if forward {
+                    &sql.read_forward
+                } else {
+                    &sql.read_backward
+                };
+                let rows = Conn::get(&pool)
+                    .await?
+                    .query(text, &[&name, &hidden, &from, &(n as i64)])
+                    .await?;
+                let events = rows
+                    .iter()
+                    .map(event_from_row)
+                    .collect::<Result<Vec<_>>>()?;
+                let next = crate::paging::next_version(&events, from, forward);
+                Ok((events, next))
+            }
+        })
+    }
+}
+
 #[async_trait]
 impl EventStore for PostgresEventStore {
     async fn append(
@@ -646,49 +757,10 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn read_stream(&self, stream: &StreamName, options: ReadStream) -> Result<EventStream> {
-        let row = self
-            .conn()
-            .await?
-            .query_opt(&self.sql.stream_row, &[&stream.as_str()])
-            .await?;
-        let Some(row) = row else {
-            return Ok(Box::pin(futures_util::stream::empty()));
-        };
-        if row.get::<_, bool>(1) {
-            return Err(Error::StreamDeleted {
-                stream: stream.clone(),
-            });
+        match options.direction {
+            Direction::Forward => self.read_forward(stream, options).await,
+            Direction::Backward => self.read_backward(stream, options).await,
         }
-        let version = row.get::<_, i64>(0);
-        let hidden = row.get::<_, i64>(2);
-        let forward = options.direction == Direction::Forward;
-        let start = options.first_version(version as u64) as i64;
-        let limit = options.bounded_limit(version as u64, hidden as u64);
-        let (pool, sql, name) = (
-            self.pool.clone(),
-            Arc::clone(&self.sql),
-            stream.as_str().to_owned(),
-        );
-        Ok(paged(start, Some(limit), move |from: i64, n| {
-            let (pool, sql, name) = (pool.clone(), Arc::clone(&sql), name.clone());
-            async move {
-                let text = if forward {
-                    &sql.read_forward
-                } else {
-                    &sql.read_backward
-                };
-                let rows = Conn::get(&pool)
-                    .await?
-                    .query(text, &[&name, &hidden, &from, &(n as i64)])
-                    .await?;
-                let events = rows
-                    .iter()
-                    .map(event_from_row)
-                    .collect::<Result<Vec<_>>>()?;
-                let next = crate::paging::next_version(&events, from, forward);
-                Ok((events, next))
-            }
-        }))
     }
 
     async fn read_all(&self, options: ReadAll) -> Result<EventStream> {

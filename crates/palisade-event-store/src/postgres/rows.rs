@@ -29,6 +29,18 @@ pub(super) fn event_from_row(row: &Row) -> Result<RecordedEvent> {
     })
 }
 
+/// Whether a row of the first-page read carries an event (the stream's
+/// columns come alone when no event is in range).
+pub(super) fn has_event(row: &Row) -> bool {
+    row.get::<_, Option<uuid::Uuid>>(0).is_some()
+}
+
+/// The stream's columns after the event's in a row of the first-page read:
+/// its version, whether it is deleted, and the versions it hides.
+pub(super) fn stream_columns(row: &Row) -> (i64, bool, i64) {
+    (row.get(10), row.get(11), row.get(12))
+}
+
 pub(super) fn state_from(version: i64, deleted: bool) -> StreamState {
     let version = version as u64;
     if deleted {
