@@ -300,7 +300,9 @@ impl Shared {
     }
 
     /// A refusal of `weight` units for `reason` that waited for nothing:
-    /// reported to the listeners, with the configured hint.
+    /// reported to the listeners, with the configured hint. (The layer's
+    /// `poll_ready` is its only caller.)
+    #[cfg(feature = "tower")]
     pub(crate) fn refuse_now(&self, weight: u32, reason: Reason) -> Rejected {
         self.listeners.emit_with(|| Event::Rejected {
             weight,
