@@ -534,7 +534,7 @@ struct Standing {
     palisade: f64,
     /// The best policy of the bar and its hit ratio.
     best: (&'static str, f64),
-    /// LRU's hit ratio: the lower of the reference's and the measured one.
+    /// LRU's hit ratio: the higher of the reference's and the measured one.
     lru: f64,
 }
 
@@ -551,7 +551,7 @@ impl Standing {
         Self {
             palisade: measured[&(index, Subject::Palisade)].hit_ratio,
             best: row.best(&peers),
-            lru: measured_lru.map_or(row.reference[0], |m| m.min(row.reference[0])),
+            lru: measured_lru.map_or(row.reference[0], |m| m.max(row.reference[0])),
         }
     }
 

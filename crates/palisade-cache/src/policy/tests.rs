@@ -155,7 +155,7 @@ impl Replay {
 /// An LRU of more than `2 × REUSE` entries hits every second request.
 fn twice_then_never(i: u64) -> u64 {
     const REUSE: u64 = 100;
-    if i % 2 == 0 || i / 2 < REUSE {
+    if i.is_multiple_of(2) || i / 2 < REUSE {
         i / 2 + 1_000_000
     } else {
         i / 2 - REUSE + 1_000_000
