@@ -72,6 +72,8 @@ pub(crate) struct Policy<K, V> {
     max: u64,
     sketch: FrequencySketch,
     climber: Climber,
+    /// Whether the weight has reached the maximum once (see [`Self::sample`]).
+    filled: bool,
     wheel: TimerWheel,
     /// Time to idle, ns (0: none).
     tti: u64,
@@ -84,7 +86,10 @@ pub(crate) struct Policy<K, V> {
 impl<K, V> Policy<K, V> {
     pub(crate) fn new(max: u64, tti: u64, keep_stale: u64, now: u64) -> Self {
         let sketch = FrequencySketch::new(max);
-        let climber = Climber::new(max, sketch.sample_size().max(climber::MIN_SAMPLE));
+        let sample = sketch
+            .sample_size()
+            .clamp(climber::MIN_SAMPLE, climber::MAX_SAMPLE);
+        let climber = Climber::new(max, sample);
         let window_max = max / 100;
         Self {
             entries: Vec::new(),
@@ -103,6 +108,7 @@ impl<K, V> Policy<K, V> {
             max,
             sketch,
             climber,
+            filled: false,
             wheel: TimerWheel::new(now),
             tti,
             keep_stale,
@@ -174,8 +180,7 @@ impl<K, V> Policy<K, V> {
         if self.len() > self.sketch.capacity() {
             self.sketch.grow_for(self.len() * 2);
         }
-        let adjustment = self.climber.record(false);
-        self.climb(adjustment);
+        self.sample(false);
     }
 
     /// Puts a new value in the slot of the key's current entry.
@@ -244,8 +249,7 @@ impl<K, V> Policy<K, V> {
         }
         self.sketch.increment(meta.hash);
         self.touch(idx);
-        let adjustment = self.climber.record(true);
-        self.climb(adjustment);
+        self.sample(true);
     }
 
     /// Reorders slot `idx` after an access.
@@ -273,6 +277,21 @@ impl<K, V> Policy<K, V> {
             self.meta[idx as usize].region = Region::Probation;
             self.probation.push_back(&mut self.links, idx);
         }
+    }
+
+    /// Counts a hit or a miss for the climber, once the cache has been full:
+    /// while it fills, nothing is evicted and every key that comes back
+    /// hits, so a sample that began then would show a hit rate no window
+    /// can keep, and the climber would turn away from the first good move.
+    fn sample(&mut self, hit: bool) {
+        if !self.filled {
+            if self.total_weight < self.max {
+                return;
+            }
+            self.filled = true;
+        }
+        let adjustment = self.climber.record(hit);
+        self.climb(adjustment);
     }
 
     /// Moves the window boundary by `amount` units of weight (the climber's decision).
