@@ -1,5 +1,7 @@
 //! Palisade's cache against moka 0.12 (`sync::Cache`) and quick_cache 0.7
-//! (`sync::Cache`): time per operation on a Zipf key stream.
+//! (`sync::Cache`): time per operation on a Zipf key stream. moka runs twice:
+//! with its own default hasher (SipHash, `moka`) and with foldhash
+//! (`moka_foldhash`), the hasher palisade and quick_cache use.
 //!
 //! ```text
 //! cargo bench -p palisade-benches --bench cache_throughput -- --warm-up-time 1 --measurement-time 2
@@ -164,31 +166,51 @@ impl BenchCache for palisade_cache::Cache<u64, u64> {
     }
 }
 
-impl BenchCache for moka::sync::Cache<u64, u64> {
-    const NAME: &'static str = "moka";
+/// moka with the hasher it ships with (SipHash-1-3, std's `RandomState`), as a
+/// user gets it from `Cache::new`.
+type MokaSipHash = moka::sync::Cache<u64, u64>;
 
-    fn with_capacity(capacity: u64) -> Self {
-        moka::sync::Cache::new(capacity)
-    }
+/// moka with the hasher palisade and quick_cache use (foldhash, hashbrown's
+/// `DefaultHashBuilder`), so that the hash function is not the difference.
+type MokaFoldhash = moka::sync::Cache<u64, u64, hashbrown::DefaultHashBuilder>;
 
-    #[inline]
-    fn lookup(&self, key: u64) -> Option<u64> {
-        self.get(&key)
-    }
+/// One `BenchCache` impl per moka hasher: they differ in name and constructor only.
+macro_rules! moka_bench_cache {
+    ($cache:ty, $name:literal, $build:expr) => {
+        impl BenchCache for $cache {
+            const NAME: &'static str = $name;
 
-    #[inline]
-    fn store(&self, key: u64, value: u64) {
-        self.insert(key, value);
-    }
+            fn with_capacity(capacity: u64) -> Self {
+                $build(capacity)
+            }
 
-    fn settle(&self) {
-        self.run_pending_tasks();
-    }
+            #[inline]
+            fn lookup(&self, key: u64) -> Option<u64> {
+                self.get(&key)
+            }
 
-    fn held(&self) -> u64 {
-        self.entry_count()
-    }
+            #[inline]
+            fn store(&self, key: u64, value: u64) {
+                self.insert(key, value);
+            }
+
+            fn settle(&self) {
+                self.run_pending_tasks();
+            }
+
+            fn held(&self) -> u64 {
+                self.entry_count()
+            }
+        }
+    };
 }
+
+moka_bench_cache!(MokaSipHash, "moka", moka::sync::Cache::new);
+moka_bench_cache!(MokaFoldhash, "moka_foldhash", |capacity| {
+    moka::sync::Cache::builder()
+        .max_capacity(capacity)
+        .build_with_hasher(hashbrown::DefaultHashBuilder::default())
+});
 
 impl BenchCache for quick_cache::sync::Cache<u64, u64> {
     const NAME: &'static str = "quick_cache";
@@ -265,7 +287,8 @@ fn mixes(criterion: &mut Criterion) {
             };
             let mut group = criterion.benchmark_group(format!("{mix}/{label}"));
             bench_cache::<palisade_cache::Cache<u64, u64>>(&mut group, threads, &ops);
-            bench_cache::<moka::sync::Cache<u64, u64>>(&mut group, threads, &ops);
+            bench_cache::<MokaSipHash>(&mut group, threads, &ops);
+            bench_cache::<MokaFoldhash>(&mut group, threads, &ops);
             bench_cache::<quick_cache::sync::Cache<u64, u64>>(&mut group, threads, &ops);
             group.finish();
         }
@@ -398,7 +421,7 @@ mod allocations {
     pub(crate) fn report() {
         let mut ops = Vec::new();
         rows::<palisade_cache::Cache<u64, u64>>(&mut ops);
-        rows::<moka::sync::Cache<u64, u64>>(&mut ops);
+        rows::<super::MokaSipHash>(&mut ops);
         rows::<quick_cache::sync::Cache<u64, u64>>(&mut ops);
         println!(
             "\nHeap allocations per operation ({ALLOC_CALLS} operations each on a cache of {CAPACITY} u64 → u64 entries; counted by allocation-counter):\n\n{}",
@@ -406,7 +429,7 @@ mod allocations {
         );
         let memory = [
             memory::<palisade_cache::Cache<u64, u64>>(),
-            memory::<moka::sync::Cache<u64, u64>>(),
+            memory::<super::MokaSipHash>(),
             memory::<quick_cache::sync::Cache<u64, u64>>(),
         ];
         println!(

@@ -62,16 +62,23 @@ pub trait PostgresProjection: Send + Sync + 'static {
         ctx: ProjectionContext,
     ) -> Result<(), BoxError>;
 
-    /// Applies a batch of events (in global order, none applied before)
-    /// inside the transaction that also saves the checkpoint. The default
+    /// Applies a batch of events (in global order, after the checkpoint this
+    /// runner read) inside the transaction that also saves the checkpoint.
+    /// When another runner of the same projection committed some of them
+    /// first, the runner finds out from the checkpoint row it locks with the
+    /// batch, rolls the transaction back and calls this again with the rest:
+    /// the batch's writes in `tx` take effect once, but anything an override
+    /// does outside `tx` (a call to another service) can happen twice then. The default
     /// calls [`apply`](Self::apply) for each, one after another, each in the
     /// trace its event's metadata names (feature `otel`).
     ///
     /// Override it to send the batch's writes at once (one statement over
     /// `unnest` arrays, say), so a batch of 100 costs one round trip instead
-    /// of 100. It must have the effect of applying the events one by one: the
-    /// same event can come again alone (when a batch fails, and on retries),
-    /// and is then handed to `apply`. An override runs in the caller's trace,
+    /// of 100. It must have the effect of applying the events one by one: a
+    /// batch can hold a single event (the last of a read, `batch_size(1)`,
+    /// and every retry of a failing event come as a one-event slice), and when
+    /// a batch fails its events are applied again one at a time through
+    /// `apply`, each in a savepoint. An override runs in the caller's trace,
     /// not in the events'.
     ///
     /// An error rolls the batch back; its events are then applied again one
@@ -548,7 +555,7 @@ impl<P: PostgresProjection> Target for Exactly<P> {
         Ok(out)
     }
 
-    async fn replay(&self, letter: &DeadLetter) -> Result<(), BoxError> {
+    async fn replay(&self, letter: &DeadLetter) -> Result<bool, BoxError> {
         let mut client = self.client.lock().await;
         let tx = client.transaction().await?;
         let p = letter.event.position;
@@ -565,6 +572,6 @@ impl<P: PostgresProjection> Target for Exactly<P> {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(removed == 1)
     }
 }

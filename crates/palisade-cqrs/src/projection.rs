@@ -230,8 +230,10 @@ pub(crate) trait Target: Send + Sync + 'static {
     /// Keeps the event as a dead letter and saves it as the checkpoint.
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BoxError>;
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BoxError>;
-    /// Applies a dead letter's event (not moving the checkpoint) and drops the letter.
-    async fn replay(&self, letter: &DeadLetter) -> Result<(), BoxError>;
+    /// Applies a dead letter's event (not moving the checkpoint) and drops the
+    /// letter: `true` when this call applied it, `false` when it was gone
+    /// already (replayed by another caller).
+    async fn replay(&self, letter: &DeadLetter) -> Result<bool, BoxError>;
 }
 
 /// A [`Projection`] with a [`CheckpointStore`] and a [`DeadLetterStore`]: at least once.
@@ -283,11 +285,13 @@ impl<P: Projection> Target for AtLeastOnce<P> {
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, BoxError> {
         self.dead.list(&self.name).await
     }
-    async fn replay(&self, letter: &DeadLetter) -> Result<(), BoxError> {
+    async fn replay(&self, letter: &DeadLetter) -> Result<bool, BoxError> {
+        // At least once: two replays at once may both handle the event.
         self.projection
             .handle(&letter.event, ProjectionContext::live())
             .await?;
-        self.dead.remove(&self.name, letter.event.position).await
+        self.dead.remove(&self.name, letter.event.position).await?;
+        Ok(true)
     }
 }
 
@@ -483,7 +487,7 @@ async fn spawn(shared: &Shared, projector: Projector, role: Role) -> Result<Runn
         role: role_rx,
         invalidations: projector.invalidations.clone(),
     };
-    let task = Some(tokio::spawn(worker.run()));
+    let task = Some(tokio::spawn(run_stopping_on_panic(worker)));
     Ok(Running {
         projector,
         status,
@@ -493,6 +497,40 @@ async fn spawn(shared: &Shared, projector: Projector, role: Role) -> Result<Runn
         role,
         rebuilds: None,
     })
+}
+
+/// Runs `worker`. A panic in the projection's own code (a `handle` or
+/// `apply`, an invalidation's closure) stops the projection with the panic's
+/// message, as a failure under [`FailurePolicy::stop_after`] would: without this
+/// the task would end unseen, its status never saying it stopped, and
+/// [`ProjectionRunner::wait_caught_up`] would wait for ever.
+async fn run_stopping_on_panic(worker: Worker) {
+    use futures_util::FutureExt as _;
+    let name = Arc::clone(&worker.name);
+    let listeners = Arc::clone(&worker.listeners);
+    let status = Arc::clone(&worker.status);
+    if let Err(panic) = std::panic::AssertUnwindSafe(worker.run())
+        .catch_unwind()
+        .await
+    {
+        let error = format!("the projection panicked: {}", panic_message(&*panic));
+        let position = status.lock().position;
+        listeners.emit_with(|| Event::ProjectionStopped {
+            projection: name,
+            position,
+            error: error.clone(),
+        });
+        status.lock().stopped = Some(error);
+    }
+}
+
+/// The text a panic was raised with (`panic!("…")` gives a `&str` or a `String`).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
 
 /// Builds a [`ProjectionRunner`]: `ProjectionRunner::builder(store).projection(…)…start()`.
@@ -888,7 +926,10 @@ impl ProjectionRunner {
     }
 
     /// Applies each dead letter of `projection` again (once, no retry) and
-    /// drops those that succeed; returns how many did. The checkpoint does not move.
+    /// drops those that succeed; returns how many this call applied (on a
+    /// SQLite or PostgreSQL read model a letter another replay took first is
+    /// not applied again; on an at-least-once target two replays at once may
+    /// both apply it). The checkpoint does not move.
     ///
     /// # Errors
     /// [`RunnerError::UnknownProjection`], or [`RunnerError::DeadLetters`]
@@ -898,7 +939,7 @@ impl ProjectionRunner {
         let projector = &self.get(projection)?.projector;
         let mut replayed = 0;
         for letter in &letters {
-            if projector.target.replay(letter).await.is_ok() {
+            if let Ok(true) = projector.target.replay(letter).await {
                 for invalidation in &projector.invalidations {
                     invalidation.applied(&projector.name, &letter.event);
                 }

@@ -422,7 +422,7 @@ impl<P: SqliteProjection> Target for Exactly<P> {
         .await
     }
 
-    async fn replay(&self, letter: &DeadLetter) -> Result<(), BoxError> {
+    async fn replay(&self, letter: &DeadLetter) -> Result<bool, BoxError> {
         let event = letter.event.clone();
         self.in_tx(move |tx, name, p| {
             let removed = tx.execute(
@@ -433,7 +433,7 @@ impl<P: SqliteProjection> Target for Exactly<P> {
             if removed == 1 {
                 p.apply(tx, &event, ProjectionContext::live())?;
             }
-            Ok(())
+            Ok(removed == 1)
         })
         .await
     }

@@ -344,7 +344,12 @@ async fn dead_letters_commit_with_the_checkpoint_and_replay_once() {
             &letters[0].event.payload
         )
     );
-    assert_eq!(running.replay_dead_letters("counts").await.unwrap(), 3);
+    // Two replays at once: each letter is applied once, and counted once.
+    let (first, second) = tokio::join!(
+        running.replay_dead_letters("counts"),
+        running.replay_dead_letters("counts")
+    );
+    assert_eq!(first.unwrap() + second.unwrap(), 3);
     assert_eq!(running.replay_dead_letters("counts").await.unwrap(), 0);
     assert_eq!(counted(&model).await, (30, 0));
     assert_eq!(

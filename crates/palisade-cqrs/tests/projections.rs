@@ -421,3 +421,71 @@ async fn only_a_rebuild_can_be_promoted_and_a_rebuild_needs_a_running_original()
         "start_rebuild"
     );
 }
+
+/// Panics on the event whose payload is `at`; counts the others.
+struct PanicsAt {
+    at: u64,
+    handled: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl Projection for PanicsAt {
+    async fn handle(&self, event: &RecordedEvent, _: ProjectionContext) -> Result<(), BoxError> {
+        let value: u64 = event.decode()?;
+        assert!(value != self.at, "projection bug on {value}");
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_projection_stops_with_the_panic_and_wait_caught_up_returns() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    append(&store, "order-1", 3).await; // payloads 0, 1, 2
+    let checkpoints = Arc::new(InMemoryCheckpointStore::new());
+    let projection = Arc::new(PanicsAt {
+        at: 1,
+        handled: AtomicU64::new(0),
+    });
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    let runner = ProjectionRunner::builder(Arc::clone(&store))
+        .batch_size(1)
+        .projection(Projector::new(
+            "panics",
+            Arc::clone(&projection),
+            checkpoints.clone(),
+        ))
+        .listener(move |e: &Event| {
+            if let Event::ProjectionStopped { error, .. } = e {
+                seen.lock().push(error.clone());
+            }
+        })
+        .start()
+        .await
+        .unwrap();
+    // Before the fix the worker's task died with the panic: the status never
+    // said stopped and this waited for ever.
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        runner.wait_caught_up(Duration::from_millis(5)),
+    )
+    .await
+    .expect("wait_caught_up returns once the projection stopped")
+    .unwrap();
+    let status = runner.status("panics").unwrap();
+    assert_eq!(
+        status.stopped.as_deref(),
+        Some("the projection panicked: projection bug on 1")
+    );
+    assert_eq!(status.handled, 1);
+    assert_eq!(projection.handled.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        *events.lock(),
+        vec!["the projection panicked: projection bug on 1".to_owned()]
+    );
+    // The first event's checkpoint, where the projection stopped.
+    let checkpoint = checkpoints.load("panics").await.unwrap();
+    assert_eq!(checkpoint, Some(status.position));
+    assert!(status.position > palisade_cqrs::Position::START);
+}
