@@ -27,6 +27,13 @@
 //! wall-clock time per request **per thread**, the cache serving two requests
 //! in that time. Each thread walks the sequence from its own starting point.
 //!
+//! Instructions per request on one thread, for every cache and mix (run on
+//! demand, under valgrind):
+//!
+//! ```text
+//! benches/callgrind.sh cache_throughput
+//! ```
+//!
 //! With the `count-allocations` feature, two Markdown tables are printed before
 //! the groups run: heap allocations per operation (a hit, an insert of a new
 //! key into a full cache, an insert replacing a cached key) and the memory
@@ -439,7 +446,51 @@ mod allocations {
     }
 }
 
+/// The `PALISADE_CALLGRIND` mode (`benches/callgrind.sh cache_throughput`,
+/// see `palisade_benches::callgrind`): one thread's requests of every mix,
+/// for every cache, each subject named as its criterion row.
+fn callgrind() -> bool {
+    if std::env::var_os("PALISADE_CALLGRIND").is_none() {
+        return false;
+    }
+    let mixes: Vec<(String, Vec<Op>)> = MIXES
+        .iter()
+        .map(|&(mix, write_percent)| (format!("{mix}/1_thread"), requests(write_percent)))
+        .collect();
+    let mut all = Vec::new();
+    all.extend(callgrind_subjects::<palisade_cache::Cache<u64, u64>>(
+        &mixes,
+    ));
+    all.extend(callgrind_subjects::<MokaSipHash>(&mixes));
+    all.extend(callgrind_subjects::<MokaFoldhash>(&mixes));
+    all.extend(callgrind_subjects::<quick_cache::sync::Cache<u64, u64>>(
+        &mixes,
+    ));
+    let mut subjects: Vec<(&str, &mut dyn FnMut())> = all
+        .iter_mut()
+        .map(|(name, op)| (name.as_str(), op.as_mut() as &mut dyn FnMut()))
+        .collect();
+    palisade_benches::callgrind(&mut subjects)
+}
+
+/// `C`'s subjects for [`callgrind`]: a prefilled cache serving each mix.
+fn callgrind_subjects<'a, C: BenchCache + 'a>(
+    mixes: &'a [(String, Vec<Op>)],
+) -> Vec<(String, Box<dyn FnMut() + 'a>)> {
+    mixes
+        .iter()
+        .map(|(group, ops)| {
+            let cache = prefilled::<C>();
+            let op: Box<dyn FnMut() + 'a> = Box::new(move || serve(&cache, ops));
+            (format!("{group}/{}", C::NAME), op)
+        })
+        .collect()
+}
+
 fn main() {
+    if callgrind() {
+        return;
+    }
     #[cfg(feature = "count-allocations")]
     if !std::env::args().any(|a| a == "--list") {
         allocations::report();

@@ -35,6 +35,14 @@
 //! - **palisade**: `CommandHandler::<Account>::execute(id, &command)` (a
 //!   snapshot read, the stream's row, one page of events, then the append
 //!   function; conflicts would be retried, none happen).
+//! - **palisade_cached**: the same handler with its hot-aggregate cache on
+//!   (`CommandHandlerBuilder::cache`, 10,000 entries): a command on an
+//!   account whose cached version is current skips the load and sends the
+//!   append alone. cqrs-es has no such cache (its nearest is snapshots, off on
+//!   both sides); this row is what a palisade user who turns the cache on
+//!   gets, not a like-for-like row. It works on accounts of its own
+//!   (`c…` instead of `p…`, filled the same way), so the uncached rows never
+//!   move its accounts under it.
 //! - **cqrs-es**: `CqrsFramework::execute(id, command)` over
 //!   `PersistedEventStore::new_event_store(PostgresEventRepository)` (one
 //!   `SELECT` of the events, then `BEGIN`, one `INSERT`, `COMMIT`).
@@ -74,7 +82,7 @@ const WRITERS: [usize; 2] = [1, 16];
 // ---- the aggregate, the same on both sides ----------------------------------------
 
 /// A bank account that cannot be overdrawn.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Account {
     balance: i64,
 }
@@ -202,6 +210,8 @@ type EsFramework = CqrsFramework<Account, PersistedEventStore<PostgresEventRepos
 
 struct Sides {
     palisade: CommandHandler<Account>,
+    /// The same store, with the hot-aggregate cache.
+    palisade_cached: CommandHandler<Account>,
     es: Arc<EsFramework>,
     /// postgres-es's repository, for the fill.
     es_repo: PostgresEventRepository,
@@ -220,7 +230,15 @@ async fn sides(url: &str) -> Sides {
         .await
         .expect("connect palisade");
     let store: Arc<dyn EventStore> = Arc::new(store);
-    let palisade = CommandHandler::<Account>::builder(store, ())
+    let palisade = CommandHandler::<Account>::builder(Arc::clone(&store), ())
+        .build()
+        .expect("a valid handler");
+    let hot = palisade_cache::Cache::builder()
+        .max_capacity(10_000)
+        .build()
+        .expect("a valid cache");
+    let palisade_cached = CommandHandler::<Account>::builder(store, ())
+        .cache(hot)
         .build()
         .expect("a valid handler");
     let repo = || {
@@ -236,6 +254,7 @@ async fn sides(url: &str) -> Sides {
     ));
     Sides {
         palisade,
+        palisade_cached,
         es,
         es_repo: repo(),
         pool,
@@ -245,6 +264,11 @@ async fn sides(url: &str) -> Sides {
 /// The id of account `index` of the cell with `past` events.
 fn account(past: usize, index: usize) -> String {
     format!("p{past}.{index}")
+}
+
+/// The id of account `index` of the cached handler's own accounts.
+fn cached_account(past: usize, index: usize) -> String {
+    format!("c{past}.{index}")
 }
 
 /// Gives `accounts` accounts `past` deposits each, on both sides.
@@ -260,6 +284,15 @@ async fn fill(sides: &Sides, past: usize, accounts: usize) {
         for first in (0..past).step_by(batch) {
             repository
                 .append(&id, first as u64, &events, &Metadata::default())
+                .await
+                .expect("palisade fill");
+            repository
+                .append(
+                    &cached_account(past, index),
+                    first as u64,
+                    &events,
+                    &Metadata::default(),
+                )
                 .await
                 .expect("palisade fill");
             let serialized: Vec<SerializedEvent> = (first + 1..=first + batch)
@@ -311,19 +344,29 @@ async fn longest(pool: &PgPool, past: usize) -> (i64, i64) {
 #[derive(Clone)]
 enum Side {
     Palisade(CommandHandler<Account>),
+    PalisadeCached(CommandHandler<Account>),
     Es(Arc<EsFramework>),
 }
 
 impl Side {
-    async fn execute(&self, id: &str, command: AccountCommand) {
+    async fn execute(&self, past: usize, index: usize, command: AccountCommand) {
         match self {
             Self::Palisade(handler) => {
                 handler
-                    .execute(id, &command)
+                    .execute(&account(past, index), &command)
                     .await
                     .expect("palisade command");
             }
-            Self::Es(cqrs) => cqrs.execute(id, command).await.expect("cqrs-es command"),
+            Self::PalisadeCached(handler) => {
+                handler
+                    .execute(&cached_account(past, index), &command)
+                    .await
+                    .expect("palisade command");
+            }
+            Self::Es(cqrs) => cqrs
+                .execute(&account(past, index), command)
+                .await
+                .expect("cqrs-es command"),
         }
     }
 }
@@ -349,7 +392,7 @@ async fn run(
             tokio::spawn(async move {
                 for n in first..first + iters {
                     let index = writer * per_writer + (n as usize % per_writer);
-                    side.execute(&account(past, index), command(n)).await;
+                    side.execute(past, index, command(n)).await;
                 }
             })
         })
@@ -373,6 +416,10 @@ fn commands(c: &mut Criterion, rt: &Runtime, sides: &Sides, past: usize, account
             .throughput(Throughput::Elements(writers as u64));
         for side in [
             ("palisade", Side::Palisade(sides.palisade.clone())),
+            (
+                "palisade_cached",
+                Side::PalisadeCached(sides.palisade_cached.clone()),
+            ),
             ("cqrs_es", Side::Es(Arc::clone(&sides.es))),
         ] {
             // Each side's own count, so both send the same command sequence.
