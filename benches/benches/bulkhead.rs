@@ -37,9 +37,10 @@ use criterion::Criterion;
 use palisade::bulkhead::adaptive::{AdaptiveLimiter, Aimd, Gradient2, Vegas};
 use palisade::bulkhead::{Bulkhead, BulkheadLayer, Outcome};
 use palisade_benches::concurrent_elapsed;
+use palisade_benches::service_call;
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
-use tower::{Layer, Service, ServiceExt, limit::ConcurrencyLimitLayer, service_fn};
+use tower::{Layer, limit::ConcurrencyLimitLayer, service_fn};
 use tower_resilience::bulkhead::BulkheadLayer as TrLayer;
 
 const LIMIT: u32 = 1000;
@@ -119,22 +120,6 @@ fn tokio_owned(s: &Arc<Semaphore>) {
             .try_acquire_owned()
             .expect("below the limit"),
     ));
-}
-
-/// One `ready().await` + `call(1).await` on a current-thread runtime.
-#[inline]
-fn service_call<S>(rt: &Runtime, svc: &mut S) -> Result<S::Response, S::Error>
-where
-    S: Service<u32>,
-    S::Error: std::fmt::Debug,
-{
-    rt.block_on(async {
-        svc.ready()
-            .await
-            .expect("service is ready")
-            .call(black_box(1))
-            .await
-    })
 }
 
 fn aimd() -> AdaptiveLimiter {

@@ -52,9 +52,10 @@ use std::time::Duration;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, measurement::WallTime};
 use failsafe::CircuitBreaker as _;
 use palisade::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, SlidingWindow, State};
+use palisade_benches::service_call;
 use palisade_benches::{FilledWindow, concurrent_elapsed, own_settings};
 use tokio::runtime::Runtime;
-use tower::{Layer, Service, ServiceExt, limit::ConcurrencyLimitLayer, service_fn};
+use tower::{Layer, Service, limit::ConcurrencyLimitLayer, service_fn};
 use tower_resilience::circuitbreaker::{
     CircuitBreakerError, CircuitBreakerLayer as TrLayer, SlidingWindowType,
 };
@@ -246,22 +247,6 @@ fn recloser_reject(breaker: &recloser::Recloser) {
 fn failsafe_reject(breaker: &impl failsafe::CircuitBreaker) {
     let result = black_box(breaker.call(|| Ok::<u32, ()>(black_box(42))));
     assert!(matches!(result, Err(failsafe::Error::Rejected)));
-}
-
-/// One `ready().await` + `call(1).await` on a current-thread runtime.
-#[inline]
-fn service_call<S>(rt: &Runtime, svc: &mut S) -> Result<S::Response, S::Error>
-where
-    S: Service<u32>,
-    S::Error: std::fmt::Debug,
-{
-    rt.block_on(async {
-        svc.ready()
-            .await
-            .expect("service is ready")
-            .call(black_box(1))
-            .await
-    })
 }
 
 fn palisade_open() -> CircuitBreaker {

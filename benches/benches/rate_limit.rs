@@ -45,6 +45,7 @@ use palisade::rate_limit::{
     KeyedRateLimiter, ManualClock, Quota, RateLimitLayer, RateLimiter, SystemClock,
 };
 use palisade_benches::concurrent_elapsed;
+use palisade_benches::service_call;
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -150,22 +151,6 @@ fn runtime() -> Runtime {
         .enable_time()
         .build()
         .expect("a current-thread runtime")
-}
-
-/// One `ready().await` + `call(1).await` on a current-thread runtime.
-#[inline]
-fn service_call<S>(rt: &Runtime, svc: &mut S) -> Result<S::Response, S::Error>
-where
-    S: Service<u32>,
-    S::Error: std::fmt::Debug,
-{
-    rt.block_on(async {
-        svc.ready()
-            .await
-            .expect("service is ready")
-            .call(black_box(1))
-            .await
-    })
 }
 
 fn tower_rate_limit() -> impl Service<u32, Response = u32, Error = tower::BoxError> {

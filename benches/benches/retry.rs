@@ -54,14 +54,12 @@
 //! - **tower-resilience**: `RetryLayer::builder().max_attempts(3).exponential_backoff(10 ms)`
 //!   (multiplier 2, no randomisation), no budget, no listener.
 
+use palisade_benches::poll_now;
 use std::error::Error;
 use std::fmt;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -268,17 +266,6 @@ fn paused_runtime() -> Runtime {
 }
 
 // ---- one operation each ----------------------------------------------------------------
-
-/// Polls `future` once with a no-op waker; it must be ready.
-#[inline]
-fn poll_now<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    match future.as_mut().poll(&mut cx) {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("a call that succeeds at once was pending"),
-    }
-}
 
 #[inline]
 fn bare_success() {

@@ -27,12 +27,10 @@
 //! its response future boxed), `tower`, `tower-resilience` (`ready` + `call`
 //! over a `service_fn`).
 
+use palisade_benches::poll_now;
 use std::fmt;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::Criterion;
@@ -210,17 +208,6 @@ fn boxed<E: Into<tower::BoxError>>(error: E) -> Boxed {
 }
 
 // ---- one call each --------------------------------------------------------------------
-
-/// Polls `future` once with a no-op waker; it must be ready.
-#[inline]
-fn poll_now<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let mut cx = Context::from_waker(Waker::noop());
-    match future.as_mut().poll(&mut cx) {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("a call that succeeds at once was pending"),
-    }
-}
 
 #[inline]
 fn bare_call() {

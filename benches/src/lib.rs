@@ -12,6 +12,8 @@
 //! - [`callgrind`]: one subject run N times for `benches/callgrind.sh`, which counts instructions per call.
 //! - [`own_settings`]: a group's own sample size and times, each applied only
 //!   when the command line does not give it.
+//! - [`poll_now`] and [`service_call`]: one call polled once with a no-op
+//!   waker, and one `poll_ready` + `call` of a tower service on a runtime.
 
 use std::fmt::Write as _;
 
@@ -19,6 +21,40 @@ use criterion::BenchmarkGroup;
 use criterion::measurement::Measurement;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
+
+/// Polls `future` once with a no-op waker: for calls that must be ready at
+/// once, timed without a runtime's `block_on` around them.
+///
+/// # Panics
+/// If the future is pending.
+#[inline]
+pub fn poll_now<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("a call that succeeds at once was pending"),
+    }
+}
+
+/// One `poll_ready` until ready, then `call(1)`, on `rt`: a tower layer's
+/// happy path, timed the same way for every layer and peer.
+///
+/// # Panics
+/// If the service reports an error when polled for readiness.
+#[inline]
+pub fn service_call<S>(rt: &tokio::runtime::Runtime, svc: &mut S) -> Result<S::Response, S::Error>
+where
+    S: tower_service::Service<u32>,
+    S::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        std::future::poll_fn(|cx| svc.poll_ready(cx))
+            .await
+            .expect("service is ready");
+        svc.call(std::hint::black_box(1)).await
+    })
+}
 
 /// Runs `op` `iters` times on each of `threads` threads at once and returns
 /// the longest time any thread took for its `iters` calls.
