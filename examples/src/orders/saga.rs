@@ -1,0 +1,240 @@
+//! The saga of one order: place it, reserve the stock, charge the card,
+//! hand the parcel to the courier (the pivot), then settle the stock and
+//! complete the order. A failure before the pivot undoes what was done,
+//! newest first.
+//!
+//! The charge is the step whose outcome can be unknown: an attempt that
+//! timed out may have gone through. So the undo of a payment is not the
+//! charge's own compensation (a step that failed is never compensated) but
+//! that of the step before it, `payment`, which does nothing going forward
+//! and, going back, refunds by the charge's idempotency key: the provider
+//! refunds the charge if it was made and voids the key if not. A charge
+//! known not to have happened (refused unsent by the breaker, or answered
+//! with an error) is noted in this process, and its undo sends nothing;
+//! after a crash that note is gone, and the undo asks the provider, which
+//! is always safe.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use palisade::retry::{Backoff, Jitter};
+use parking_lot::Mutex;
+
+use palisade::cqrs::CommandHandler;
+use palisade::event_store::EventStore;
+use palisade::saga::{self, ExecutionOutcome, Saga, Step, StepContext};
+use serde::{Deserialize, Serialize};
+
+use super::domain::{NewOrder, Order, OrderCommand, Stock, StockCommand};
+use super::payments::{PaymentError, Payments};
+
+/// The saga's state: the order and what its steps learned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderSaga {
+    /// The order id (the saga id too).
+    pub order_id: String,
+    /// The order.
+    pub order: NewOrder,
+    /// The provider's payment id, once charged.
+    pub payment: Option<String>,
+    /// The courier's tracking number, once shipped.
+    pub tracking: Option<String>,
+}
+
+impl OrderSaga {
+    /// The charge's idempotency key: the same for the charge and its undo.
+    fn charge_key(&self) -> String {
+        format!("{}/charge", self.order_id)
+    }
+}
+
+/// Why the courier refused a parcel.
+#[derive(Debug, thiserror::Error)]
+#[error("the courier does not take a {0}")]
+pub struct CourierRefused(String);
+
+/// Sagas started and how they ended, counted by the saga's listener.
+#[derive(Debug, Default)]
+pub struct SagaStats {
+    started: AtomicU64,
+    completed: AtomicU64,
+    compensated: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A copy of [`SagaStats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct SagaCounts {
+    /// Runs started (resumed ones included).
+    pub started: u64,
+    /// Ended completed.
+    pub completed: u64,
+    /// Ended compensated.
+    pub compensated: u64,
+    /// Ended failed: a compensation gave up, an operator must act.
+    pub failed: u64,
+    /// Running now.
+    pub running: u64,
+}
+
+impl SagaStats {
+    /// The counts now.
+    pub fn counts(&self) -> SagaCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (started, completed, compensated, failed) = (
+            get(&self.started),
+            get(&self.completed),
+            get(&self.compensated),
+            get(&self.failed),
+        );
+        SagaCounts {
+            started,
+            completed,
+            compensated,
+            failed,
+            running: started.saturating_sub(completed + compensated + failed),
+        }
+    }
+}
+
+/// The courier: refuses pianos, ships the rest.
+fn courier(state: &OrderSaga, ctx: &StepContext) -> Result<String, CourierRefused> {
+    if state.order.sku == "piano" {
+        return Err(CourierRefused(state.order.sku.clone()));
+    }
+    Ok(format!("TRK-{}", ctx.saga_id()))
+}
+
+/// The order saga, its log in `store`.
+///
+/// # Errors
+/// A configuration error from the saga's builder.
+pub fn order_saga(
+    store: Arc<dyn EventStore>,
+    orders: &CommandHandler<Order>,
+    stock: &CommandHandler<Stock>,
+    payments: &Payments,
+    stats: &Arc<SagaStats>,
+) -> Result<Saga<OrderSaga>, palisade::core::ConfigError> {
+    let seen = Arc::clone(stats);
+    let (charge, refund) = (payments.clone(), payments.clone());
+    // Charge keys known not charged: their undo needs no call.
+    let not_charged: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let (noted, known) = (Arc::clone(&not_charged), not_charged);
+    Saga::builder("order", store)
+        .recovery_backoff(
+            Backoff::exponential(Duration::from_millis(250))
+                .max(Duration::from_secs(5))
+                .jitter(Jitter::Full),
+        )
+        .otel()
+        .listener(move |e: &saga::Event| match e {
+            saga::Event::Started { .. } => {
+                seen.started.fetch_add(1, Ordering::Relaxed);
+            }
+            saga::Event::Finished { outcome, .. } => {
+                let counter = match outcome {
+                    ExecutionOutcome::Completed => &seen.completed,
+                    ExecutionOutcome::Compensated => &seen.compensated,
+                    ExecutionOutcome::Failed => &seen.failed,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        })
+        .step(
+            Step::command("place", orders.clone(), |s: &OrderSaga| {
+                (s.order_id.clone(), OrderCommand::Place(s.order.clone()))
+            })
+            .compensate_command(orders.clone(), |s: &OrderSaga| {
+                (s.order_id.clone(), OrderCommand::Cancel)
+            }),
+        )
+        .step(
+            Step::command("reserve", stock.clone(), |s: &OrderSaga| {
+                (
+                    s.order.sku.clone(),
+                    StockCommand::Reserve {
+                        order: s.order_id.clone(),
+                        quantity: s.order.quantity,
+                    },
+                )
+            })
+            .compensate_command(stock.clone(), |s: &OrderSaga| {
+                (
+                    s.order.sku.clone(),
+                    StockCommand::Release {
+                        order: s.order_id.clone(),
+                    },
+                )
+            }),
+        )
+        .step(
+            Step::new("payment", |s: OrderSaga, _: StepContext| async move {
+                Ok::<_, PaymentError>(s)
+            })
+            .compensate(move |s: OrderSaga, _: StepContext| {
+                let refund = refund.clone();
+                let never_charged = known.lock().remove(&s.charge_key());
+                async move {
+                    if never_charged {
+                        return Ok(());
+                    }
+                    refund.refund(&s.charge_key()).await
+                }
+            }),
+        )
+        .step(Step::new(
+            "charge",
+            move |mut s: OrderSaga, _: StepContext| {
+                let charge = charge.clone();
+                let noted = Arc::clone(&noted);
+                async move {
+                    let key = s.charge_key();
+                    match charge.charge(&key, &s.order_id, s.order.total_cents).await {
+                        Ok(payment) => s.payment = Some(payment),
+                        Err(e) => {
+                            if !e.outcome_unknown() {
+                                noted.lock().insert(key);
+                            }
+                            return Err(e);
+                        }
+                    }
+                    Ok::<_, PaymentError>(s)
+                }
+            },
+        ))
+        .step(
+            Step::new("ship", |mut s: OrderSaga, ctx: StepContext| async move {
+                s.tracking = Some(courier(&s, &ctx)?);
+                Ok::<_, CourierRefused>(s)
+            })
+            .pivot(),
+        )
+        .step(
+            Step::command("settle", stock.clone(), |s: &OrderSaga| {
+                (
+                    s.order.sku.clone(),
+                    StockCommand::Ship {
+                        order: s.order_id.clone(),
+                    },
+                )
+            })
+            .retriable(),
+        )
+        .step(
+            Step::command("complete", orders.clone(), |s: &OrderSaga| {
+                (
+                    s.order_id.clone(),
+                    OrderCommand::Complete {
+                        payment: s.payment.clone().unwrap_or_default(),
+                        tracking: s.tracking.clone().unwrap_or_default(),
+                    },
+                )
+            })
+            .retriable(),
+        )
+        .build()
+}
