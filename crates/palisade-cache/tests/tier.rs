@@ -536,7 +536,7 @@ async fn resync_all_empties_every_members_local_cache() {
     assert_eq!(counts(b.tier_stats()), (2, 0, 0, 0, 1));
 }
 
-/// Stops `GatedTier`'s next `get`, once armed, until released.
+/// Stops `GatedTier`'s next `get` (or `remove`, `remove_all`), once armed, until released.
 #[derive(Default)]
 struct Gate {
     armed: AtomicBool,
@@ -544,10 +544,22 @@ struct Gate {
     release: Notify,
 }
 
-/// An `InMemoryTier` member whose `get` can be held at a [`Gate`].
+/// An `InMemoryTier` member whose `get` can be held at a [`Gate`], and its
+/// removals at another.
 struct GatedTier {
     inner: InMemoryTier<String, String>,
     gate: Arc<Gate>,
+    removes: Arc<Gate>,
+}
+
+impl GatedTier {
+    /// Holds here, before removing anything, when `removes` is armed.
+    async fn before_removing(&self) {
+        if self.removes.armed.swap(false, Ordering::SeqCst) {
+            self.removes.entered.notify_one();
+            self.removes.release.notified().await;
+        }
+    }
 }
 
 #[async_trait]
@@ -586,6 +598,7 @@ impl RemoteTier<String, String> for GatedTier {
     }
 
     async fn remove(&self, key: &String) -> Result<(), TierError> {
+        self.before_removing().await;
         self.inner.remove(key).await
     }
 
@@ -594,6 +607,7 @@ impl RemoteTier<String, String> for GatedTier {
     }
 
     async fn remove_all(&self) -> Result<(), TierError> {
+        self.before_removing().await;
         self.inner.remove_all().await
     }
 
@@ -633,6 +647,7 @@ where
         GatedTier {
             inner: root.connect(),
             gate: Arc::clone(&gate),
+            removes: Arc::default(),
         },
         Duration::from_secs(60),
     );
@@ -702,6 +717,49 @@ async fn an_invalidation_during_gets_remote_read_keeps_the_read_value_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resync_during_gets_remote_read_keeps_the_read_value_out() {
     race_get(Meanwhile::ALostWriteThenAResync).await;
+}
+
+/// This instance's own `invalidate` (and `invalidate_all`) is held while
+/// the remote tier removes the key. A read meanwhile may answer the old value
+/// (the invalidation has not returned), but must not keep it: had the local
+/// copy gone first, the read would find the old value still in the tier and
+/// keep it locally, where nothing would ever drop it (an instance hears no
+/// invalidation of its own).
+#[tokio::test]
+async fn a_read_while_this_instances_invalidation_waits_on_the_tier_does_not_keep_the_old_value() {
+    for all in [false, true] {
+        let removes = Arc::new(Gate::default());
+        let cache = tiered_over(
+            GatedTier {
+                inner: InMemoryTier::new(),
+                gate: Arc::default(),
+                removes: Arc::clone(&removes),
+            },
+            Duration::from_secs(60),
+        );
+        let runs = AtomicUsize::new(0);
+        assert_eq!(cache.get_with(s("k"), load(&runs, "old")).await, "old");
+
+        removes.armed.store(true, Ordering::SeqCst);
+        let invalidating = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                if all {
+                    cache.invalidate_all().await;
+                } else {
+                    cache.invalidate(&s("k")).await;
+                }
+            })
+        };
+        removes.entered.notified().await;
+        assert_eq!(cache.get_with(s("k"), load(&runs, "new")).await, "old");
+        removes.release.notify_one();
+        invalidating.await.unwrap();
+
+        assert_eq!(cache.local().get("k"), None, "all: {all}");
+        assert_eq!(cache.get_with(s("k"), load(&runs, "new")).await, "new");
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "all: {all}");
+    }
 }
 
 /// A remote tier whose every call takes an hour.

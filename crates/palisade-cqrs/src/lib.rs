@@ -102,9 +102,12 @@
 //!   (`apply_batch`); a failing batch is applied again one event at a time
 //!   in savepoints, so only the failing event is retried.
 //! - [`Queries`] answers a [`QueryHandler`]'s queries from a read model,
-//!   optionally cached (feature `cache`); [`Projector::invalidates`] drops
-//!   the answers an event makes stale once its transaction has committed,
-//!   and [`Queries::switch_version`] serves a rebuilt view.
+//!   optionally cached (feature `cache`) in this process or in a tiered
+//!   cache that every instance shares (local + Redis);
+//!   [`Projector::invalidates`] drops the answers an event makes stale once
+//!   its transaction has committed, on every instance the cache reaches,
+//!   before the runner reports the event handled, and
+//!   [`Queries::switch_version`] serves a rebuilt view.
 //! - [`testkit`]: `given(events).when(command).then_events(..)` and
 //!   `ProjectionTest::new(p).given(..).then_view(..)`.
 //!
@@ -112,7 +115,7 @@
 //! |---|---|---|
 //! | `sqlite` | `SqliteReadModel`, `SqliteProjection`: writes and checkpoint in one transaction; the event store's SQLite backend | no |
 //! | `postgres` | `PostgresReadModel`, `PostgresProjection`: the same, in a PostgreSQL schema; the event store's PostgreSQL backend | no |
-//! | `cache` | `CommandHandlerBuilder::cache`: hot aggregates kept in a `palisade-cache` cache, so a command reads only newer events; `QueriesBuilder::cache`: query answers cached, dropped by the projections | no |
+//! | `cache` | `CommandHandlerBuilder::cache`: hot aggregates kept in a `palisade-cache` cache, so a command reads only newer events; `QueriesBuilder::cache`: query answers cached, dropped by the projections; `QueriesBuilder::tiered_cache`: the same in a `palisade-cache` `TieredCache`, dropped on every instance (turns on palisade-cache's `tokio`) | no |
 //! | `otel` | `otel()`/`meter()` on both builders: `palisade.cqrs.commands`, `palisade.cqrs.projection.lag`; `traceparent` in metadata, and projections run in the trace it names | no |
 //! | `tracing` | `tracing()` on both builders: the `cqrs.command {aggregate}` span and events, target `palisade_cqrs` | no |
 //!

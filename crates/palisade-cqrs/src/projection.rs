@@ -374,9 +374,11 @@ impl Projector {
     /// After each event this projection applies (once its transaction has
     /// committed, on a SQLite or PostgreSQL read model), drops the cached
     /// query answers `invalidation` names for it (made by
-    /// [`Queries::invalidation`](crate::Queries::invalidation)); a dead-letter
-    /// replay that succeeds does too. May be called again for more queries.
-    /// Default: none.
+    /// [`Queries::invalidation`](crate::Queries::invalidation)), and waits
+    /// for that (with a tiered cache: the remote tier's removal and the
+    /// message to the other instances) before it reports the event handled;
+    /// a dead-letter replay that succeeds does too. May be called again for
+    /// more queries. Default: none.
     #[must_use]
     pub fn invalidates(mut self, invalidation: Invalidation) -> Self {
         self.invalidations.push(invalidation);
@@ -941,7 +943,7 @@ impl ProjectionRunner {
         for letter in &letters {
             if let Ok(true) = projector.target.replay(letter).await {
                 for invalidation in &projector.invalidations {
-                    invalidation.applied(&projector.name, &letter.event);
+                    invalidation.applied(&projector.name, &letter.event).await;
                 }
                 replayed += 1;
             }
@@ -1119,10 +1121,13 @@ impl Worker {
     }
 
     /// Reports an applied (committed) event, first dropping the query
-    /// answers it made stale.
+    /// answers it made stale (with a tiered cache, waiting for the remote
+    /// tier and the message to the other instances), so that nothing that
+    /// learns of the event from the runner (its status, `wait_caught_up`, a
+    /// listener) sees an answer from before it.
     async fn applied(&self, event: &RecordedEvent, ctx: ProjectionContext) {
         for invalidation in &self.invalidations {
-            invalidation.applied(&self.name, event);
+            invalidation.applied(&self.name, event).await;
         }
         {
             let mut s = self.status.lock();

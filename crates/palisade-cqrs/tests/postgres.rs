@@ -580,7 +580,7 @@ async fn cached_answers_are_dropped_after_the_projection_commits_not_before() {
     written.await.unwrap();
     // A reader now sees the committed 10, from the cache or loaded and kept.
     assert_eq!(queries.ask(key()).await.unwrap(), 10);
-    queries.invalidate(&key());
+    queries.invalidate(&key()).await;
     assert_eq!(queries.ask(key()).await.unwrap(), 10);
     assert_eq!(queries.handler().loads.load(Ordering::SeqCst), 2);
     // The commit, then the drop: the next reader loads 15.

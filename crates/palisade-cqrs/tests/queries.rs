@@ -2,14 +2,27 @@
 //! by the projection that changes the view, after it applied the event;
 //! a load that read the old value is not stored; a version switch drops
 //! everything; many readers while events flow end on the exact view.
+//!
+//! With a tiered cache (two instances over one `InMemoryTier`, then over
+//! Redis): a projection on one instance drops the answer in the tier and on
+//! the other instance, the event is reported handled only once the tier has
+//! dropped it, and a load under way on either instance during the commit is
+//! stored neither there nor in the tier. The Redis test uses
+//! `PALISADE_REDIS_URL` (by default the local server), a key prefix of its
+//! own that it deletes when it ends, and says plainly when it was skipped
+//! (under `PALISADE_REQUIRE_SERVICES=1` it fails instead).
 #![cfg(feature = "cache")]
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use palisade_cache::Cache;
+use palisade_cache::tier::{
+    InMemoryTier, Invalidations, RemoteTier, TierError, TierStats, TieredCache,
+};
 use palisade_cqrs::{
     BoxError, Event, EventStore, InMemoryCheckpointStore, InMemoryEventStore, Position, Projection,
     ProjectionContext, ProjectionRunner, Projector, Queries, QueryContext, QueryHandler,
@@ -17,7 +30,7 @@ use palisade_cqrs::{
 };
 use palisade_event_store::{ExpectedVersion, NewEvent};
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Balances per account, in memory; a version keeps its own table.
 #[derive(Default)]
@@ -64,7 +77,7 @@ impl Projection for Balances {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 struct BalanceOf(String);
 
 #[derive(Debug, thiserror::Error)]
@@ -208,7 +221,7 @@ async fn answers_are_cached_until_the_projection_applies_an_event_that_changes_t
     assert_eq!(queries.handler().loads(), 3);
 
     // By hand, too.
-    queries.invalidate(&bob());
+    queries.invalidate(&bob()).await;
     assert_eq!(queries.ask(bob()).await.unwrap(), 0);
     assert_eq!(queries.handler().loads(), 4);
 }
@@ -314,14 +327,14 @@ async fn switching_versions_after_a_rebuild_drops_every_answer_and_loads_under_w
         .unwrap();
 
     // A load of bob from version 1 is under way when reads switch.
-    queries.invalidate(&bob());
+    queries.invalidate(&bob()).await;
     let (read, release) = queries.handler().gate_next();
     let reader = {
         let queries = queries.clone();
         tokio::spawn(async move { queries.ask(BalanceOf("bob".into())).await })
     };
     assert_eq!(read.await.unwrap(), 3);
-    queries.switch_version("v2").unwrap();
+    queries.switch_version("v2").await.unwrap();
     assert_eq!(queries.version().as_deref(), Some("v2"));
     release.send(()).unwrap();
     assert_eq!(reader.await.unwrap().unwrap(), 3);
@@ -338,7 +351,7 @@ async fn switching_versions_after_a_rebuild_drops_every_answer_and_loads_under_w
     assert_eq!(queries.ask(alice()).await.unwrap(), 1300);
     assert_eq!(queries.handler().loads(), 6);
 
-    let err = queries.switch_version("").unwrap_err();
+    let err = queries.switch_version("").await.unwrap_err();
     assert_eq!(err.field(), "switch_version");
     let err = Queries::builder(BalanceQuery::new(&tables))
         .version("")
@@ -412,5 +425,432 @@ async fn many_readers_while_events_flow_end_on_the_exact_view() {
             expected,
             "a{k}"
         );
+    }
+}
+
+// ------------------------------------------------- a tiered cache, two instances
+
+fn alice() -> BalanceOf {
+    BalanceOf("alice".into())
+}
+
+fn bob() -> BalanceOf {
+    BalanceOf("bob".into())
+}
+
+/// A tiered cache over `tier`, patient enough that a loaded test machine
+/// never times a remote call out.
+fn tiered(tier: impl RemoteTier<BalanceOf, u64>) -> TieredCache<BalanceOf, u64> {
+    TieredCache::builder(Cache::builder().max_capacity(1_000).build().unwrap(), tier)
+        .remote_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// One instance's queries over its tiered cache, with a handler of its own.
+fn tiered_queries(
+    tables: &Arc<Tables>,
+    cache: &TieredCache<BalanceOf, u64>,
+) -> Queries<BalanceQuery> {
+    Queries::builder(BalanceQuery::new(tables))
+        .tiered_cache(cache.clone())
+        .build()
+        .unwrap()
+}
+
+/// The balances projection ("v1"), dropping `queries`' answers.
+fn balances(tables: &Arc<Tables>, queries: &Queries<BalanceQuery>) -> Projector {
+    Projector::new(
+        "v1",
+        Balances {
+            tables: Arc::clone(tables),
+            version: "v1",
+            scale: 1,
+        },
+        Arc::new(InMemoryCheckpointStore::new()),
+    )
+    .invalidates(queries.invalidation(stale))
+}
+
+/// `(remote_hits, remote_misses, remote_errors, invalidations_received)`
+fn tier_counts(stats: TierStats) -> (u64, u64, u64, u64) {
+    (
+        stats.remote_hits,
+        stats.remote_misses,
+        stats.remote_errors,
+        stats.invalidations_received,
+    )
+}
+
+/// Lets the other tasks of this single-threaded runtime run until `done`
+/// holds (an in-memory tier delivers at once; its listener task only needs
+/// a turn).
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1_000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("{what}: not after 1,000 turns of the scheduler");
+}
+
+#[tokio::test]
+async fn a_projection_on_instance_a_drops_the_answer_cached_on_instance_b() {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let tables = Arc::new(Tables::default());
+    let tier = InMemoryTier::new();
+    let observer = tier.connect();
+    let mut told = observer.subscribe();
+    let (cache_a, cache_b) = (tiered(tier.connect()), tiered(tier.connect()));
+    let (a, b) = (
+        tiered_queries(&tables, &cache_a),
+        tiered_queries(&tables, &cache_b),
+    );
+    let (listener, mut handled) = handled();
+    let _runner = ProjectionRunner::builder(Arc::clone(&store))
+        .listener(listener)
+        .projection(balances(&tables, &a))
+        .start()
+        .await
+        .unwrap();
+
+    let key = || Some(Some(palisade_cache::tier::Invalidation::Key(alice())));
+    let at = deposit(&store, "alice", 10).await;
+    applied_up_to(&mut handled, at).await;
+    // Every event invalidates, whether or not an answer was cached.
+    assert_eq!(told.recv().now_or_never(), key());
+    until("B hears of it", || {
+        cache_b.tier_stats().invalidations_received == 1
+    })
+    .await;
+    assert_eq!(b.ask(alice()).await.unwrap(), 10); // loaded on B, written to the tier
+    assert_eq!(a.ask(alice()).await.unwrap(), 10); // read from the tier
+    assert_eq!((a.handler().loads(), b.handler().loads()), (0, 1));
+    assert_eq!(observer.get(&alice()).await.unwrap(), Some(10));
+
+    let at = deposit(&store, "alice", 5).await;
+    applied_up_to(&mut handled, at).await;
+    // Reported handled: the answer is gone from the tier, and B was told.
+    assert_eq!(observer.get(&alice()).await.unwrap(), None);
+    assert_eq!(told.recv().now_or_never(), key());
+    assert_eq!(told.recv().now_or_never(), None);
+    until("B drops its copy", || {
+        cache_b.tier_stats().invalidations_received == 2
+    })
+    .await;
+    assert_eq!(cache_b.local().get(&alice()), None);
+    assert_eq!(b.ask(alice()).await.unwrap(), 15);
+    assert_eq!(a.ask(alice()).await.unwrap(), 15); // B's answer, from the tier
+    assert_eq!((a.handler().loads(), b.handler().loads()), (0, 2));
+    assert_eq!(tier_counts(cache_a.tier_stats()), (2, 0, 0, 0));
+    assert_eq!(tier_counts(cache_b.tier_stats()), (0, 2, 0, 2));
+
+    // By hand, from B: A drops its copy too.
+    b.invalidate(&alice()).await;
+    assert_eq!(observer.get(&alice()).await.unwrap(), None);
+    until("A drops its copy", || {
+        cache_a.tier_stats().invalidations_received == 1
+    })
+    .await;
+    assert_eq!(cache_a.local().get(&alice()), None);
+}
+
+/// Holds the next `remove`, once armed, until released.
+#[derive(Default)]
+struct Hold {
+    armed: AtomicBool,
+    entered: Notify,
+    release: Notify,
+}
+
+/// A member of an `InMemoryTier` whose removals can be held at a [`Hold`].
+struct HeldRemoves {
+    inner: InMemoryTier<BalanceOf, u64>,
+    hold: Arc<Hold>,
+}
+
+#[async_trait::async_trait]
+impl RemoteTier<BalanceOf, u64> for HeldRemoves {
+    async fn get(&self, key: &BalanceOf) -> Result<Option<u64>, TierError> {
+        self.inner.get(key).await
+    }
+
+    async fn set(
+        &self,
+        key: &BalanceOf,
+        value: &u64,
+        ttl: Option<Duration>,
+    ) -> Result<(), TierError> {
+        self.inner.set(key, value, ttl).await
+    }
+
+    async fn get_versioned(&self, key: &BalanceOf) -> Result<(Option<u64>, u64), TierError> {
+        self.inner.get_versioned(key).await
+    }
+
+    async fn set_if_absent(
+        &self,
+        key: &BalanceOf,
+        value: &u64,
+        ttl: Option<Duration>,
+        version: u64,
+    ) -> Result<bool, TierError> {
+        self.inner.set_if_absent(key, value, ttl, version).await
+    }
+
+    async fn remove(&self, key: &BalanceOf) -> Result<(), TierError> {
+        if self.hold.armed.swap(false, Ordering::SeqCst) {
+            self.hold.entered.notify_one();
+            self.hold.release.notified().await;
+        }
+        self.inner.remove(key).await
+    }
+
+    async fn publish_invalidation(&self, key: &BalanceOf) -> Result<(), TierError> {
+        self.inner.publish_invalidation(key).await
+    }
+
+    async fn remove_all(&self) -> Result<(), TierError> {
+        self.inner.remove_all().await
+    }
+
+    async fn publish_resync(&self) -> Result<(), TierError> {
+        self.inner.publish_resync().await
+    }
+
+    fn subscribe(&self) -> Invalidations<BalanceOf> {
+        self.inner.subscribe()
+    }
+}
+
+/// The projection's invalidation is held in the tier's removal: the event
+/// is not reported handled meanwhile; a reader on the same instance may get
+/// the old answer then (the event is not handled yet) but must not keep it,
+/// which it would if the local copy went before the remote one (it would
+/// read the old value back from the tier, and this instance never hears its
+/// own invalidations).
+#[tokio::test]
+async fn the_event_is_reported_handled_once_the_tier_dropped_the_answer_and_a_read_meanwhile_keeps_nothing()
+ {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let tables = Arc::new(Tables::default());
+    let tier = InMemoryTier::new();
+    let observer = tier.connect();
+    let hold = Arc::new(Hold::default());
+    let cache = tiered(HeldRemoves {
+        inner: tier.connect(),
+        hold: Arc::clone(&hold),
+    });
+    let queries = tiered_queries(&tables, &cache);
+    let (listener, mut handled) = handled();
+    let runner = ProjectionRunner::builder(Arc::clone(&store))
+        .listener(listener)
+        .projection(balances(&tables, &queries))
+        .start()
+        .await
+        .unwrap();
+    let first = deposit(&store, "alice", 10).await;
+    applied_up_to(&mut handled, first).await;
+    assert_eq!(queries.ask(alice()).await.unwrap(), 10);
+    assert_eq!(observer.get(&alice()).await.unwrap(), Some(10));
+
+    hold.armed.store(true, Ordering::SeqCst);
+    let at = deposit(&store, "alice", 5).await;
+    hold.entered.notified().await;
+    assert_eq!(tables.balance("v1", "alice"), 15); // committed
+    assert_eq!(runner.status("v1").unwrap().position, first);
+    assert!(
+        handled.try_recv().is_err(),
+        "reported before the tier dropped it"
+    );
+    assert_eq!(queries.ask(alice()).await.unwrap(), 10);
+
+    hold.release.notify_one();
+    applied_up_to(&mut handled, at).await;
+    assert_eq!(runner.status("v1").unwrap().position, at);
+    assert_eq!(observer.get(&alice()).await.unwrap(), None);
+    assert_eq!(cache.local().get(&alice()), None, "a stale answer was kept");
+    assert_eq!(queries.ask(alice()).await.unwrap(), 15);
+    assert_eq!(queries.handler().loads(), 2);
+}
+
+#[tokio::test]
+async fn a_load_under_way_on_either_instance_during_the_commit_is_stored_neither_there_nor_in_the_tier()
+ {
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let tables = Arc::new(Tables::default());
+    let tier = InMemoryTier::new();
+    let observer = tier.connect();
+    let (cache_a, cache_b) = (tiered(tier.connect()), tiered(tier.connect()));
+    let (a, b) = (
+        tiered_queries(&tables, &cache_a),
+        tiered_queries(&tables, &cache_b),
+    );
+    let (listener, mut handled) = handled();
+    let _runner = ProjectionRunner::builder(Arc::clone(&store))
+        .listener(listener)
+        .projection(balances(&tables, &a))
+        .start()
+        .await
+        .unwrap();
+    let at = deposit(&store, "alice", 10).await;
+    applied_up_to(&mut handled, at).await;
+    until("B hears of it", || {
+        cache_b.tier_stats().invalidations_received == 1
+    })
+    .await;
+
+    // A reader on each instance loads alice's balance and stops after reading 10.
+    let ((read_a, release_a), (read_b, release_b)) =
+        (a.handler().gate_next(), b.handler().gate_next());
+    let reader = |queries: &Queries<BalanceQuery>| {
+        let queries = queries.clone();
+        tokio::spawn(async move { queries.ask(alice()).await })
+    };
+    let (reader_a, reader_b) = (reader(&a), reader(&b));
+    assert_eq!(read_a.await.unwrap(), 10);
+    assert_eq!(read_b.await.unwrap(), 10);
+    // Meanwhile A's projection applies a deposit; B hears of it.
+    let at = deposit(&store, "alice", 5).await;
+    applied_up_to(&mut handled, at).await;
+    until("B hears of it", || {
+        cache_b.tier_stats().invalidations_received == 2
+    })
+    .await;
+    // The loads end with the old value: their callers get it, no cache keeps it.
+    release_a.send(()).unwrap();
+    release_b.send(()).unwrap();
+    assert_eq!(reader_a.await.unwrap().unwrap(), 10);
+    assert_eq!(reader_b.await.unwrap().unwrap(), 10);
+    assert_eq!(cache_a.local().get(&alice()), None);
+    assert_eq!(cache_b.local().get(&alice()), None);
+    assert_eq!(observer.get(&alice()).await.unwrap(), None);
+    assert_eq!(b.ask(alice()).await.unwrap(), 15);
+    assert_eq!(a.ask(alice()).await.unwrap(), 15); // B's answer, from the tier
+    assert_eq!((a.handler().loads(), b.handler().loads()), (1, 2));
+}
+
+#[tokio::test]
+async fn a_local_and_a_tiered_cache_together_fail_in_build_naming_tiered_cache() {
+    let tables = Arc::new(Tables::default());
+    let err = Queries::builder(BalanceQuery::new(&tables))
+        .cache(Cache::builder().max_capacity(10).build().unwrap())
+        .tiered_cache(tiered(InMemoryTier::new()))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "tiered_cache");
+}
+
+mod on_redis {
+    use super::*;
+    use palisade_cache::tier::RedisTier;
+    use palisade_test_support::{Cleanup, redis_url, test_name, unique_name};
+
+    /// Deletes every key under `prefix` when the test ends, passed or failed.
+    fn cleanup(url: &str, prefix: &str) -> Cleanup {
+        let (url, pattern) = (url.to_owned(), format!("{prefix}*"));
+        Cleanup::new(format!("delete {pattern}"), move || {
+            let mut c = redis::Client::open(url.as_str())?.get_connection()?;
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut c)?;
+            if !keys.is_empty() {
+                redis::cmd("DEL").arg(keys).query::<()>(&mut c)?;
+            }
+            Ok::<(), redis::RedisError>(())
+        })
+    }
+
+    /// Polls `done` until it holds: for a message through a real server to
+    /// arrive, never to measure time; fails after 5 s.
+    async fn delivered(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_redis_a_projection_on_one_instance_drops_the_answer_on_the_other_and_no_load_under_way_is_stored()
+     {
+        let Some(url) = redis_url(test_name!()) else {
+            return; // skipped, and the output says so
+        };
+        let prefix = format!("{}:", unique_name("palisade_test_cqrs"));
+        let _cleanup = cleanup(&url, &prefix);
+        let member = || async {
+            RedisTier::<BalanceOf, u64>::connect(&url, &prefix)
+                .await
+                .expect("connect to Redis")
+        };
+        let observer = member().await;
+        let (cache_a, cache_b) = (tiered(member().await), tiered(member().await));
+        let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+        let tables = Arc::new(Tables::default());
+        let (a, b) = (
+            tiered_queries(&tables, &cache_a),
+            tiered_queries(&tables, &cache_b),
+        );
+        let (listener, mut handled) = handled();
+        let _runner = ProjectionRunner::builder(Arc::clone(&store))
+            .listener(listener)
+            .projection(balances(&tables, &a))
+            .start()
+            .await
+            .unwrap();
+        deposit(&store, "alice", 10).await;
+        let at = deposit(&store, "bob", 3).await;
+        applied_up_to(&mut handled, at).await;
+        // Every event invalidates, whether or not an answer was cached.
+        delivered("B hears of both", || {
+            cache_b.tier_stats().invalidations_received == 2
+        })
+        .await;
+        assert_eq!(b.ask(alice()).await.unwrap(), 10); // loaded on B, written to Redis
+        assert_eq!(a.ask(alice()).await.unwrap(), 10); // read from Redis
+        assert_eq!(observer.get(&alice()).await.unwrap(), Some(10));
+
+        // A reader on B loads bob's balance and stops after reading 3.
+        let (read, release) = b.handler().gate_next();
+        let reader = {
+            let b = b.clone();
+            tokio::spawn(async move { b.ask(bob()).await })
+        };
+        assert_eq!(read.await.unwrap(), 3);
+        // Meanwhile A's projection applies a deposit to each account.
+        deposit(&store, "alice", 5).await;
+        let at = deposit(&store, "bob", 4).await;
+        applied_up_to(&mut handled, at).await;
+        // Reported handled: both answers are gone from Redis.
+        assert_eq!(observer.get(&alice()).await.unwrap(), None);
+        assert_eq!(observer.get(&bob()).await.unwrap(), None);
+        delivered("B hears of both", || {
+            cache_b.tier_stats().invalidations_received == 4
+        })
+        .await;
+        release.send(()).unwrap();
+        assert_eq!(reader.await.unwrap().unwrap(), 3);
+        assert_eq!(cache_b.local().get(&alice()), None);
+        assert_eq!(
+            cache_b.local().get(&bob()),
+            None,
+            "B kept a load from before the commit"
+        );
+        assert_eq!(
+            observer.get(&bob()).await.unwrap(),
+            None,
+            "written back to Redis"
+        );
+
+        assert_eq!(b.ask(bob()).await.unwrap(), 7);
+        assert_eq!(b.ask(alice()).await.unwrap(), 15);
+        assert_eq!(a.ask(alice()).await.unwrap(), 15); // B's answers, from Redis
+        assert_eq!(a.ask(bob()).await.unwrap(), 7);
+        assert_eq!((a.handler().loads(), b.handler().loads()), (0, 4));
+        assert_eq!(tier_counts(cache_a.tier_stats()), (3, 0, 0, 0));
+        assert_eq!(tier_counts(cache_b.tier_stats()), (0, 4, 0, 4));
     }
 }

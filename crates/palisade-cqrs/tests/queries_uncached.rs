@@ -41,7 +41,7 @@ async fn without_a_cache_every_query_reads_the_read_model() {
         .build()
         .unwrap();
     assert_eq!(versioned.ask(7).await.unwrap(), "7@accounts_v1");
-    versioned.switch_version("accounts_v2").unwrap();
+    versioned.switch_version("accounts_v2").await.unwrap();
     assert_eq!(versioned.ask(7).await.unwrap(), "7@accounts_v2");
     assert_eq!(versioned.version().as_deref(), Some("accounts_v2"));
 }

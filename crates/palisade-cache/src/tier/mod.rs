@@ -5,8 +5,10 @@
 //! - A read tries the local cache, then the remote tier, then the loader;
 //!   a value found remotely or loaded is kept locally, and a loaded value is
 //!   written to the remote tier for the other instances.
-//! - A write or invalidation goes to the local cache and the remote tier,
-//!   then is broadcast, and every other instance drops its local copy.
+//! - A write goes to the local cache and the remote tier; an invalidation
+//!   goes to the remote tier first, then to the local cache (so a load that
+//!   read the remote copy meanwhile is not kept); then each is broadcast, and
+//!   every other instance drops its local copy.
 //! - The remote tier is a helper, never a dependency: each remote call is
 //!   bounded by [`TieredCacheBuilder::remote_timeout`]; on a timeout or an
 //!   error the read carries on with the loader, and the error is counted in

@@ -370,34 +370,46 @@ where
             .await;
     }
 
-    /// Removes `key` here and remotely, and tells the other instances to drop their copies.
+    /// Removes `key` remotely, then here, and tells the other instances to
+    /// drop their copies. Until the remote removal has finished (or failed),
+    /// this instance may still answer the old value; once `invalidate`
+    /// returns, no load of this instance that read the old value, locally or
+    /// remotely, keeps it (the local copy goes after the remote one, so a
+    /// load that read the remote copy meanwhile is superseded).
     pub async fn invalidate(&self, key: &K) {
+        // Loads under way here write nothing back from now on.
+        self.inner.counters.epoch.fetch_add(1, Ordering::SeqCst);
+        self.remote(self.inner.remote.remove(key)).await;
+        // Again: a `get` that read the remote copy before its removal drops
+        // what it kept, even if it kept it after the line below.
         self.inner.counters.epoch.fetch_add(1, Ordering::SeqCst);
         self.inner.local.invalidate(key);
-        self.remote(self.inner.remote.remove(key)).await;
         self.remote(self.inner.remote.publish_invalidation(key))
             .await;
     }
 
-    /// Removes every value: from the local cache, from the remote tier (for
-    /// Redis, every key under the tier's prefix, found with `SCAN`: a value
-    /// another instance writes meanwhile may stay), and from every other
+    /// Removes every value: from the remote tier (for Redis, every key under
+    /// the tier's prefix, found with `SCAN`: a value another instance writes
+    /// meanwhile may stay), then from the local cache, and from every other
     /// instance's local cache, which is told to resynchronise. No load under
-    /// way, on any instance, writes its value back afterwards. The sweep is
-    /// bounded by a minute, the message by the remote timeout; a failed one
-    /// is counted in [`TierStats::remote_errors`] and the local cache is
-    /// emptied anyway.
+    /// way, on any instance, writes its value back afterwards, and none of
+    /// this instance that read a value before the sweep removed it keeps it.
+    /// Until the sweep has finished, this instance may still answer old
+    /// values. The sweep is bounded by a minute, the message by the remote
+    /// timeout; a failed one is counted in [`TierStats::remote_errors`] and
+    /// the local cache is emptied anyway.
     pub async fn invalidate_all(&self) {
         self.inner.counters.epoch.fetch_add(1, Ordering::SeqCst);
-        self.inner.local.invalidate_all();
         self.inner
             .counters
             .invalidate_alls
             .fetch_add(1, Ordering::Relaxed);
         // The sweep visits every key: bounded by a minute, not by the remote
-        // timeout of one call.
+        // timeout of one call. The remote values go first, as in `invalidate`.
         self.remote_within(SWEEP_TIMEOUT, self.inner.remote.remove_all())
             .await;
+        self.inner.counters.epoch.fetch_add(1, Ordering::SeqCst);
+        self.inner.local.invalidate_all();
         self.remote(self.inner.remote.publish_resync()).await;
     }
 }
