@@ -129,7 +129,37 @@ async fn demo(args: &Args, with_stack: bool) -> Result<Report, BoxError> {
     }
     let report = load::run(&service.url(), &load).await;
     println!("\n{}", report.summary());
+    check(&service, &report, with_stack).await?;
     Ok(report)
+}
+
+/// What must hold after every run, outage or not: every saga ends, every
+/// completed order was paid exactly once and every undone one refunded or
+/// never charged, and, with the stack, no request failed.
+async fn check(service: &Service, report: &Report, with_stack: bool) -> Result<(), BoxError> {
+    let status = service.settle(Duration::from_secs(60)).await?;
+    let (charges, refunds) = (status.provider.charges, status.provider.refunds);
+    let completed = status.sagas.completed;
+    if charges - refunds != completed {
+        return Err(format!(
+            "money: {charges} charges − {refunds} refunds ≠ {completed} completed orders"
+        )
+        .into());
+    }
+    if with_stack && report.errors != 0 {
+        return Err(format!("{} requests failed with the stack", report.errors).into());
+    }
+    println!(
+        "checks        every saga ended ({completed} completed, {} compensated, {} failed); {charges} charges − {refunds} refunds = {completed} completed orders, each paid once; projection caught up{}",
+        status.sagas.compensated,
+        status.sagas.failed,
+        if with_stack {
+            "; no request failed"
+        } else {
+            ""
+        },
+    );
+    Ok(())
 }
 
 async fn serve(args: &Args) -> Result<(), BoxError> {

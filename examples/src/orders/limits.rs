@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use palisade::core::SharedClock;
 use palisade::rate_limit::{
     Decision, Denied, KeyedRateLimiter, Quota, RedisRateLimiter, Unavailable,
 };
@@ -52,17 +53,21 @@ pub struct LimitCounts {
 }
 
 impl Limits {
-    /// Limits kept in this process, for at most 100,000 keys.
+    /// Limits kept in this process, for at most 100,000 keys, on `clock`
+    /// (default: the system's monotonic clock).
     ///
     /// # Errors
     /// A configuration error from the limiter's builder.
-    pub fn local() -> Result<Self, palisade::core::ConfigError> {
-        let limiter = KeyedRateLimiter::<String>::builder()
+    pub fn local(clock: Option<SharedClock>) -> Result<Self, palisade::core::ConfigError> {
+        let mut builder = KeyedRateLimiter::<String>::builder()
             .name("api")
             .quota_fn(|key: &String| plan(key))
             .max_keys(100_000)
-            .otel()
-            .build()?;
+            .otel();
+        if let Some(clock) = clock {
+            builder = builder.clock(clock);
+        }
+        let limiter = builder.build()?;
         Ok(Self::with(Backend::Local(limiter)))
     }
 

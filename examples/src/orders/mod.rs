@@ -32,6 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade::cache::Cache;
+use palisade::cache::tier::{RedisTier, TieredCache};
+use palisade::core::SharedClock;
 use palisade::cqrs::{
     BoxError, CommandHandler, PostgresReadModel, ProjectionRunner, Queries, SqliteReadModel,
 };
@@ -58,7 +60,7 @@ pub const CATALOGUE: [(&str, u64, u32); 5] = [
 ];
 
 /// How to run the service.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// The address to listen on (port 0: any free port).
     pub listen: SocketAddr,
@@ -78,6 +80,9 @@ pub struct Settings {
     pub with_stack: bool,
     /// How the provider misbehaves.
     pub faults: Faults,
+    /// The clock of the in-process rate limits (tests give a manual one);
+    /// `None`: the system's.
+    pub rate_limit_clock: Option<SharedClock>,
 }
 
 impl Default for Settings {
@@ -91,6 +96,7 @@ impl Default for Settings {
             data_dir: None,
             with_stack: true,
             faults: Faults::default(),
+            rate_limit_clock: None,
         }
     }
 }
@@ -116,6 +122,7 @@ pub struct App {
     sagas: Arc<SagaStats>,
     queries: Queries<OrderLookup>,
     cache: Cache<String, Option<OrderView>>,
+    tier: Option<TieredCache<String, Option<OrderView>>>,
     runner: ProjectionRunner,
     limits: Limits,
     payments: Payments,
@@ -204,11 +211,21 @@ impl Service {
             .time_to_live(Duration::from_secs(300))
             .otel()
             .build()?;
-        let queries = Queries::builder(OrderLookup {
+        // With Redis, answers are shared by every instance, and a
+        // projection's event drops them everywhere before it counts as handled.
+        let lookup = Queries::builder(OrderLookup {
             model: read_model_handle(&model),
-        })
-        .cache(local.clone())
-        .build()?;
+        });
+        let (queries, tier) = if let Some(url) = &settings.redis_url {
+            let remote =
+                RedisTier::connect(url, &format!("{}views:", settings.redis_prefix)).await?;
+            let tiered = TieredCache::builder(local.clone(), remote)
+                .remote_ttl(Duration::from_secs(300))
+                .build()?;
+            (lookup.tiered_cache(tiered.clone()).build()?, Some(tiered))
+        } else {
+            (lookup.cache(local.clone()).build()?, None)
+        };
         let invalidation = queries.invalidation(|event| {
             views::order_id(event)
                 .map(str::to_owned)
@@ -229,7 +246,7 @@ impl Service {
 
         let limits = match &settings.redis_url {
             Some(url) => Limits::redis(url, &format!("{}rl:", settings.redis_prefix)).await?,
-            None => Limits::local()?,
+            None => Limits::local(settings.rate_limit_clock.clone())?,
         };
 
         let app = Arc::new(App {
@@ -240,6 +257,7 @@ impl Service {
             sagas,
             queries,
             cache: local,
+            tier,
             runner,
             limits,
             payments,
@@ -277,6 +295,29 @@ impl Service {
     /// The live state of every part, as `GET /status.json` shows it.
     pub async fn status(&self) -> status::Status {
         status::Status::of(&self.app).await
+    }
+
+    /// Waits, up to `within`, until every saga has ended and the projection
+    /// has applied every event; the status then.
+    ///
+    /// # Errors
+    /// When sagas are still running after `within`, or the projection stopped.
+    pub async fn settle(&self, within: Duration) -> Result<status::Status, BoxError> {
+        let deadline = Instant::now() + within;
+        loop {
+            let running = self.app.sagas.counts().running;
+            if running == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("{running} sagas still running after {within:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::timeout_at(deadline, self.caught_up())
+            .await
+            .map_err(|_| format!("the projection did not catch up within {within:?}"))??;
+        Ok(self.status().await)
     }
 
     /// Waits until the projection has applied every event appended so far.

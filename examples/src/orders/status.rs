@@ -37,8 +37,14 @@ pub struct BulkheadStatus {
 /// The view cache.
 #[derive(Debug, Clone, Serialize)]
 pub struct CacheStatus {
-    /// `in-process` (the second tier, Redis, is not used by the view cache yet).
+    /// `in-process`, or `in-process + Redis` with the second tier.
     pub backend: &'static str,
+    /// Local misses answered by Redis, with the second tier.
+    pub remote_hits: Option<u64>,
+    /// Local misses Redis did not have either.
+    pub remote_misses: Option<u64>,
+    /// Calls to Redis that failed or timed out (the cache went on without them).
+    pub remote_errors: Option<u64>,
     /// Lookups answered from the cache.
     pub hits: u64,
     /// Lookups that read the read model.
@@ -121,6 +127,10 @@ impl Status {
             .and_then(|r| r.budget())
             .map(palisade::retry::RetryBudget::available);
         let stats = app.cache.stats();
+        let tier = app
+            .tier
+            .as_ref()
+            .map(palisade::cache::tier::TieredCache::tier_stats);
         let lookups = stats.hits + stats.misses;
         let projection = app.runner.status(PROJECTION).ok();
         Self {
@@ -142,7 +152,14 @@ impl Status {
             rate_limit_backend: app.limits.backend(),
             rate_limits: app.limits.counts(),
             cache: CacheStatus {
-                backend: "in-process",
+                backend: if tier.is_some() {
+                    "in-process + Redis"
+                } else {
+                    "in-process"
+                },
+                remote_hits: tier.map(|t| t.remote_hits),
+                remote_misses: tier.map(|t| t.remote_misses),
+                remote_errors: tier.map(|t| t.remote_errors),
                 hits: stats.hits,
                 misses: stats.misses,
                 hit_ratio: if lookups == 0 {
