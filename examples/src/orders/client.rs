@@ -20,6 +20,8 @@ pub struct Answer {
     pub status: StatusCode,
     /// `Retry-After`, in seconds, when sent.
     pub retry_after: Option<u64>,
+    /// Every header.
+    pub headers: hyper::HeaderMap,
     /// The whole body.
     pub body: Bytes,
 }
@@ -94,6 +96,7 @@ impl HttpClient {
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
+        let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
@@ -103,6 +106,7 @@ impl HttpClient {
         Ok(Answer {
             status,
             retry_after,
+            headers,
             body,
         })
     }

@@ -287,6 +287,11 @@ impl Service {
         self.addr
     }
 
+    /// Changes how the payment provider misbehaves from now on.
+    pub fn provider_faults(&self, faults: Faults) {
+        self.app.provider.set_faults(faults);
+    }
+
     /// Its base URL (`http://127.0.0.1:port`).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
