@@ -3,3 +3,8 @@
 //! in `src/bin/`.
 
 pub mod orders;
+
+/// The guide to the orders service, `docs/orders.md`: its code blocks are
+/// this crate's doctests.
+#[doc = include_str!("../../docs/orders.md")]
+pub mod guide {}

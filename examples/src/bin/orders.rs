@@ -10,7 +10,8 @@
 //!
 //! Options: `--seconds N` (default 20), `--orders N` and `--reads N` (a
 //! second; default 40 and 120), `--no-stack`, `--port N` (serve; default
-//! 3000). `DATABASE_URL` (PostgreSQL) and `REDIS_URL` switch the stores;
+//! 3000), `--data DIR` (keep the SQLite files there, across runs; default:
+//! a temporary directory removed at the end). `DATABASE_URL` (PostgreSQL) and `REDIS_URL` switch the stores;
 //! with the `otlp` feature, `OTEL_EXPORTER_OTLP_ENDPOINT` exports traces.
 //! See `docs/orders.md`.
 
@@ -29,6 +30,7 @@ struct Args {
     reads: f64,
     with_stack: bool,
     port: u16,
+    data: Option<std::path::PathBuf>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -40,6 +42,7 @@ fn parse() -> Result<Args, String> {
         reads: 120.0,
         with_stack: true,
         port: 3000,
+        data: None,
     };
     let mut it = std::env::args().skip(1);
     let mut first = true;
@@ -52,6 +55,7 @@ fn parse() -> Result<Args, String> {
             "--reads" => args.reads = number(&value("--reads")?, 0, 100_000)? as f64,
             "--port" => args.port = number(&value("--port")?, 0, 65_535)? as u16,
             "--no-stack" => args.with_stack = false,
+            "--data" => args.data = Some(value("--data")?.into()),
             url if args.command == "load" && args.url.is_none() && !url.starts_with("--") => {
                 args.url = Some(url.to_owned());
             }
@@ -166,6 +170,7 @@ async fn serve(args: &Args) -> Result<(), BoxError> {
     let settings = Settings {
         listen: SocketAddr::from(([127, 0, 0, 1], args.port)),
         with_stack: args.with_stack,
+        data_dir: args.data.clone(),
         ..Settings::from_env()
     };
     let service = Service::start(settings.clone()).await?;

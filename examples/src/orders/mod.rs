@@ -134,12 +134,17 @@ pub struct Service {
     addr: SocketAddr,
     app: Arc<App>,
     server: JoinHandle<()>,
+    recovery: JoinHandle<()>,
     temp_dir: Option<PathBuf>,
 }
+
+/// How often unfinished sagas whose claim ran out are looked for.
+const RECOVERY_EVERY: Duration = Duration::from_secs(5);
 
 impl Drop for Service {
     fn drop(&mut self) {
         self.server.abort();
+        self.recovery.abort();
         if let Some(dir) = &self.temp_dir {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -263,10 +268,16 @@ impl Service {
             payments,
             provider,
         });
-        // Sagas a crash left unfinished are finished (completed or undone) first.
-        for resumed in app.saga.recover().await? {
-            drop(resumed);
-        }
+        // Sagas a crash (of this process or another on the same store) left
+        // unfinished are finished, completed or undone, once their claim runs
+        // out: at the start, then every few seconds.
+        let saga = app.saga.clone();
+        let recovery = tokio::spawn(async move {
+            loop {
+                let _ = saga.recover().await;
+                tokio::time::sleep(RECOVERY_EVERY).await;
+            }
+        });
 
         let listener = tokio::net::TcpListener::bind(settings.listen).await?;
         let addr = listener.local_addr()?;
@@ -278,6 +289,7 @@ impl Service {
             addr,
             app,
             server,
+            recovery,
             temp_dir,
         })
     }

@@ -124,6 +124,8 @@ pub fn order_saga(
     let not_charged: Arc<Mutex<HashSet<String>>> = Arc::default();
     let (noted, known) = (Arc::clone(&not_charged), not_charged);
     Saga::builder("order", store)
+        // A crashed runner's sagas are taken over 10 s after its last record.
+        .lease(Duration::from_secs(10))
         .recovery_backoff(
             Backoff::exponential(Duration::from_millis(250))
                 .max(Duration::from_secs(5))
