@@ -500,7 +500,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "cache         hit ratio {:.1} % ({} hits, {} misses) · projection {} events applied, lag {}",
+            "cache         hit ratio {:.1} % ({} hits, {} misses) · projection {} order events applied, {} events of the log after its last",
             s.pointer("/cache/hit_ratio")
                 .and_then(Value::as_f64)
                 .unwrap_or(0.0)

@@ -23,6 +23,7 @@ pub mod payments;
 pub mod provider;
 pub mod saga;
 pub mod status;
+pub mod stock;
 pub mod telemetry;
 pub mod views;
 
@@ -47,6 +48,7 @@ use limits::Limits;
 use payments::Payments;
 use provider::{Faults, Provider};
 use saga::{OrderSaga, SagaStats};
+use stock::StockDesk;
 use views::{OrderLookup, OrderView, PostgresOrderViews, ReadModel, SqliteOrderViews};
 
 /// What the shop sells: the article, its price in cents, and the stock it
@@ -208,7 +210,8 @@ impl Service {
 
         let payments = Payments::new(&format!("http://{}", provider.addr()), settings.with_stack)?;
         let sagas = Arc::new(SagaStats::default());
-        let saga = saga::order_saga(Arc::clone(&store), &orders, &stock, &payments, &sagas)?;
+        let desk = StockDesk::new(stock)?;
+        let saga = saga::order_saga(Arc::clone(&store), &orders, &desk, &payments, &sagas)?;
 
         let local = Cache::builder()
             .name("order_views")

@@ -27,8 +27,9 @@ use palisade::event_store::EventStore;
 use palisade::saga::{self, ExecutionOutcome, Saga, Step, StepContext};
 use serde::{Deserialize, Serialize};
 
-use super::domain::{NewOrder, Order, OrderCommand, Stock, StockCommand};
+use super::domain::{NewOrder, Order, OrderCommand, StockCommand};
 use super::payments::{PaymentError, Payments};
+use super::stock::{StockCallError, StockDesk};
 
 /// The saga's state: the order and what its steps learned.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,7 +115,7 @@ fn courier(state: &OrderSaga, ctx: &StepContext) -> Result<String, CourierRefuse
 pub fn order_saga(
     store: Arc<dyn EventStore>,
     orders: &CommandHandler<Order>,
-    stock: &CommandHandler<Stock>,
+    stock: &StockDesk,
     payments: &Payments,
     stats: &Arc<SagaStats>,
 ) -> Result<Saga<OrderSaga>, palisade::core::ConfigError> {
@@ -155,22 +156,34 @@ pub fn order_saga(
             }),
         )
         .step(
-            Step::command("reserve", stock.clone(), |s: &OrderSaga| {
-                (
-                    s.order.sku.clone(),
-                    StockCommand::Reserve {
-                        order: s.order_id.clone(),
-                        quantity: s.order.quantity,
-                    },
-                )
+            Step::new("reserve", {
+                let desk = stock.clone();
+                move |s: OrderSaga, ctx: StepContext| {
+                    let desk = desk.clone();
+                    async move {
+                        let reserve = StockCommand::Reserve {
+                            order: s.order_id.clone(),
+                            quantity: s.order.quantity,
+                        };
+                        desk.execute(&s.order.sku, &reserve, &ctx.command_context())
+                            .await?;
+                        Ok::<_, StockCallError>(s)
+                    }
+                }
             })
-            .compensate_command(stock.clone(), |s: &OrderSaga| {
-                (
-                    s.order.sku.clone(),
-                    StockCommand::Release {
-                        order: s.order_id.clone(),
-                    },
-                )
+            .compensate({
+                let desk = stock.clone();
+                move |s: OrderSaga, ctx: StepContext| {
+                    let desk = desk.clone();
+                    async move {
+                        let release = StockCommand::Release {
+                            order: s.order_id.clone(),
+                        };
+                        desk.execute(&s.order.sku, &release, &ctx.command_context())
+                            .await?;
+                        Ok::<_, StockCallError>(())
+                    }
+                }
             }),
         )
         .step(
@@ -216,13 +229,19 @@ pub fn order_saga(
             .pivot(),
         )
         .step(
-            Step::command("settle", stock.clone(), |s: &OrderSaga| {
-                (
-                    s.order.sku.clone(),
-                    StockCommand::Ship {
-                        order: s.order_id.clone(),
-                    },
-                )
+            Step::new("settle", {
+                let desk = stock.clone();
+                move |s: OrderSaga, ctx: StepContext| {
+                    let desk = desk.clone();
+                    async move {
+                        let ship = StockCommand::Ship {
+                            order: s.order_id.clone(),
+                        };
+                        desk.execute(&s.order.sku, &ship, &ctx.command_context())
+                            .await?;
+                        Ok::<_, StockCallError>(s)
+                    }
+                }
             })
             .retriable(),
         )
