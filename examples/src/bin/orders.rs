@@ -109,7 +109,7 @@ fn describe(settings: &Settings) -> String {
     )
 }
 
-async fn demo(args: &Args, with_stack: bool) -> Result<(Report, Duration), BoxError> {
+async fn demo(args: &Args, with_stack: bool) -> Result<(Report, Settled), BoxError> {
     let settings = Settings {
         with_stack,
         ..Settings::from_env()
@@ -140,7 +140,7 @@ async fn demo(args: &Args, with_stack: bool) -> Result<(Report, Duration), BoxEr
 /// What must hold after every run, outage or not: every saga ends, every
 /// completed order was paid exactly once and every undone one refunded or
 /// never charged, and, with the stack, no request failed.
-async fn check(service: &Service, report: &Report, with_stack: bool) -> Result<Duration, BoxError> {
+async fn check(service: &Service, report: &Report, with_stack: bool) -> Result<Settled, BoxError> {
     let began = std::time::Instant::now();
     let status = service.settle(Duration::from_secs(120)).await?;
     let settled = began.elapsed();
@@ -166,7 +166,16 @@ async fn check(service: &Service, report: &Report, with_stack: bool) -> Result<D
             ""
         },
     );
-    Ok(settled)
+    Ok(Settled {
+        after: settled,
+        status: serde_json::to_value(&status)?,
+    })
+}
+
+/// When every saga had ended after the load, and the status then.
+struct Settled {
+    after: Duration,
+    status: serde_json::Value,
 }
 
 async fn serve(args: &Args) -> Result<(), BoxError> {
@@ -191,27 +200,38 @@ async fn serve(args: &Args) -> Result<(), BoxError> {
     Ok(())
 }
 
-fn table(with: &(Report, Duration), without: &(Report, Duration)) -> String {
-    let row = |name: &str, (r, settled): &(Report, Duration)| {
-        let provider = r
-            .status
-            .pointer("/provider/requests")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0);
+fn table(with: &(Report, Settled), without: &(Report, Settled)) -> String {
+    let row = |name: &str, (r, settled): &(Report, Settled)| {
+        // Sagas and the provider after the last saga ended.
+        let s = &settled.status;
+        let get = |path: &str| {
+            s.pointer(path)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        let ms = |path: &str| {
+            s.pointer(path)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0)
+        };
+        let provider = get("/provider/requests");
         format!(
-            "| {name} | {provider} ({:.0}/s) | {:.0} ms | {:.0} ms | {:.1} % | {} | {} | {:.2} % | {:.1} s |",
+            "| {name} | {provider} ({:.0}/s) | {:.0} / {:.0} ms | {:.0} / {:.0} ms | {} ({:.1} %) | {} | {} | {:.2} % | {:.1} s |",
             provider as f64 / r.elapsed.as_secs_f64(),
             r.posts.quantile(0.5).as_secs_f64() * 1e3,
             r.posts.quantile(0.99).as_secs_f64() * 1e3,
-            r.completion_rate() * 100.0,
-            r.pending,
+            ms("/sagas/p50_ms"),
+            ms("/sagas/p99_ms"),
+            get("/sagas/completed"),
+            get("/sagas/completed") as f64 * 100.0 / r.orders_sent.max(1) as f64,
+            get("/sagas/compensated"),
             r.shed,
             r.error_rate() * 100.0,
-            settled.as_secs_f64(),
+            settled.after.as_secs_f64(),
         )
     };
     format!(
-        "| provider calls through | provider requests received | POST /orders p50 | POST /orders p99 | orders completed (201) | answered 202, saga still running | shed (fast 503) | requests failed (5xx, timeouts) | last saga ended, after the load |\n|---|---|---|---|---|---|---|---|---|\n{}\n{}\n",
+        "| provider calls through | provider requests received | POST /orders p50 / p99 (the answer: 202 after 1 s) | outcome p50 / p99 (saga start to end) | orders completed | orders compensated | shed (fast 503) | requests failed (5xx, timeouts) | last saga ended, after the load |\n|---|---|---|---|---|---|---|---|---|\n{}\n{}\n",
         row("the standard stack", with),
         row("no stack", without),
     )

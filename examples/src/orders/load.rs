@@ -441,18 +441,15 @@ impl Report {
         );
         let calls = num(s, "/payments/calls");
         let attempts = num(s, "/payments/attempts");
+        let rejected = num(s, "/payments/rejected");
         let _ = writeln!(
             out,
-            "payments      {calls} calls, {attempts} requests sent: amplification {:.2}× · {} retries, {} attempt timeouts, {} retries refused by the budget, {} rejected unsent",
-            if calls == 0 {
-                0.0
-            } else {
-                attempts as f64 / calls as f64
-            },
+            "payments      {calls} calls, {attempts} requests sent: {:.2} per call, {:.2} per call let through (the retry amplification) · {} retries, {} attempt timeouts, {} retries refused by the budget, {rejected} calls rejected unsent by the breaker or the bulkhead",
+            ratio(attempts, calls),
+            ratio(attempts, calls.saturating_sub(rejected)),
             num(s, "/payments/retries"),
             num(s, "/payments/attempt_timeouts"),
             num(s, "/payments/budget_exhausted"),
-            num(s, "/payments/rejected"),
         );
         let transitions: Vec<String> = s
             .pointer("/payments/transitions")

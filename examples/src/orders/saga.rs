@@ -63,10 +63,12 @@ pub struct SagaStats {
     completed: AtomicU64,
     compensated: AtomicU64,
     failed: AtomicU64,
+    /// How long each ended run took, in microseconds.
+    durations: Mutex<Vec<u64>>,
 }
 
 /// A copy of [`SagaStats`] at one moment.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct SagaCounts {
     /// Runs started (resumed ones included).
     pub started: u64,
@@ -78,6 +80,11 @@ pub struct SagaCounts {
     pub failed: u64,
     /// Running now.
     pub running: u64,
+    /// The median time from a run's start to its end (completed or
+    /// undone), in milliseconds: how long a customer waits for the outcome.
+    pub p50_ms: f64,
+    /// The 99th percentile of the same.
+    pub p99_ms: f64,
 }
 
 impl SagaStats {
@@ -90,12 +97,23 @@ impl SagaStats {
             get(&self.compensated),
             get(&self.failed),
         );
+        let mut durations = self.durations.lock().clone();
+        durations.sort_unstable();
+        let quantile = |q: f64| {
+            if durations.is_empty() {
+                return 0.0;
+            }
+            let i = ((durations.len() as f64 * q).ceil() as usize).clamp(1, durations.len()) - 1;
+            durations[i] as f64 / 1e3
+        };
         SagaCounts {
             started,
             completed,
             compensated,
             failed,
             running: started.saturating_sub(completed + compensated + failed),
+            p50_ms: quantile(0.5),
+            p99_ms: quantile(0.99),
         }
     }
 }
@@ -127,9 +145,11 @@ pub fn order_saga(
     Saga::builder("order", store)
         // A crashed runner's sagas are taken over 10 s after its last record.
         .lease(Duration::from_secs(10))
+        // An undo waiting for the provider tries again within a second of
+        // its return (the breaker's probes decide when that is).
         .recovery_backoff(
-            Backoff::exponential(Duration::from_millis(250))
-                .max(Duration::from_secs(5))
+            Backoff::exponential(Duration::from_millis(100))
+                .max(Duration::from_secs(1))
                 .jitter(Jitter::Full),
         )
         .otel()
@@ -137,7 +157,10 @@ pub fn order_saga(
             saga::Event::Started { .. } => {
                 seen.started.fetch_add(1, Ordering::Relaxed);
             }
-            saga::Event::Finished { outcome, .. } => {
+            saga::Event::Finished {
+                outcome, duration, ..
+            } => {
+                seen.durations.lock().push(duration.as_micros() as u64);
                 let counter = match outcome {
                     ExecutionOutcome::Completed => &seen.completed,
                     ExecutionOutcome::Compensated => &seen.compensated,
