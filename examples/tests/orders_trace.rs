@@ -59,6 +59,9 @@ async fn one_order_is_one_trace_from_the_request_through_every_saga_step_the_sto
     let count = |name: &str| in_trace.iter().filter(|s| s.name == name).count();
 
     assert_eq!(count("saga order"), 1);
+    // place and complete; reserve and settle.
+    assert_eq!(count("cqrs.command order"), 2);
+    assert_eq!(count("cqrs.command stock"), 2);
     for step in [
         "place", "reserve", "payment", "charge", "ship", "settle", "complete",
     ] {

@@ -75,6 +75,8 @@ pub struct CommandHandlerBuilder<A: Aggregate> {
     tracing: bool,
     #[cfg(feature = "otel")]
     meter: Option<palisade_core::telemetry::MeterSource>,
+    #[cfg(feature = "otel")]
+    tracer: Option<crate::telemetry::TracerSource>,
     cache: Option<Arc<dyn crate::handler::StateCache<A>>>,
 }
 
@@ -105,6 +107,8 @@ impl<A: Aggregate> CommandHandlerBuilder<A> {
             tracing: false,
             #[cfg(feature = "otel")]
             meter: None,
+            #[cfg(feature = "otel")]
+            tracer: None,
             cache: None,
         }
     }
@@ -162,11 +166,24 @@ impl<A: Aggregate> CommandHandlerBuilder<A> {
         self
     }
 
-    /// Records `palisade.cqrs.commands` on the global meter provider (as it is at `build()`).
+    /// Records `palisade.cqrs.commands` on the global meter provider and
+    /// runs each command in a `cqrs.command {aggregate}` span on the global
+    /// tracer provider (both as they are at `build()`).
     #[cfg(feature = "otel")]
     #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
     pub fn otel(mut self) -> Self {
         self.meter = Some(palisade_core::telemetry::MeterSource::Global);
+        self.tracer = Some(crate::telemetry::TracerSource::Global);
+        self
+    }
+
+    /// Runs each command in a `cqrs.command {aggregate}` span on `tracer`:
+    /// a child of the caller's current span, the parent of the store's spans,
+    /// and the `traceparent` of the events the command appends.
+    #[cfg(feature = "otel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+    pub fn tracer(mut self, tracer: opentelemetry::global::BoxedTracer) -> Self {
+        self.tracer = Some(crate::telemetry::TracerSource::Tracer(tracer));
         self
     }
 
@@ -264,6 +281,8 @@ impl<A: Aggregate> CommandHandlerBuilder<A> {
                 listeners,
                 #[cfg(feature = "tracing")]
                 tracing: self.tracing,
+                #[cfg(feature = "otel")]
+                tracer: self.tracer.map(crate::telemetry::TracerSource::tracer),
                 cache: self.cache,
             }),
         })

@@ -131,6 +131,9 @@ pub(crate) struct Inner<A: Aggregate> {
     pub(crate) listeners: Listeners<Event>,
     #[cfg(feature = "tracing")]
     pub(crate) tracing: bool,
+    /// Where the `cqrs.command` spans go (feature `otel`).
+    #[cfg(feature = "otel")]
+    pub(crate) tracer: Option<opentelemetry::global::BoxedTracer>,
     /// Hot aggregates: their state and version, to read only newer events.
     pub(crate) cache: Option<Arc<dyn StateCache<A>>>,
 }
@@ -248,6 +251,31 @@ impl<A: Aggregate> CommandHandler<A> {
         command: &A::Command,
         context: &CommandContext,
     ) -> CommandResult<A> {
+        #[cfg(feature = "otel")]
+        if let Some(tracer) = &self.inner.tracer {
+            return crate::telemetry::in_command_span(
+                tracer,
+                &self.inner.name,
+                A::TYPE,
+                id,
+                |r| {
+                    let (outcome, attempts, _) = Self::summary(r);
+                    (outcome, attempts)
+                },
+                self.traced(id, command, context),
+            )
+            .await;
+        }
+        self.traced(id, command, context).await
+    }
+
+    /// `run` in the `tracing` span, when asked for.
+    async fn traced(
+        &self,
+        id: &str,
+        command: &A::Command,
+        context: &CommandContext,
+    ) -> CommandResult<A> {
         #[cfg(feature = "tracing")]
         if self.inner.tracing {
             use tracing::Instrument;
@@ -275,7 +303,7 @@ impl<A: Aggregate> CommandHandler<A> {
         self.run(id, command, context).await
     }
 
-    #[cfg(feature = "tracing")]
+    #[cfg(any(feature = "tracing", feature = "otel"))]
     fn summary(result: &CommandResult<A>) -> (CommandOutcome, u32, u32) {
         match result {
             Ok(c) => (CommandOutcome::Accepted, c.attempts, c.attempts - 1),

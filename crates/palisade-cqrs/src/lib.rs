@@ -116,7 +116,7 @@
 //! | `sqlite` | `SqliteReadModel`, `SqliteProjection`: writes and checkpoint in one transaction; the event store's SQLite backend | no |
 //! | `postgres` | `PostgresReadModel`, `PostgresProjection`: the same, in a PostgreSQL schema; the event store's PostgreSQL backend | no |
 //! | `cache` | `CommandHandlerBuilder::cache`: hot aggregates kept in a `palisade-cache` cache, so a command reads only newer events; `QueriesBuilder::cache`: query answers cached, dropped by the projections; `QueriesBuilder::tiered_cache`: the same in a `palisade-cache` `TieredCache`, dropped on every instance (turns on palisade-cache's `tokio`) | no |
-//! | `otel` | `otel()`/`meter()` on both builders: `palisade.cqrs.commands`, `palisade.cqrs.projection.lag`; `traceparent` in metadata, and projections run in the trace it names | no |
+//! | `otel` | `otel()`/`meter()` on both builders: `palisade.cqrs.commands`, `palisade.cqrs.projection.lag`; `otel()`/`tracer()` on the handler: a `cqrs.command {aggregate}` span per command; `traceparent` in metadata, and projections run in the trace it names | no |
 //! | `tracing` | `tracing()` on both builders: the `cqrs.command {aggregate}` span and events, target `palisade_cqrs` | no |
 //!
 //! The guide is `docs/cqrs.md`.

@@ -1,5 +1,6 @@
 //! Feature `otel`: `palisade.cqrs.commands` and `palisade.cqrs.projection.lag`,
-//! and the trace context copied into event metadata.
+//! the `cqrs.command {aggregate}` span, and the trace context copied into
+//! event metadata.
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge};
@@ -19,6 +20,68 @@ pub const PROJECTION_LAG: &str = "palisade.cqrs.projection.lag";
 pub const AGGREGATE: &str = "palisade.cqrs.aggregate";
 /// The projection name attribute.
 pub const PROJECTION: &str = "palisade.cqrs.projection";
+/// The aggregate id attribute of a `cqrs.command` span.
+pub const AGGREGATE_ID: &str = "palisade.cqrs.aggregate.id";
+/// The attempts attribute of a `cqrs.command` span (0 when the aggregate
+/// refused or the store failed before an append).
+pub const ATTEMPTS: &str = "palisade.cqrs.attempts";
+
+const NAME: &str = env!("CARGO_PKG_NAME");
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where a handler's spans go.
+pub(crate) enum TracerSource {
+    Global,
+    Tracer(opentelemetry::global::BoxedTracer),
+}
+
+impl TracerSource {
+    pub(crate) fn tracer(self) -> opentelemetry::global::BoxedTracer {
+        match self {
+            Self::Global => palisade_core::telemetry::global_tracer(NAME, VERSION),
+            Self::Tracer(tracer) => tracer,
+        }
+    }
+}
+
+/// Runs `work` (a command) in a `cqrs.command {aggregate}` span, a child of
+/// the current context, and records its outcome and attempts at the end;
+/// the span's status is an error only when the store failed or every
+/// attempt conflicted (a refusal is the aggregate's answer).
+pub(crate) async fn in_command_span<T, F>(
+    tracer: &opentelemetry::global::BoxedTracer,
+    instance: &str,
+    aggregate: &'static str,
+    id: &str,
+    summary: impl FnOnce(&T) -> (CommandOutcome, u32),
+    work: F,
+) -> T
+where
+    F: std::future::Future<Output = T>,
+{
+    use opentelemetry::context::FutureExt as _;
+    use opentelemetry::trace::{SpanKind, Status, Tracer as _};
+    let span = tracer
+        .span_builder(format!("cqrs.command {aggregate}"))
+        .with_kind(SpanKind::Internal)
+        .with_attributes([
+            KeyValue::new(INSTANCE, instance.to_owned()),
+            KeyValue::new(AGGREGATE, aggregate),
+            KeyValue::new(AGGREGATE_ID, id.to_owned()),
+        ])
+        .start_with_context(tracer, &opentelemetry::Context::current());
+    let cx = opentelemetry::Context::current_with_span(span);
+    let result = work.with_context(cx.clone()).await;
+    let (outcome, attempts) = summary(&result);
+    let span = cx.span();
+    span.set_attribute(KeyValue::new(OUTCOME, outcome.as_str()));
+    span.set_attribute(KeyValue::new(ATTEMPTS, i64::from(attempts)));
+    if matches!(outcome, CommandOutcome::Conflict | CommandOutcome::Failed) {
+        span.set_status(Status::error(outcome.as_str()));
+    }
+    span.end();
+    result
+}
 
 fn meter(source: MeterSource) -> opentelemetry::metrics::Meter {
     source.meter(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))

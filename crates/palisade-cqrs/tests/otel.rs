@@ -260,3 +260,81 @@ async fn projections_continue_the_trace_recorded_in_the_event() {
         }
     }
 }
+
+#[tokio::test]
+async fn with_a_tracer_each_command_is_a_child_span_of_the_caller_and_its_events_carry_it() {
+    use opentelemetry::trace::{SpanKind, Status};
+    use opentelemetry_sdk::trace::InMemorySpanExporter;
+
+    let spans = InMemorySpanExporter::default();
+    let tracers = SdkTracerProvider::builder()
+        .with_simple_exporter(spans.clone())
+        .build();
+    let store: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+    let accounts = CommandHandler::<Account>::builder(Arc::clone(&store), ())
+        .name("bank")
+        .tracer(opentelemetry::global::BoxedTracer::new(Box::new(
+            tracers.tracer("test"),
+        )))
+        .build()
+        .unwrap();
+    let request = tracers.tracer("test").start("request");
+    let cx = opentelemetry::Context::current_with_span(request);
+    let request_id = cx.span().span_context().span_id();
+    async {
+        accounts.execute("a", &Command::Open).await.unwrap();
+        accounts
+            .execute("a", &Command::Withdraw(5))
+            .await
+            .unwrap_err();
+    }
+    .with_context(cx.clone())
+    .await;
+    cx.span().end();
+
+    let finished = spans.get_finished_spans().unwrap();
+    let commands: Vec<_> = finished
+        .iter()
+        .filter(|s| s.name == "cqrs.command account")
+        .collect();
+    assert_eq!(commands.len(), 2);
+    for span in &commands {
+        assert_eq!(span.span_kind, SpanKind::Internal);
+        assert_eq!(span.parent_span_id, request_id);
+    }
+    let attributes = |i: usize| attrs(commands[i].attributes.iter());
+    let expect = |outcome: &str, attempts: &str| {
+        vec![
+            ("palisade.cqrs.aggregate".to_owned(), "account".to_owned()),
+            ("palisade.cqrs.aggregate.id".to_owned(), "a".to_owned()),
+            ("palisade.cqrs.attempts".to_owned(), attempts.to_owned()),
+            ("palisade.instance".to_owned(), "bank".to_owned()),
+            ("palisade.outcome".to_owned(), outcome.to_owned()),
+        ]
+    };
+    assert_eq!(attributes(0), expect("accepted", "1"));
+    assert_eq!(commands[0].status, Status::Unset);
+    assert_eq!(attributes(1), expect("rejected", "0"));
+    assert_eq!(
+        commands[1].status,
+        Status::Unset,
+        "a refusal is an answer, not an error"
+    );
+
+    // The event the first command appended carries the command's span.
+    let events: Vec<_> = store
+        .read_stream(
+            &StreamName::new("account-a").unwrap(),
+            ReadStream::forward(),
+        )
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let sc = &commands[0].span_context;
+    assert_eq!(
+        events[0].metadata.traceparent,
+        Some(format!("00-{}-{}-01", sc.trace_id(), sc.span_id()))
+    );
+}
