@@ -206,6 +206,8 @@ impl<K, V> Policy<K, V> {
         self.meta[idx as usize].filed = None;
         self.file(idx, deadline);
         self.touch(idx);
+        // A heavier value may take the protected segment past its share.
+        self.demote_protected_overflow();
         old
     }
 
@@ -291,7 +293,10 @@ impl<K, V> Policy<K, V> {
             self.filled = true;
         }
         let adjustment = self.climber.record(hit);
-        self.climb(adjustment);
+        // Between samples the climber says 0, which would move nothing.
+        if adjustment != 0 {
+            self.climb(adjustment);
+        }
     }
 
     /// Moves the window boundary by `amount` units of weight (the climber's decision).
