@@ -238,19 +238,19 @@ impl<K, V> Policy<K, V> {
     /// Records a read hit left in the read buffer as `(slot, low 32 bits of the hash)`.
     /// A slot reused by another key since the read is recognised and skipped.
     pub(crate) fn record_read(&mut self, idx: u32, tag: u32) {
-        let Some(meta) = self.meta.get(idx as usize) else {
+        let Some(&Meta { hash, region, .. }) = self.meta.get(idx as usize) else {
             return;
         };
-        if meta.hash as u32 != tag
-            || !matches!(
-                meta.region,
-                Region::Window | Region::Probation | Region::Protected
-            )
-        {
+        if hash as u32 != tag {
             return;
         }
-        self.sketch.increment(meta.hash);
-        self.touch(idx);
+        match region {
+            Region::Window => self.window.move_to_back(&mut self.links, idx),
+            Region::Probation => self.promote(idx),
+            Region::Protected => self.protected.move_to_back(&mut self.links, idx),
+            Region::Free | Region::Reserved => return,
+        }
+        self.sketch.increment(hash);
         self.sample(true);
     }
 
@@ -258,16 +258,19 @@ impl<K, V> Policy<K, V> {
     fn touch(&mut self, idx: u32) {
         match self.meta[idx as usize].region {
             Region::Window => self.window.move_to_back(&mut self.links, idx),
-            Region::Probation => {
-                self.probation.remove(&mut self.links, idx);
-                self.protected.push_back(&mut self.links, idx);
-                self.meta[idx as usize].region = Region::Protected;
-                self.protected_weight += self.meta[idx as usize].weight;
-                self.demote_protected_overflow();
-            }
+            Region::Probation => self.promote(idx),
             Region::Protected => self.protected.move_to_back(&mut self.links, idx),
             Region::Free | Region::Reserved => {}
         }
+    }
+
+    /// Moves slot `idx` from probation to protected after an access.
+    fn promote(&mut self, idx: u32) {
+        self.probation.remove(&mut self.links, idx);
+        self.protected.push_back(&mut self.links, idx);
+        self.meta[idx as usize].region = Region::Protected;
+        self.protected_weight += self.meta[idx as usize].weight;
+        self.demote_protected_overflow();
     }
 
     fn demote_protected_overflow(&mut self) {
