@@ -437,7 +437,6 @@ where
             return;
         }
         self.maintain(&mut m);
-        let reserved = m.policy.reserve();
         // The user's `Expiry` runs before the shard is locked (the entry it
         // sees cannot change: writers hold the maintenance lock), so it may
         // read the cache.
@@ -457,8 +456,10 @@ where
         let expires_at = lifetime
             .map_or(NEVER, |d| now.saturating_add(duration_to_nanos(d)))
             .min(now.saturating_add(inner.ttl));
+        // A new key gets a slot of its own; a replaced value's keeps the old one.
+        let policy = &mut m.policy;
         let (entry, replaced) = inner.store.upsert(hash, entry, |new, old| {
-            new.slot = old.map_or(reserved, |o| o.slot);
+            new.slot = old.map_or_else(|| policy.reserve(), |o| o.slot);
             new.expires_at = expires_at;
         });
         if loaded_by.is_none() {
@@ -466,7 +467,6 @@ where
             inner.flights.supersede(hash, &entry.key);
         }
         if let Some(old) = replaced {
-            m.policy.release(reserved);
             m.policy.update(entry);
             m.removed.push(Removed {
                 entry: old,

@@ -154,6 +154,7 @@ impl<K, V> Policy<K, V> {
     }
 
     /// Gives back a slot reserved for an entry that was not stored.
+    #[cfg(test)]
     pub(crate) fn release(&mut self, idx: u32) {
         debug_assert_eq!(self.meta[idx as usize].region, Region::Reserved);
         self.meta[idx as usize].region = Region::Free;
