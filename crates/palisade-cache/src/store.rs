@@ -14,6 +14,9 @@ use crate::entry::Entry;
 
 type Shard<K, V> = CachePadded<RwLock<HashTable<Arc<Entry<K, V>>>>>;
 
+/// An entry as the map and the policy share it.
+type Shared<K, V> = Arc<Entry<K, V>>;
+
 #[derive(Debug)]
 pub(crate) struct Store<K, V> {
     shards: Box<[Shard<K, V>]>,
@@ -79,9 +82,9 @@ impl<K: Hash + Eq, V> Store<K, V> {
     pub(crate) fn upsert(
         &self,
         hash: u64,
-        mut entry: Arc<Entry<K, V>>,
-        fill: impl FnOnce(&mut Entry<K, V>, Option<&Arc<Entry<K, V>>>),
-    ) -> (Arc<Entry<K, V>>, Option<Arc<Entry<K, V>>>) {
+        mut entry: Shared<K, V>,
+        fill: impl FnOnce(&mut Entry<K, V>, Option<&Shared<K, V>>),
+    ) -> (Shared<K, V>, Option<Shared<K, V>>) {
         let mut shard = self.shard(hash).write();
         let found = shard.find_entry(hash, |e| e.key == entry.key);
         let new = Arc::get_mut(&mut entry).expect("a new entry is not shared yet");
