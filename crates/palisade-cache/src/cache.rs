@@ -418,61 +418,62 @@ where
             return;
         }
         let now = inner.now_if_timed();
+        // Made before the maintenance lock is taken, so that the allocation
+        // is not made while other writers wait; the slot and, with an
+        // `Expiry`, the deadline are filled in under the lock.
+        let entry = Arc::new(Entry {
+            key,
+            value,
+            hash,
+            slot: 0,
+            weight,
+            written_at: now,
+            expires_at: now.saturating_add(inner.ttl),
+            accessed_at: AtomicU64::new(now),
+            refreshing: AtomicBool::new(false),
+        });
         let mut m = self.lock_maintenance();
         if loaded_by.is_some_and(|leader| leader.flight().is_superseded()) {
             return;
         }
         self.maintain(&mut m);
-        let reserved = m.policy.reserve();
-        let mut stored = None;
         // The user's `Expiry` runs before the shard is locked (the entry it
         // sees cannot change: writers hold the maintenance lock), so it may
         // read the cache.
-        let lifetime = inner
-            .expiry
-            .as_ref()
-            .and_then(|expiry| match inner.store.get(hash, &key) {
-                Some(old) => {
-                    let left = old.deadline(inner.tti);
-                    let remaining =
-                        (left != NEVER).then(|| Duration::from_nanos(left.saturating_sub(now)));
-                    expiry.expire_after_update(&key, &value, remaining)
-                }
-                None => expiry.expire_after_create(&key, &value),
-            });
+        let lifetime =
+            inner
+                .expiry
+                .as_ref()
+                .and_then(|expiry| match inner.store.get(hash, &entry.key) {
+                    Some(old) => {
+                        let left = old.deadline(inner.tti);
+                        let remaining =
+                            (left != NEVER).then(|| Duration::from_nanos(left.saturating_sub(now)));
+                        expiry.expire_after_update(&entry.key, &entry.value, remaining)
+                    }
+                    None => expiry.expire_after_create(&entry.key, &entry.value),
+                });
         let expires_at = lifetime
             .map_or(NEVER, |d| now.saturating_add(duration_to_nanos(d)))
             .min(now.saturating_add(inner.ttl));
-        let replaced = inner.store.upsert(hash, key, |key, old| {
-            let entry = Arc::new(Entry {
-                key,
-                value,
-                hash,
-                slot: old.map_or(reserved, |o| o.slot),
-                weight,
-                written_at: now,
-                expires_at,
-                accessed_at: AtomicU64::new(now),
-                refreshing: AtomicBool::new(false),
-            });
-            stored = Some(Arc::clone(&entry));
-            entry
+        // A new key gets a slot of its own; a replaced value's keeps the old one.
+        let policy = &mut m.policy;
+        let (entry, replaced) = inner.store.upsert(hash, entry, |new, old| {
+            new.slot = old.map_or_else(|| policy.reserve(), |o| o.slot);
+            new.expires_at = expires_at;
         });
-        if let Some(entry) = stored {
-            if loaded_by.is_none() {
-                // After the write, under the lock: see `Flights::supersede`.
-                inner.flights.supersede(hash, &entry.key);
-            }
-            if let Some(old) = replaced {
-                m.policy.release(reserved);
-                m.policy.update(entry);
-                m.removed.push(Removed {
-                    entry: old,
-                    cause: RemovalCause::Replaced,
-                });
-            } else {
-                m.policy.add(entry);
-            }
+        if loaded_by.is_none() {
+            // After the write, under the lock: see `Flights::supersede`.
+            inner.flights.supersede(hash, &entry.key);
+        }
+        if let Some(old) = replaced {
+            m.policy.update(entry);
+            m.removed.push(Removed {
+                entry: old,
+                cause: RemovalCause::Replaced,
+            });
+        } else {
+            m.policy.add(entry);
         }
         let m_ref = &mut *m;
         let from = m_ref.removed.len();
@@ -653,8 +654,15 @@ where
                 }
             }
             _ => {
-                m.removed.clear();
+                // The last references to what a write removes (usually one
+                // entry, or two) are dropped after the lock is let go, so that
+                // other writers do not wait for the memory to be freed; the
+                // vector keeps its capacity (no allocation per write).
+                let mut removed = m.removed.drain(..);
+                let later = [removed.next(), removed.next()];
+                drop(removed);
                 drop(m);
+                drop(later);
             }
         }
         if let Some(r) = report {
@@ -834,5 +842,46 @@ where
 
     pub(crate) fn hash_key(&self, key: &K) -> u64 {
         self.inner.store.hash(key)
+    }
+}
+
+#[cfg(all(test, not(palisade_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+    use std::sync::atomic::AtomicUsize;
+
+    /// The cache whose lock [`Probe`]'s drop looks at.
+    static CACHE: OnceLock<Cache<u64, Probe>> = OnceLock::new();
+    /// Probes dropped while the cache's maintenance lock was held.
+    static DROPPED_UNDER_LOCK: AtomicUsize = AtomicUsize::new(0);
+    /// Probes dropped in all.
+    static DROPPED: AtomicUsize = AtomicUsize::new(0);
+
+    #[derive(Clone)]
+    struct Probe;
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            if let Some(cache) = CACHE.get() {
+                DROPPED.fetch_add(1, Ordering::SeqCst);
+                if cache.inner.maintenance.is_locked() {
+                    DROPPED_UNDER_LOCK.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn replaced_and_evicted_values_are_dropped_after_the_maintenance_lock_is_let_go() {
+        let cache = CACHE.get_or_init(|| Cache::builder().max_capacity(2).build().unwrap());
+        cache.insert(1, Probe);
+        cache.insert(1, Probe); // replaces the first value
+        cache.insert(2, Probe);
+        cache.insert(3, Probe); // one of the three is evicted
+        cache.run_pending_tasks();
+        assert_eq!(cache.entry_count(), 2);
+        assert_eq!(DROPPED.load(Ordering::SeqCst), 2);
+        assert_eq!(DROPPED_UNDER_LOCK.load(Ordering::SeqCst), 0);
     }
 }

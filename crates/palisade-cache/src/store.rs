@@ -14,6 +14,9 @@ use crate::entry::Entry;
 
 type Shard<K, V> = CachePadded<RwLock<HashTable<Arc<Entry<K, V>>>>>;
 
+/// An entry as the map and the policy share it.
+type Shared<K, V> = Arc<Entry<K, V>>;
+
 #[derive(Debug)]
 pub(crate) struct Store<K, V> {
     shards: Box<[Shard<K, V>]>,
@@ -71,24 +74,31 @@ impl<K: Hash + Eq, V> Store<K, V> {
         shard.find(hash, |e| e.key.borrow() == key).cloned()
     }
 
-    /// Stores the entry that `make` builds from the key and the entry it
-    /// replaces (if any), under the shard's write lock; returns the replaced one.
+    /// Stores `entry` for its key under the shard's write lock, once `fill`
+    /// has completed it from the entry it replaces (if any); returns the
+    /// stored entry and the replaced one. `entry` is built before the call,
+    /// so that its allocation is not made under the caller's locks; it must
+    /// not be shared yet (`fill` gets it mutably).
     pub(crate) fn upsert(
         &self,
         hash: u64,
-        key: K,
-        make: impl FnOnce(K, Option<&Arc<Entry<K, V>>>) -> Arc<Entry<K, V>>,
-    ) -> Option<Arc<Entry<K, V>>> {
+        mut entry: Shared<K, V>,
+        fill: impl FnOnce(&mut Entry<K, V>, Option<&Shared<K, V>>),
+    ) -> (Shared<K, V>, Option<Shared<K, V>>) {
         let mut shard = self.shard(hash).write();
-        match shard.find_entry(hash, |e| e.key == key) {
+        let found = shard.find_entry(hash, |e| e.key == entry.key);
+        let new = Arc::get_mut(&mut entry).expect("a new entry is not shared yet");
+        match found {
             Ok(mut occupied) => {
-                let new = make(key, Some(occupied.get()));
-                Some(std::mem::replace(occupied.get_mut(), new))
+                fill(new, Some(occupied.get()));
+                let stored = Arc::clone(&entry);
+                (stored, Some(std::mem::replace(occupied.get_mut(), entry)))
             }
             Err(absent) => {
-                let new = make(key, None);
-                absent.into_table().insert_unique(hash, new, |e| e.hash);
-                None
+                fill(new, None);
+                let stored = Arc::clone(&entry);
+                absent.into_table().insert_unique(hash, entry, |e| e.hash);
+                (stored, None)
             }
         }
     }

@@ -42,7 +42,8 @@ pub(crate) const MAX_SAMPLE: u64 = 100_000;
 #[derive(Debug)]
 pub(crate) struct Climber {
     hits: u64,
-    misses: u64,
+    /// Requests still to come in this sample.
+    left: u64,
     sample_size: u64,
     previous_hit_rate: f64,
     /// The best hit rate since the climber last turned round.
@@ -57,7 +58,7 @@ impl Climber {
         let full_step = STEP_SHARE * capacity as f64;
         Self {
             hits: 0,
-            misses: 0,
+            left: sample_size.max(1),
             sample_size,
             previous_hit_rate: 0.0,
             best_hit_rate: 0.0,
@@ -69,16 +70,20 @@ impl Climber {
 
     /// Counts a hit or a miss; at the end of a sample, returns how much the
     /// window should grow (negative: shrink), in units of weight.
+    #[inline]
     pub(crate) fn record(&mut self, hit: bool) -> i64 {
-        if hit {
-            self.hits += 1;
-        } else {
-            self.misses += 1;
-        }
-        let requests = self.hits + self.misses;
-        if requests < self.sample_size {
+        self.hits += u64::from(hit);
+        self.left -= 1;
+        if self.left != 0 {
             return 0;
         }
+        self.end_sample()
+    }
+
+    /// Judges the sample just ended and starts the next one.
+    #[cold]
+    fn end_sample(&mut self) -> i64 {
+        let requests = self.sample_size.max(1);
         let hit_rate = self.hits as f64 / requests as f64;
         let change = hit_rate - self.previous_hit_rate;
         let turn = hit_rate < self.best_hit_rate - PLATEAU;
@@ -95,7 +100,7 @@ impl Climber {
         };
         self.previous_hit_rate = hit_rate;
         self.hits = 0;
-        self.misses = 0;
+        self.left = requests;
         amount as i64
     }
 }

@@ -154,6 +154,7 @@ impl<K, V> Policy<K, V> {
     }
 
     /// Gives back a slot reserved for an entry that was not stored.
+    #[cfg(test)]
     pub(crate) fn release(&mut self, idx: u32) {
         debug_assert_eq!(self.meta[idx as usize].region, Region::Reserved);
         self.meta[idx as usize].region = Region::Free;
@@ -206,6 +207,8 @@ impl<K, V> Policy<K, V> {
         self.meta[idx as usize].filed = None;
         self.file(idx, deadline);
         self.touch(idx);
+        // A heavier value may take the protected segment past its share.
+        self.demote_protected_overflow();
         old
     }
 
@@ -236,19 +239,19 @@ impl<K, V> Policy<K, V> {
     /// Records a read hit left in the read buffer as `(slot, low 32 bits of the hash)`.
     /// A slot reused by another key since the read is recognised and skipped.
     pub(crate) fn record_read(&mut self, idx: u32, tag: u32) {
-        let Some(meta) = self.meta.get(idx as usize) else {
+        let Some(&Meta { hash, region, .. }) = self.meta.get(idx as usize) else {
             return;
         };
-        if meta.hash as u32 != tag
-            || !matches!(
-                meta.region,
-                Region::Window | Region::Probation | Region::Protected
-            )
-        {
+        if hash as u32 != tag {
             return;
         }
-        self.sketch.increment(meta.hash);
-        self.touch(idx);
+        match region {
+            Region::Window => self.window.move_to_back(&mut self.links, idx),
+            Region::Probation => self.promote(idx),
+            Region::Protected => self.protected.move_to_back(&mut self.links, idx),
+            Region::Free | Region::Reserved => return,
+        }
+        self.sketch.increment(hash);
         self.sample(true);
     }
 
@@ -256,16 +259,19 @@ impl<K, V> Policy<K, V> {
     fn touch(&mut self, idx: u32) {
         match self.meta[idx as usize].region {
             Region::Window => self.window.move_to_back(&mut self.links, idx),
-            Region::Probation => {
-                self.probation.remove(&mut self.links, idx);
-                self.protected.push_back(&mut self.links, idx);
-                self.meta[idx as usize].region = Region::Protected;
-                self.protected_weight += self.meta[idx as usize].weight;
-                self.demote_protected_overflow();
-            }
+            Region::Probation => self.promote(idx),
             Region::Protected => self.protected.move_to_back(&mut self.links, idx),
             Region::Free | Region::Reserved => {}
         }
+    }
+
+    /// Moves slot `idx` from probation to protected after an access.
+    fn promote(&mut self, idx: u32) {
+        self.probation.remove(&mut self.links, idx);
+        self.protected.push_back(&mut self.links, idx);
+        self.meta[idx as usize].region = Region::Protected;
+        self.protected_weight += self.meta[idx as usize].weight;
+        self.demote_protected_overflow();
     }
 
     fn demote_protected_overflow(&mut self) {
@@ -291,7 +297,10 @@ impl<K, V> Policy<K, V> {
             self.filled = true;
         }
         let adjustment = self.climber.record(hit);
-        self.climb(adjustment);
+        // Between samples the climber says 0, which would move nothing.
+        if adjustment != 0 {
+            self.climb(adjustment);
+        }
     }
 
     /// Moves the window boundary by `amount` units of weight (the climber's decision).

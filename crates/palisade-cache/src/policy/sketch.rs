@@ -87,6 +87,7 @@ impl FrequencySketch {
     }
 
     /// Counts one more sighting of the key.
+    #[inline]
     pub(crate) fn increment(&mut self, hash: u64) {
         let mut added = false;
         for i in 0..4 {
@@ -105,6 +106,7 @@ impl FrequencySketch {
     }
 
     /// Halves every counter (the "aging" of TinyLFU).
+    #[cold]
     fn halve(&mut self) {
         let mut odd = 0u64;
         for word in &mut self.table {

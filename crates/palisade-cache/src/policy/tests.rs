@@ -207,3 +207,30 @@ fn a_large_cache_moves_its_window_every_100_000_requests() {
     replay.request(119_998);
     assert_eq!(replay.policy.window_max(), 200 + 1_250);
 }
+
+#[test]
+fn an_update_that_makes_a_protected_entry_heavier_keeps_the_protected_share() {
+    let mut policy = Policy::new(100, 0, 0, 0);
+    let mut out = Vec::new();
+    let mut slots = Vec::new();
+    for key in 0..100 {
+        let e = entry(&mut policy, key);
+        slots.push(e.slot);
+        policy.add(e);
+        policy.evict(&mut out);
+    }
+    // Keys 0 to 78 are read once: promoted, they fill the protected share (79).
+    for key in 0..79 {
+        policy.record_read(slots[key as usize], key_tag(key));
+    }
+    assert_eq!((policy.protected_weight, policy.protected_max), (79, 79));
+    let heavier = Arc::new(Entry {
+        weight: 10,
+        slot: slots[5],
+        ..Arc::into_inner(entry(&mut policy, 5)).unwrap()
+    });
+    policy.update(heavier);
+    // 88 would be protected; the oldest protected keys go back to probation.
+    assert_eq!(policy.protected_weight, 79);
+    assert_eq!(policy.meta[slots[0] as usize].region, Region::Probation);
+}
