@@ -242,3 +242,44 @@ async fn bad_input_gets_a_clear_error_and_places_nothing() {
     let status = service.status().await;
     assert_eq!((status.sagas.started, status.provider.requests), (0, 0));
 }
+
+#[test]
+fn a_saga_whose_run_lost_its_claim_to_the_recovery_is_not_counted_running_forever() {
+    use palisade::saga::{Event, ExecutionOutcome};
+    use palisade_examples::orders::saga::SagaStats;
+    use std::sync::Arc;
+
+    let stats = SagaStats::default();
+    let started = |id: &str, resumed: bool| Event::Started {
+        saga: Arc::from("order"),
+        id: Arc::from(id),
+        resumed,
+        traceparent: None,
+    };
+    let finished = |id: &str, outcome: ExecutionOutcome| Event::Finished {
+        saga: Arc::from("order"),
+        id: Arc::from(id),
+        outcome,
+        duration: Duration::from_secs(1),
+    };
+    // Order a: a step outlived the lease, the recovery claimed the saga and
+    // finished it; the first run stopped on its lost claim, with no end.
+    stats.record(&started("a", false));
+    stats.record(&started("a", true));
+    stats.record(&finished("a", ExecutionOutcome::Completed));
+    // Order b: still running. Order c: undone.
+    stats.record(&started("b", false));
+    stats.record(&started("c", false));
+    stats.record(&finished("c", ExecutionOutcome::Compensated));
+    let counts = stats.counts();
+    assert_eq!(
+        (
+            counts.started,
+            counts.completed,
+            counts.compensated,
+            counts.failed,
+            counts.running
+        ),
+        (4, 1, 1, 0, 1)
+    );
+}

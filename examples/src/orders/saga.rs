@@ -56,12 +56,18 @@ impl OrderSaga {
 pub struct CourierRefused(String);
 
 /// Sagas started and how they ended, counted by the saga's listener.
+///
+/// Running sagas are counted by id, not as runs started minus runs ended: a
+/// run whose step outlived the lease loses its claim to the recovery, which
+/// resumes the saga (a second `Started`) and ends it (one `Finished`), while
+/// the first run stops without an end.
 #[derive(Debug, Default)]
 pub struct SagaStats {
     started: AtomicU64,
     completed: AtomicU64,
     compensated: AtomicU64,
     failed: AtomicU64,
+    running: Mutex<HashSet<Arc<str>>>,
 }
 
 /// A copy of [`SagaStats`] at one moment.
@@ -75,7 +81,7 @@ pub struct SagaCounts {
     pub compensated: u64,
     /// Ended failed: a compensation gave up, an operator must act.
     pub failed: u64,
-    /// Running now.
+    /// Running now: started in this process, not ended yet.
     pub running: u64,
 }
 
@@ -94,7 +100,27 @@ impl SagaStats {
             completed,
             compensated,
             failed,
-            running: started.saturating_sub(completed + compensated + failed),
+            running: self.running.lock().len() as u64,
+        }
+    }
+
+    /// Counts `event`, an event of the order saga's runner.
+    pub fn record(&self, event: &saga::Event) {
+        match event {
+            saga::Event::Started { id, .. } => {
+                self.started.fetch_add(1, Ordering::Relaxed);
+                self.running.lock().insert(Arc::clone(id));
+            }
+            saga::Event::Finished { id, outcome, .. } => {
+                let counter = match outcome {
+                    ExecutionOutcome::Completed => &self.completed,
+                    ExecutionOutcome::Compensated => &self.compensated,
+                    ExecutionOutcome::Failed => &self.failed,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                self.running.lock().remove(id);
+            }
+            _ => {}
         }
     }
 }
@@ -132,20 +158,7 @@ pub fn order_saga(
                 .jitter(Jitter::Full),
         )
         .otel()
-        .listener(move |e: &saga::Event| match e {
-            saga::Event::Started { .. } => {
-                seen.started.fetch_add(1, Ordering::Relaxed);
-            }
-            saga::Event::Finished { outcome, .. } => {
-                let counter = match outcome {
-                    ExecutionOutcome::Completed => &seen.completed,
-                    ExecutionOutcome::Compensated => &seen.compensated,
-                    ExecutionOutcome::Failed => &seen.failed,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => {}
-        })
+        .listener(move |e: &saga::Event| seen.record(e))
         .step(
             Step::command("place", orders.clone(), |s: &OrderSaga| {
                 (s.order_id.clone(), OrderCommand::Place(s.order.clone()))
