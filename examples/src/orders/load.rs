@@ -276,16 +276,66 @@ impl Driver {
     }
 }
 
-/// `/status.json` of the service at `base`.
-async fn status(client: &HttpClient, base: &str) -> Value {
-    match client.get(&format!("{base}/status.json"), &[]).await {
-        Ok(answer) => serde_json::from_slice(&answer.body).unwrap_or(Value::Null),
-        Err(_) => Value::Null,
+/// `/status.json` of the service at `base`, or `Null` if it does not answer
+/// within `within`.
+async fn status(client: &HttpClient, base: &str, within: Duration) -> Value {
+    match tokio::time::timeout(within, client.get(&format!("{base}/status.json"), &[])).await {
+        Ok(Ok(answer)) => serde_json::from_slice(&answer.body).unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
+}
+
+/// How many arrivals at `per_second` are due `after` the start.
+fn due(per_second: f64, after: Duration) -> u64 {
+    // The epsilon keeps 20/s × 1.5 s at 30, not 29.999….
+    (per_second * after.as_secs_f64() + 1e-9).floor() as u64
+}
+
+/// Prints a line a second: what the driver saw, and the service's breaker
+/// and provider as its `/status.json` says (`?` when it does not answer
+/// within the second). It runs beside the arrivals, never in their way.
+async fn progress(driver: Arc<Driver>, started: Instant) {
+    let mut last = 0;
+    let mut ticker =
+        tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        ticker.tick().await;
+        let now = started.elapsed();
+        let s = status(&driver.client, &driver.base, Duration::from_secs(1)).await;
+        let r = driver.report.lock().clone();
+        let sent = r.sent();
+        println!(
+            "{:>4} s │ {:>4} req/s │ orders {} completed, {} cancelled, {} shed, {} failed │ {} reads │ {} × 429 │ breaker {} │ provider {}",
+            now.as_secs(),
+            sent - last,
+            r.completed,
+            r.cancelled,
+            r.shed,
+            r.errors,
+            r.reads,
+            r.limited,
+            s.pointer("/breaker/state")
+                .and_then(Value::as_str)
+                .unwrap_or(if s.is_null() { "?" } else { "none" }),
+            match s.get("provider_outage").and_then(Value::as_bool) {
+                Some(true) => "OUT",
+                Some(false) => "up",
+                None => "?",
+            },
+        );
+        last = sent;
     }
 }
 
 /// Sends `settings`' load to the service at `base` (`http://host:port`),
 /// and reports what happened.
+///
+/// The arrivals keep their schedule whatever the service does: the
+/// progress lines and the outage's request run in tasks of their own, and
+/// the arrivals due are counted from the time elapsed, so a late tick sends
+/// those it missed. Every arrival due is sent, or counted as not sent when
+/// `max_in_flight` requests are still waiting for their answer.
 pub async fn run(base: &str, settings: &LoadSettings) -> Report {
     let driver = Arc::new(Driver {
         client: HttpClient::new(),
@@ -296,31 +346,38 @@ pub async fn run(base: &str, settings: &LoadSettings) -> Report {
     });
     let slots = Arc::new(Semaphore::new(settings.max_in_flight));
     let started = Instant::now();
-    let tick = Duration::from_millis(10);
-    let mut ticker = tokio::time::interval(tick);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let (mut orders_due, mut reads_due) = (0.0, 0.0);
-    let mut outage = settings.outage;
-    let mut next_progress = Duration::from_secs(1);
-    let mut last = 0;
-    while started.elapsed() < settings.duration {
-        ticker.tick().await;
-        let now = started.elapsed();
-        if let Some((at, length)) = outage
-            && now >= at
-        {
-            outage = None;
+    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let progress = settings
+        .progress
+        .then(|| tokio::spawn(progress(Arc::clone(&driver), started)));
+    let outage = settings.outage.map(|(at, length)| {
+        let driver = Arc::clone(&driver);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(started + at).await;
             let url = format!("{}/provider/outage?ms={}", driver.base, length.as_millis());
-            let _ = driver.client.post_json(&url, &[], Vec::new()).await;
-        }
-        orders_due += settings.orders_per_second * tick.as_secs_f64();
-        reads_due += settings.reads_per_second * tick.as_secs_f64();
-        while orders_due >= 1.0 || reads_due >= 1.0 {
-            let is_order = orders_due >= 1.0;
+            let _ = tokio::time::timeout(
+                driver.timeout,
+                driver.client.post_json(&url, &[], Vec::new()),
+            )
+            .await;
+        })
+    });
+    let (mut orders, mut reads) = (0, 0);
+    loop {
+        ticker.tick().await;
+        let now = started.elapsed().min(settings.duration);
+        let (orders_due, reads_due) = (
+            due(settings.orders_per_second, now),
+            due(settings.reads_per_second, now),
+        );
+        while orders < orders_due || reads < reads_due {
+            // Orders first, then the reads, alternating while both are due.
+            let is_order = orders < orders_due && (orders <= reads || reads >= reads_due);
             if is_order {
-                orders_due -= 1.0;
+                orders += 1;
             } else {
-                reads_due -= 1.0;
+                reads += 1;
             }
             let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                 driver.report.lock().not_sent += 1;
@@ -336,42 +393,22 @@ pub async fn run(base: &str, settings: &LoadSettings) -> Report {
                 drop(slot);
             });
         }
-        if settings.progress && now >= next_progress {
-            next_progress += Duration::from_secs(1);
-            let s = status(&driver.client, &driver.base).await;
-            let r = driver.report.lock().clone();
-            let sent = r.sent();
-            println!(
-                "{:>4} s │ {:>4} req/s │ orders {} completed, {} cancelled, {} shed, {} failed │ {} reads │ {} × 429 │ breaker {} │ provider {}",
-                now.as_secs(),
-                sent - last,
-                r.completed,
-                r.cancelled,
-                r.shed,
-                r.errors,
-                r.reads,
-                r.limited,
-                s.pointer("/breaker/state")
-                    .and_then(Value::as_str)
-                    .unwrap_or("none"),
-                if s.get("provider_outage")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false)
-                {
-                    "OUT"
-                } else {
-                    "up"
-                },
-            );
-            last = sent;
+        if now >= settings.duration {
+            break;
         }
     }
     let elapsed = started.elapsed();
+    if let Some(outage) = outage {
+        outage.abort();
+    }
     // The requests still in flight finish (or time out) before the report.
     let _ = slots.acquire_many(settings.max_in_flight as u32).await;
+    if let Some(progress) = progress {
+        progress.abort();
+    }
     let mut report = driver.report.lock().clone();
     report.elapsed = elapsed;
-    report.status = status(&driver.client, &driver.base).await;
+    report.status = status(&driver.client, &driver.base, settings.timeout).await;
     report
 }
 
