@@ -95,14 +95,23 @@ pub struct Report {
     pub shed: u64,
     /// Requests answered `429`.
     pub limited: u64,
+    /// Orders answered `429` (of [`limited`](Self::limited)).
+    pub orders_limited: u64,
     /// Reads answered `200`.
     pub reads: u64,
     /// Reads answered `404` (not projected yet).
     pub not_found: u64,
     /// Requests that failed: another `5xx`, no answer, or over the timeout.
     pub errors: u64,
+    /// Orders that failed (of [`errors`](Self::errors)).
+    pub order_errors: u64,
     /// Requests answered with a status the driver does not expect (a bug).
     pub unexpected: u64,
+    /// Orders answered with a status the driver does not expect (of
+    /// [`unexpected`](Self::unexpected)).
+    pub orders_unexpected: u64,
+    /// Reads due when no order was known to read yet: not sent.
+    pub unread: u64,
     /// Arrivals not sent: too many requests in flight.
     pub not_sent: u64,
     /// The service's `/status.json` at the end.
@@ -146,6 +155,9 @@ impl Report {
         }
         let Ok((status, latency)) = outcome else {
             self.errors += 1;
+            if post {
+                self.order_errors += 1;
+            }
             return;
         };
         let micros = latency.as_micros() as u64;
@@ -166,6 +178,14 @@ impl Report {
             _ => &mut self.unexpected,
         };
         *counter += 1;
+        if post {
+            match status {
+                429 => self.orders_limited += 1,
+                201 | 409 | 202 | 503 => {}
+                500..=599 => self.order_errors += 1,
+                _ => self.orders_unexpected += 1,
+            }
+        }
     }
 }
 
@@ -210,6 +230,10 @@ impl Recent {
             ids.pop_front();
         }
         ids.push_back(id);
+    }
+
+    fn known(&self) -> bool {
+        !self.0.lock().is_empty()
     }
 
     fn pick(&self) -> Option<String> {
@@ -260,6 +284,7 @@ impl Driver {
 
     async fn read(&self) {
         let Some(id) = self.recent.pick() else {
+            self.report.lock().unread += 1;
             return;
         };
         let url = format!("{}/orders/{id}", self.base);
@@ -371,9 +396,12 @@ pub async fn run(base: &str, settings: &LoadSettings) -> Report {
             due(settings.orders_per_second, now),
             due(settings.reads_per_second, now),
         );
-        while orders < orders_due || reads < reads_due {
-            // Orders first, then the reads, alternating while both are due.
-            let is_order = orders < orders_due && (orders <= reads || reads >= reads_due);
+        // Reads wait for the first order known to read.
+        let readable = driver.recent.known();
+        while orders < orders_due || (readable && reads < reads_due) {
+            // Orders and reads alternating while both are due.
+            let is_order =
+                orders < orders_due && (orders <= reads || !readable || reads >= reads_due);
             if is_order {
                 orders += 1;
             } else {
@@ -398,6 +426,10 @@ pub async fn run(base: &str, settings: &LoadSettings) -> Report {
         }
     }
     let elapsed = started.elapsed();
+    if !driver.recent.known() {
+        driver.report.lock().unread +=
+            due(settings.reads_per_second, settings.duration).saturating_sub(reads);
+    }
     if let Some(outage) = outage {
         outage.abort();
     }
@@ -433,13 +465,15 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "requests      {} in {:.0} s ({:.0}/s): {} POST /orders, {} GET /orders/{{id}}; {} not sent (driver saturated)",
+            "requests      {} in {:.0} s ({:.0}/s): {} POST /orders, {} GET /orders/{{id}}; {} not sent (driver saturated); {} failed ({:.2} % of all requests)",
             self.sent(),
             secs,
             self.sent() as f64 / secs,
             self.orders_sent,
             self.reads_sent,
             self.not_sent,
+            self.errors,
+            self.error_rate() * 100.0,
         );
         let _ = writeln!(
             out,
@@ -449,16 +483,34 @@ impl Report {
             ms(self.gets.quantile(0.5)),
             ms(self.gets.quantile(0.99)),
         );
+        let unexpected = |n: u64| {
+            if n == 0 {
+                String::new()
+            } else {
+                format!(", {n} answered with a status not expected (a bug)")
+            }
+        };
         let _ = writeln!(
             out,
-            "orders        {} completed ({:.1} %), {} cancelled and compensated by their saga, {} accepted with their saga still running, {} shed with 503 while the breaker was open, {} failed ({:.2} % of all requests)",
+            "orders        {} completed ({:.1} %), {} cancelled and compensated by their saga, {} accepted with their saga still running, {} shed with 503 while the breaker was open, {} refused with 429, {} failed{}",
             self.completed,
             self.completion_rate() * 100.0,
             self.cancelled,
             self.pending,
             self.shed,
-            self.errors,
-            self.error_rate() * 100.0,
+            self.orders_limited,
+            self.order_errors,
+            unexpected(self.orders_unexpected),
+        );
+        let _ = writeln!(
+            out,
+            "reads         {} answered 200, {} answered 404 (not projected yet), {} refused with 429, {} failed{}; {} not sent (no order to read yet)",
+            self.reads,
+            self.not_found,
+            self.limited - self.orders_limited,
+            self.errors - self.order_errors,
+            unexpected(self.unexpected - self.orders_unexpected),
+            self.unread,
         );
         let _ = writeln!(
             out,
