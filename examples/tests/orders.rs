@@ -283,3 +283,65 @@ fn a_saga_whose_run_lost_its_claim_to_the_recovery_is_not_counted_running_foreve
         (4, 1, 1, 0, 1)
     );
 }
+
+/// The status code and JSON body of `request`, sent as is (read up to the
+/// answer's `content-length`: a service that refused a body before reading
+/// it all need not close the connection).
+async fn raw(service: &Service, request: String) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(service.addr())
+        .await
+        .expect("the service listens");
+    stream.write_all(request.as_bytes()).await.expect("sent");
+    let mut answer = Vec::new();
+    let mut buffer = [0; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |n| n.trim().parse().expect("a length"));
+            if body.len() >= length {
+                let status = head[9..12].parse().expect("a status line");
+                let body = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
+                return (status, body);
+            }
+        }
+        let n = stream.read(&mut buffer).await.expect("an answer");
+        assert_ne!(n, 0, "the connection closed within the answer: {text}");
+        answer.extend_from_slice(&buffer[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_too_large_is_413_and_one_that_is_not_json_is_415() {
+    let service = service(None).await;
+    let order = |content_type: &str, body: &str| {
+        format!(
+            "POST /orders HTTP/1.1\r\nhost: x\r\nx-api-key: pro-1\r\nconnection: close\r\n\
+             content-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let huge = format!(r#"{{"sku":"{}","quantity":1}}"#, "a".repeat(3_000_000));
+    let answer = place(&service, "pro-1", &huge).await;
+    let (status, body) = (answer.status.as_u16(), json(&answer));
+    assert_eq!(status, 413);
+    assert_eq!(
+        body["error"],
+        "Failed to buffer the request body: length limit exceeded"
+    );
+    let (status, body) = raw(
+        &service,
+        order("text/plain", r#"{"sku":"book","quantity":1}"#),
+    )
+    .await;
+    assert_eq!(status, 415);
+    assert_eq!(
+        body["error"],
+        "Expected request with `Content-Type: application/json`"
+    );
+    let status = service.status().await;
+    assert_eq!((status.sagas.started, status.provider.requests), (0, 0));
+}
