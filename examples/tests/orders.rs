@@ -345,3 +345,23 @@ async fn a_body_too_large_is_413_and_one_that_is_not_json_is_415() {
     let status = service.status().await;
     assert_eq!((status.sagas.started, status.provider.requests), (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_shed_while_the_breaker_is_open_is_told_to_retry_once_it_closes() {
+    let service = service(None).await;
+    // Every charge answered 503: the breaker opens after 20 calls.
+    service.provider_faults(Faults {
+        error_rate: 1.0,
+        ..RELIABLE
+    });
+    let shed = loop {
+        let answer = place(&service, "pro-1", r#"{"sku":"mug","quantity":1}"#).await;
+        if answer.status == 503 {
+            break answer;
+        }
+        assert_eq!(answer.status, 409);
+    };
+    // Opened a moment ago for 2 s: more than a second is left, so a client
+    // told 1 s would come back while it is still open.
+    assert_eq!(shed.retry_after, Some(2));
+}

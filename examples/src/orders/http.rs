@@ -155,7 +155,12 @@ async fn place(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the payment provider is failing; try again later",
             ),
-            &[("Retry-After", retry_after.as_secs().max(1))],
+            // Whole seconds, rounded up: a client back after them finds the
+            // breaker out of its open state.
+            &[(
+                "Retry-After",
+                retry_after.as_millis().div_ceil(1_000).max(1) as u64,
+            )],
         );
     }
     let customer = headers
