@@ -68,7 +68,7 @@ fn line<'a>(summary: &'a str, name: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_accounts_for_every_order_and_every_read_sent() {
     let settings = |orders, reads| LoadSettings {
-        duration: Duration::from_millis(1_000),
+        duration: Duration::from_secs(1),
         orders_per_second: orders,
         reads_per_second: reads,
         outage: None,
