@@ -242,3 +242,126 @@ async fn bad_input_gets_a_clear_error_and_places_nothing() {
     let status = service.status().await;
     assert_eq!((status.sagas.started, status.provider.requests), (0, 0));
 }
+
+#[test]
+fn a_saga_whose_run_lost_its_claim_to_the_recovery_is_not_counted_running_forever() {
+    use palisade::saga::{Event, ExecutionOutcome};
+    use palisade_examples::orders::saga::SagaStats;
+    use std::sync::Arc;
+
+    let stats = SagaStats::default();
+    let started = |id: &str, resumed: bool| Event::Started {
+        saga: Arc::from("order"),
+        id: Arc::from(id),
+        resumed,
+        traceparent: None,
+    };
+    let finished = |id: &str, outcome: ExecutionOutcome| Event::Finished {
+        saga: Arc::from("order"),
+        id: Arc::from(id),
+        outcome,
+        duration: Duration::from_secs(1),
+    };
+    // Order a: a step outlived the lease, the recovery claimed the saga and
+    // finished it; the first run stopped on its lost claim, with no end.
+    stats.record(&started("a", false));
+    stats.record(&started("a", true));
+    stats.record(&finished("a", ExecutionOutcome::Completed));
+    // Order b: still running. Order c: undone.
+    stats.record(&started("b", false));
+    stats.record(&started("c", false));
+    stats.record(&finished("c", ExecutionOutcome::Compensated));
+    let counts = stats.counts();
+    assert_eq!(
+        (
+            counts.started,
+            counts.completed,
+            counts.compensated,
+            counts.failed,
+            counts.running
+        ),
+        (4, 1, 1, 0, 1)
+    );
+}
+
+/// The status code and JSON body of `request`, sent as is (read up to the
+/// answer's `content-length`: a service that refused a body before reading
+/// it all need not close the connection).
+async fn raw(service: &Service, request: String) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(service.addr())
+        .await
+        .expect("the service listens");
+    stream.write_all(request.as_bytes()).await.expect("sent");
+    let mut answer = Vec::new();
+    let mut buffer = [0; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |n| n.trim().parse().expect("a length"));
+            if body.len() >= length {
+                let status = head[9..12].parse().expect("a status line");
+                let body = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
+                return (status, body);
+            }
+        }
+        let n = stream.read(&mut buffer).await.expect("an answer");
+        assert_ne!(n, 0, "the connection closed within the answer: {text}");
+        answer.extend_from_slice(&buffer[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_too_large_is_413_and_one_that_is_not_json_is_415() {
+    let service = service(None).await;
+    let order = |content_type: &str, body: &str| {
+        format!(
+            "POST /orders HTTP/1.1\r\nhost: x\r\nx-api-key: pro-1\r\nconnection: close\r\n\
+             content-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let huge = format!(r#"{{"sku":"{}","quantity":1}}"#, "a".repeat(3_000_000));
+    let answer = place(&service, "pro-1", &huge).await;
+    let (status, body) = (answer.status.as_u16(), json(&answer));
+    assert_eq!(status, 413);
+    assert_eq!(
+        body["error"],
+        "Failed to buffer the request body: length limit exceeded"
+    );
+    let (status, body) = raw(
+        &service,
+        order("text/plain", r#"{"sku":"book","quantity":1}"#),
+    )
+    .await;
+    assert_eq!(status, 415);
+    assert_eq!(
+        body["error"],
+        "Expected request with `Content-Type: application/json`"
+    );
+    let status = service.status().await;
+    assert_eq!((status.sagas.started, status.provider.requests), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_shed_while_the_breaker_is_open_is_told_to_retry_once_it_closes() {
+    let service = service(None).await;
+    // Every charge answered 503: the breaker opens after 20 calls.
+    service.provider_faults(Faults {
+        error_rate: 1.0,
+        ..RELIABLE
+    });
+    let shed = loop {
+        let answer = place(&service, "pro-1", r#"{"sku":"mug","quantity":1}"#).await;
+        if answer.status == 503 {
+            break answer;
+        }
+        assert_eq!(answer.status, 409);
+    };
+    // Opened a moment ago for 2 s: more than a second is left, so a client
+    // told 1 s would come back while it is still open.
+    assert_eq!(shed.retry_after, Some(2));
+}

@@ -11,7 +11,10 @@
 //! Options: `--seconds N` (default 20), `--orders N` and `--reads N` (a
 //! second; default 40 and 120), `--no-stack`, `--port N` (serve; default
 //! 3000), `--data DIR` (keep the SQLite files there, across runs; default:
-//! a temporary directory removed at the end). `DATABASE_URL` (PostgreSQL) and `REDIS_URL` switch the stores;
+//! a temporary directory removed at the end), `--schema NAME` (PostgreSQL:
+//! the events' schema, the read model's is `NAME_views`; default
+//! `palisade_orders`), `--redis-prefix P` (Redis keys; default
+//! `palisade-orders:`). `DATABASE_URL` (PostgreSQL) and `REDIS_URL` switch the stores;
 //! with the `otlp` feature, `OTEL_EXPORTER_OTLP_ENDPOINT` exports traces.
 //! See `docs/orders.md`.
 
@@ -31,6 +34,8 @@ struct Args {
     with_stack: bool,
     port: u16,
     data: Option<std::path::PathBuf>,
+    schema: Option<String>,
+    redis_prefix: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -43,6 +48,8 @@ fn parse() -> Result<Args, String> {
         with_stack: true,
         port: 3000,
         data: None,
+        schema: None,
+        redis_prefix: None,
     };
     let mut it = std::env::args().skip(1);
     let mut first = true;
@@ -56,6 +63,8 @@ fn parse() -> Result<Args, String> {
             "--port" => args.port = number(&value("--port")?, 0, 65_535)? as u16,
             "--no-stack" => args.with_stack = false,
             "--data" => args.data = Some(value("--data")?.into()),
+            "--schema" => args.schema = Some(value("--schema")?),
+            "--redis-prefix" => args.redis_prefix = Some(value("--redis-prefix")?),
             url if args.command == "load" && args.url.is_none() && !url.starts_with("--") => {
                 args.url = Some(url.to_owned());
             }
@@ -78,6 +87,18 @@ fn number(text: &str, min: u64, max: u64) -> Result<u64, String> {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(format!("{text:?} is not a number from {min} to {max}")),
     }
+}
+
+/// The service's settings from the environment and `args`' store names.
+fn settings(args: &Args) -> Settings {
+    let mut settings = Settings::from_env();
+    if let Some(schema) = &args.schema {
+        settings.schema.clone_from(schema);
+    }
+    if let Some(prefix) = &args.redis_prefix {
+        settings.redis_prefix.clone_from(prefix);
+    }
+    settings
 }
 
 fn load_settings(args: &Args) -> LoadSettings {
@@ -112,7 +133,7 @@ fn describe(settings: &Settings) -> String {
 async fn demo(args: &Args, with_stack: bool) -> Result<(Report, Settled), BoxError> {
     let settings = Settings {
         with_stack,
-        ..Settings::from_env()
+        ..settings(args)
     };
     let service = Service::start(settings.clone()).await?;
     let load = load_settings(args);
@@ -183,7 +204,7 @@ async fn serve(args: &Args) -> Result<(), BoxError> {
         listen: SocketAddr::from(([127, 0, 0, 1], args.port)),
         with_stack: args.with_stack,
         data_dir: args.data.clone(),
-        ..Settings::from_env()
+        ..settings(args)
     };
     let service = Service::start(settings.clone()).await?;
     let url = service.url();

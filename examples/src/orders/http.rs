@@ -2,7 +2,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /orders` `{"sku", "quantity"}` with `x-api-key` | `201` completed, `409` cancelled by its saga (with the reason), `202` placed, its saga still running after a second (read it later), `503` + `Retry-After` while the provider's breaker is open, `429` + `Retry-After` over the key's plan, `400`/`401` for bad input |
+//! | `POST /orders` `{"sku", "quantity"}` with `x-api-key` | `201` completed, `409` cancelled by its saga (with the reason), `202` placed, its saga still running after a second (read it later), `503` + `Retry-After` while the provider's breaker is open, `429` + `Retry-After` over the key's plan, `400`/`401` for bad input, `413` for a body over 2 MB, `415` for one not sent as `application/json` |
 //! | `GET /orders/{id}` with `x-api-key` | `200` the view (through the cache), `404` unknown (or not projected yet) |
 //! | `GET /status` | the live status page |
 //! | `GET /status.json` | the same, as JSON |
@@ -127,7 +127,15 @@ async fn place(
 ) -> Response {
     let Json(request) = match body {
         Ok(body) => body,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+        // Too large (413) and not JSON (415) keep their own codes; every
+        // other body the order cannot be read from is a 400.
+        Err(e) => {
+            let status = match e.status() {
+                s @ (StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) => s,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            return error(status, e.body_text());
+        }
     };
     let Some((_, price, _)) = CATALOGUE.iter().find(|(sku, ..)| *sku == request.sku) else {
         let skus: Vec<_> = CATALOGUE.iter().map(|(sku, ..)| *sku).collect();
@@ -147,7 +155,12 @@ async fn place(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the payment provider is failing; try again later",
             ),
-            &[("Retry-After", retry_after.as_secs().max(1))],
+            // Whole seconds, rounded up: a client back after them finds the
+            // breaker out of its open state.
+            &[(
+                "Retry-After",
+                retry_after.as_millis().div_ceil(1_000).max(1) as u64,
+            )],
         );
     }
     let customer = headers

@@ -95,14 +95,23 @@ pub struct Report {
     pub shed: u64,
     /// Requests answered `429`.
     pub limited: u64,
+    /// Orders answered `429` (of [`limited`](Self::limited)).
+    pub orders_limited: u64,
     /// Reads answered `200`.
     pub reads: u64,
     /// Reads answered `404` (not projected yet).
     pub not_found: u64,
     /// Requests that failed: another `5xx`, no answer, or over the timeout.
     pub errors: u64,
+    /// Orders that failed (of [`errors`](Self::errors)).
+    pub order_errors: u64,
     /// Requests answered with a status the driver does not expect (a bug).
     pub unexpected: u64,
+    /// Orders answered with a status the driver does not expect (of
+    /// [`unexpected`](Self::unexpected)).
+    pub orders_unexpected: u64,
+    /// Reads due when no order was known to read yet: not sent.
+    pub unread: u64,
     /// Arrivals not sent: too many requests in flight.
     pub not_sent: u64,
     /// The service's `/status.json` at the end.
@@ -146,6 +155,9 @@ impl Report {
         }
         let Ok((status, latency)) = outcome else {
             self.errors += 1;
+            if post {
+                self.order_errors += 1;
+            }
             return;
         };
         let micros = latency.as_micros() as u64;
@@ -166,6 +178,14 @@ impl Report {
             _ => &mut self.unexpected,
         };
         *counter += 1;
+        if post {
+            match status {
+                429 => self.orders_limited += 1,
+                201 | 409 | 202 | 503 => {}
+                500..=599 => self.order_errors += 1,
+                _ => self.orders_unexpected += 1,
+            }
+        }
     }
 }
 
@@ -210,6 +230,10 @@ impl Recent {
             ids.pop_front();
         }
         ids.push_back(id);
+    }
+
+    fn known(&self) -> bool {
+        !self.0.lock().is_empty()
     }
 
     fn pick(&self) -> Option<String> {
@@ -260,6 +284,7 @@ impl Driver {
 
     async fn read(&self) {
         let Some(id) = self.recent.pick() else {
+            self.report.lock().unread += 1;
             return;
         };
         let url = format!("{}/orders/{id}", self.base);
@@ -276,16 +301,66 @@ impl Driver {
     }
 }
 
-/// `/status.json` of the service at `base`.
-async fn status(client: &HttpClient, base: &str) -> Value {
-    match client.get(&format!("{base}/status.json"), &[]).await {
-        Ok(answer) => serde_json::from_slice(&answer.body).unwrap_or(Value::Null),
-        Err(_) => Value::Null,
+/// `/status.json` of the service at `base`, or `Null` if it does not answer
+/// within `within`.
+async fn status(client: &HttpClient, base: &str, within: Duration) -> Value {
+    match tokio::time::timeout(within, client.get(&format!("{base}/status.json"), &[])).await {
+        Ok(Ok(answer)) => serde_json::from_slice(&answer.body).unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
+}
+
+/// How many arrivals at `per_second` are due `after` the start.
+fn due(per_second: f64, after: Duration) -> u64 {
+    // The epsilon keeps 20/s × 1.5 s at 30, not 29.999….
+    (per_second * after.as_secs_f64() + 1e-9).floor() as u64
+}
+
+/// Prints a line a second: what the driver saw, and the service's breaker
+/// and provider as its `/status.json` says (`?` when it does not answer
+/// within the second). It runs beside the arrivals, never in their way.
+async fn progress(driver: Arc<Driver>, started: Instant) {
+    let mut last = 0;
+    let mut ticker =
+        tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        ticker.tick().await;
+        let now = started.elapsed();
+        let s = status(&driver.client, &driver.base, Duration::from_secs(1)).await;
+        let r = driver.report.lock().clone();
+        let sent = r.sent();
+        println!(
+            "{:>4} s │ {:>4} req/s │ orders {} completed, {} cancelled, {} shed, {} failed │ {} reads │ {} × 429 │ breaker {} │ provider {}",
+            now.as_secs(),
+            sent - last,
+            r.completed,
+            r.cancelled,
+            r.shed,
+            r.errors,
+            r.reads,
+            r.limited,
+            s.pointer("/breaker/state")
+                .and_then(Value::as_str)
+                .unwrap_or(if s.is_null() { "?" } else { "none" }),
+            match s.get("provider_outage").and_then(Value::as_bool) {
+                Some(true) => "OUT",
+                Some(false) => "up",
+                None => "?",
+            },
+        );
+        last = sent;
     }
 }
 
 /// Sends `settings`' load to the service at `base` (`http://host:port`),
 /// and reports what happened.
+///
+/// The arrivals keep their schedule whatever the service does: the
+/// progress lines and the outage's request run in tasks of their own, and
+/// the arrivals due are counted from the time elapsed, so a late tick sends
+/// those it missed. Every arrival due is sent, or counted as not sent when
+/// `max_in_flight` requests are still waiting for their answer.
 pub async fn run(base: &str, settings: &LoadSettings) -> Report {
     let driver = Arc::new(Driver {
         client: HttpClient::new(),
@@ -296,31 +371,41 @@ pub async fn run(base: &str, settings: &LoadSettings) -> Report {
     });
     let slots = Arc::new(Semaphore::new(settings.max_in_flight));
     let started = Instant::now();
-    let tick = Duration::from_millis(10);
-    let mut ticker = tokio::time::interval(tick);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let (mut orders_due, mut reads_due) = (0.0, 0.0);
-    let mut outage = settings.outage;
-    let mut next_progress = Duration::from_secs(1);
-    let mut last = 0;
-    while started.elapsed() < settings.duration {
-        ticker.tick().await;
-        let now = started.elapsed();
-        if let Some((at, length)) = outage
-            && now >= at
-        {
-            outage = None;
+    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let progress = settings
+        .progress
+        .then(|| tokio::spawn(progress(Arc::clone(&driver), started)));
+    let outage = settings.outage.map(|(at, length)| {
+        let driver = Arc::clone(&driver);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(started + at).await;
             let url = format!("{}/provider/outage?ms={}", driver.base, length.as_millis());
-            let _ = driver.client.post_json(&url, &[], Vec::new()).await;
-        }
-        orders_due += settings.orders_per_second * tick.as_secs_f64();
-        reads_due += settings.reads_per_second * tick.as_secs_f64();
-        while orders_due >= 1.0 || reads_due >= 1.0 {
-            let is_order = orders_due >= 1.0;
+            let _ = tokio::time::timeout(
+                driver.timeout,
+                driver.client.post_json(&url, &[], Vec::new()),
+            )
+            .await;
+        })
+    });
+    let (mut orders, mut reads) = (0, 0);
+    loop {
+        ticker.tick().await;
+        let now = started.elapsed().min(settings.duration);
+        let (orders_due, reads_due) = (
+            due(settings.orders_per_second, now),
+            due(settings.reads_per_second, now),
+        );
+        // Reads wait for the first order known to read.
+        let readable = driver.recent.known();
+        while orders < orders_due || (readable && reads < reads_due) {
+            // Orders and reads alternating while both are due.
+            let is_order =
+                orders < orders_due && (orders <= reads || !readable || reads >= reads_due);
             if is_order {
-                orders_due -= 1.0;
+                orders += 1;
             } else {
-                reads_due -= 1.0;
+                reads += 1;
             }
             let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                 driver.report.lock().not_sent += 1;
@@ -336,42 +421,26 @@ pub async fn run(base: &str, settings: &LoadSettings) -> Report {
                 drop(slot);
             });
         }
-        if settings.progress && now >= next_progress {
-            next_progress += Duration::from_secs(1);
-            let s = status(&driver.client, &driver.base).await;
-            let r = driver.report.lock().clone();
-            let sent = r.sent();
-            println!(
-                "{:>4} s │ {:>4} req/s │ orders {} completed, {} cancelled, {} shed, {} failed │ {} reads │ {} × 429 │ breaker {} │ provider {}",
-                now.as_secs(),
-                sent - last,
-                r.completed,
-                r.cancelled,
-                r.shed,
-                r.errors,
-                r.reads,
-                r.limited,
-                s.pointer("/breaker/state")
-                    .and_then(Value::as_str)
-                    .unwrap_or("none"),
-                if s.get("provider_outage")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false)
-                {
-                    "OUT"
-                } else {
-                    "up"
-                },
-            );
-            last = sent;
+        if now >= settings.duration {
+            break;
         }
     }
     let elapsed = started.elapsed();
+    if !driver.recent.known() {
+        driver.report.lock().unread +=
+            due(settings.reads_per_second, settings.duration).saturating_sub(reads);
+    }
+    if let Some(outage) = outage {
+        outage.abort();
+    }
     // The requests still in flight finish (or time out) before the report.
     let _ = slots.acquire_many(settings.max_in_flight as u32).await;
+    if let Some(progress) = progress {
+        progress.abort();
+    }
     let mut report = driver.report.lock().clone();
     report.elapsed = elapsed;
-    report.status = status(&driver.client, &driver.base).await;
+    report.status = status(&driver.client, &driver.base, settings.timeout).await;
     report
 }
 
@@ -396,13 +465,15 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "requests      {} in {:.0} s ({:.0}/s): {} POST /orders, {} GET /orders/{{id}}; {} not sent (driver saturated)",
+            "requests      {} in {:.0} s ({:.0}/s): {} POST /orders, {} GET /orders/{{id}}; {} not sent (driver saturated); {} failed ({:.2} % of all requests)",
             self.sent(),
             secs,
             self.sent() as f64 / secs,
             self.orders_sent,
             self.reads_sent,
             self.not_sent,
+            self.errors,
+            self.error_rate() * 100.0,
         );
         let _ = writeln!(
             out,
@@ -412,16 +483,34 @@ impl Report {
             ms(self.gets.quantile(0.5)),
             ms(self.gets.quantile(0.99)),
         );
+        let unexpected = |n: u64| {
+            if n == 0 {
+                String::new()
+            } else {
+                format!(", {n} answered with a status not expected (a bug)")
+            }
+        };
         let _ = writeln!(
             out,
-            "orders        {} completed ({:.1} %), {} cancelled and compensated by their saga, {} accepted with their saga still running, {} shed with 503 while the breaker was open, {} failed ({:.2} % of all requests)",
+            "orders        {} completed ({:.1} %), {} cancelled and compensated by their saga, {} accepted with their saga still running, {} shed with 503 while the breaker was open, {} refused with 429, {} failed{}",
             self.completed,
             self.completion_rate() * 100.0,
             self.cancelled,
             self.pending,
             self.shed,
-            self.errors,
-            self.error_rate() * 100.0,
+            self.orders_limited,
+            self.order_errors,
+            unexpected(self.orders_unexpected),
+        );
+        let _ = writeln!(
+            out,
+            "reads         {} answered 200, {} answered 404 (not projected yet), {} refused with 429, {} failed{}; {} not sent (no order to read yet)",
+            self.reads,
+            self.not_found,
+            self.limited - self.orders_limited,
+            self.errors - self.order_errors,
+            unexpected(self.unexpected - self.orders_unexpected),
+            self.unread,
         );
         let _ = writeln!(
             out,

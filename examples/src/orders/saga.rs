@@ -57,6 +57,11 @@ impl OrderSaga {
 pub struct CourierRefused(String);
 
 /// Sagas started and how they ended, counted by the saga's listener.
+///
+/// Running sagas are counted by id, not as runs started minus runs ended: a
+/// run whose step outlived the lease loses its claim to the recovery, which
+/// resumes the saga (a second `Started`) and ends it (one `Finished`), while
+/// the first run stops without an end.
 #[derive(Debug, Default)]
 pub struct SagaStats {
     started: AtomicU64,
@@ -65,6 +70,7 @@ pub struct SagaStats {
     failed: AtomicU64,
     /// How long each ended run took, in microseconds.
     durations: Mutex<Vec<u64>>,
+    running: Mutex<HashSet<Arc<str>>>,
 }
 
 /// A copy of [`SagaStats`] at one moment.
@@ -78,7 +84,7 @@ pub struct SagaCounts {
     pub compensated: u64,
     /// Ended failed: a compensation gave up, an operator must act.
     pub failed: u64,
-    /// Running now.
+    /// Running now: started in this process, not ended yet.
     pub running: u64,
     /// The median time from a run's start to its end (completed or
     /// undone), in milliseconds: how long a customer waits for the outcome.
@@ -111,9 +117,35 @@ impl SagaStats {
             completed,
             compensated,
             failed,
-            running: started.saturating_sub(completed + compensated + failed),
+            running: self.running.lock().len() as u64,
             p50_ms: quantile(0.5),
             p99_ms: quantile(0.99),
+        }
+    }
+
+    /// Counts `event`, an event of the order saga's runner.
+    pub fn record(&self, event: &saga::Event) {
+        match event {
+            saga::Event::Started { id, .. } => {
+                self.started.fetch_add(1, Ordering::Relaxed);
+                self.running.lock().insert(Arc::clone(id));
+            }
+            saga::Event::Finished {
+                id,
+                outcome,
+                duration,
+                ..
+            } => {
+                self.durations.lock().push(duration.as_micros() as u64);
+                let counter = match outcome {
+                    ExecutionOutcome::Completed => &self.completed,
+                    ExecutionOutcome::Compensated => &self.compensated,
+                    ExecutionOutcome::Failed => &self.failed,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                self.running.lock().remove(id);
+            }
+            _ => {}
         }
     }
 }
@@ -153,23 +185,7 @@ pub fn order_saga(
                 .jitter(Jitter::Full),
         )
         .otel()
-        .listener(move |e: &saga::Event| match e {
-            saga::Event::Started { .. } => {
-                seen.started.fetch_add(1, Ordering::Relaxed);
-            }
-            saga::Event::Finished {
-                outcome, duration, ..
-            } => {
-                seen.durations.lock().push(duration.as_micros() as u64);
-                let counter = match outcome {
-                    ExecutionOutcome::Completed => &seen.completed,
-                    ExecutionOutcome::Compensated => &seen.compensated,
-                    ExecutionOutcome::Failed => &seen.failed,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => {}
-        })
+        .listener(move |e: &saga::Event| seen.record(e))
         .step(
             Step::command("place", orders.clone(), |s: &OrderSaga| {
                 (s.order_id.clone(), OrderCommand::Place(s.order.clone()))
