@@ -92,6 +92,7 @@ fn number(text: &str, min: u64, max: u64) -> Result<u64, String> {
 /// The service's settings from the environment and `args`' store names.
 fn settings(args: &Args) -> Settings {
     let mut settings = Settings::from_env();
+    settings.data_dir.clone_from(&args.data);
     if let Some(schema) = &args.schema {
         settings.schema.clone_from(schema);
     }
