@@ -158,6 +158,45 @@ fn courier(state: &OrderSaga, ctx: &StepContext) -> Result<String, CourierRefuse
     Ok(format!("TRK-{}", ctx.saga_id()))
 }
 
+/// A step sending the stock command `command` makes of the state through
+/// `desk`, with the invocation's command id (appended once however often
+/// the step is retried or recovered); the state goes on unchanged.
+fn stock_step(
+    desk: &StockDesk,
+    name: &'static str,
+    command: fn(&OrderSaga) -> StockCommand,
+) -> Step<OrderSaga> {
+    let desk = desk.clone();
+    Step::new(name, move |s: OrderSaga, ctx: StepContext| {
+        let desk = desk.clone();
+        async move {
+            desk.execute(&s.order.sku, &command(&s), &ctx.command_context())
+                .await?;
+            Ok::<_, StockCallError>(s)
+        }
+    })
+}
+
+/// The compensation that sends `command` the same way as [`stock_step`].
+fn stock_undo(
+    desk: &StockDesk,
+    command: fn(&OrderSaga) -> StockCommand,
+) -> impl Fn(OrderSaga, StepContext) -> StockUndo + Send + Sync + 'static {
+    let desk = desk.clone();
+    move |s: OrderSaga, ctx: StepContext| {
+        let desk = desk.clone();
+        Box::pin(async move {
+            desk.execute(&s.order.sku, &command(&s), &ctx.command_context())
+                .await
+                .map(drop)
+        })
+    }
+}
+
+/// What [`stock_undo`] returns.
+type StockUndo =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StockCallError>> + Send>>;
+
 /// The order saga, its log in `store`.
 ///
 /// # Errors
@@ -195,35 +234,13 @@ pub fn order_saga(
             }),
         )
         .step(
-            Step::new("reserve", {
-                let desk = stock.clone();
-                move |s: OrderSaga, ctx: StepContext| {
-                    let desk = desk.clone();
-                    async move {
-                        let reserve = StockCommand::Reserve {
-                            order: s.order_id.clone(),
-                            quantity: s.order.quantity,
-                        };
-                        desk.execute(&s.order.sku, &reserve, &ctx.command_context())
-                            .await?;
-                        Ok::<_, StockCallError>(s)
-                    }
-                }
+            stock_step(stock, "reserve", |s| StockCommand::Reserve {
+                order: s.order_id.clone(),
+                quantity: s.order.quantity,
             })
-            .compensate({
-                let desk = stock.clone();
-                move |s: OrderSaga, ctx: StepContext| {
-                    let desk = desk.clone();
-                    async move {
-                        let release = StockCommand::Release {
-                            order: s.order_id.clone(),
-                        };
-                        desk.execute(&s.order.sku, &release, &ctx.command_context())
-                            .await?;
-                        Ok::<_, StockCallError>(())
-                    }
-                }
-            }),
+            .compensate(stock_undo(stock, |s| StockCommand::Release {
+                order: s.order_id.clone(),
+            })),
         )
         .step(
             Step::new("payment", |s: OrderSaga, _: StepContext| async move {
@@ -268,19 +285,8 @@ pub fn order_saga(
             .pivot(),
         )
         .step(
-            Step::new("settle", {
-                let desk = stock.clone();
-                move |s: OrderSaga, ctx: StepContext| {
-                    let desk = desk.clone();
-                    async move {
-                        let ship = StockCommand::Ship {
-                            order: s.order_id.clone(),
-                        };
-                        desk.execute(&s.order.sku, &ship, &ctx.command_context())
-                            .await?;
-                        Ok::<_, StockCallError>(s)
-                    }
-                }
+            stock_step(stock, "settle", |s| StockCommand::Ship {
+                order: s.order_id.clone(),
             })
             .retriable(),
         )
