@@ -706,7 +706,7 @@ where
         self.inner.max
     }
 
-    /// The admission window's current size in units of weight: the hill
+    /// The admission window's current size in units of weight: the
     /// climber's latest choice, for the curious and for tests.
     pub fn window_capacity(&self) -> u64 {
         self.lock_maintenance().policy.window_max()

@@ -37,9 +37,11 @@
 //!   the bound holds after every write.
 //! - **Adaptive W-TinyLFU**: new entries enter a small LRU window; to enter the
 //!   main space they must be more popular (by a 4-bit count-min sketch) than
-//!   the entry they would evict. A hill climber resizes the window while the
-//!   cache runs, so recency-heavy, frequency-heavy and looping workloads all
-//!   get a high hit ratio (see `docs/benchmarks.md`).
+//!   the entry they would evict. A climber resizes the window while the
+//!   cache runs, judging two small replicas of the policy (a smaller window
+//!   and a larger one) on the same sampled requests, so recency-heavy,
+//!   frequency-heavy and looping workloads all get a high hit ratio (see
+//!   `docs/benchmarks.md`).
 //! - **Expiry**: time to live, time to idle, and per-entry lifetimes from an
 //!   [`Expiry`]. Expired values are never returned and are reclaimed by a
 //!   timer wheel, not by scanning.

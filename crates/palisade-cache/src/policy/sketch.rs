@@ -58,6 +58,7 @@ impl FrequencySketch {
     }
 
     /// Number of increments between two halvings.
+    #[cfg(test)]
     pub(crate) fn sample_size(&self) -> u64 {
         self.sample_size
     }

@@ -150,62 +150,73 @@ impl Replay {
 }
 
 /// Request `i` of a recency-heavy workload: every key is requested twice,
-/// `2 × REUSE` requests apart, and never again (as in the Corda vault trace).
-/// Even requests bring a new key, odd ones the key brought `REUSE` keys ago.
-/// An LRU of more than `2 × REUSE` entries hits every second request.
-fn twice_then_never(i: u64) -> u64 {
-    const REUSE: u64 = 100;
-    if i.is_multiple_of(2) || i / 2 < REUSE {
+/// `2 × reuse` requests apart, and never again (as in the Corda vault trace).
+/// Even requests bring a new key, odd ones the key brought `reuse` keys ago.
+/// Between a key's two requests come `2 × reuse - 1` others, so an LRU of
+/// `2 × reuse` entries hits every second request; a W-TinyLFU whose window
+/// is smaller hits almost none, since the main space turns away every
+/// newcomer (its history is empty).
+fn twice_then_never(i: u64, reuse: u64) -> u64 {
+    if i.is_multiple_of(2) || i / 2 < reuse {
         i / 2 + 1_000_000
     } else {
-        i / 2 - REUSE + 1_000_000
+        i / 2 - reuse + 1_000_000
     }
 }
 
 #[test]
 fn a_recency_heavy_workload_grows_the_window_to_lrus_hit_ratio() {
-    // 1,000 entries: a sample is 20,000 requests, a step 62 entries.
+    // 1,000 entries, replicated whole by the climber; the window starts at
+    // 1 % (10). LRU needs 200 entries here and hits every second request.
     let mut replay = Replay::new(1_000);
-    // The cache is full after 2,000 requests; the climber's first sample
-    // runs from there, with the 1 % window (10 entries). A key comes back
-    // after 200 others, long out of the window, and the main space turns
-    // away every newcomer (its history is empty): under 1 % of the requests
-    // hit, where LRU hits 50 %.
-    replay.hits((0..12_000).map(twice_then_never));
-    let first_sample = replay.hits((12_000..22_000).map(twice_then_never));
-    assert!(first_sample < 100, "{first_sample} hits in 10,000 requests");
-    assert_eq!(
-        replay.policy.window_max(),
-        10 + 62,
-        "the first move grows the window"
-    );
-    // Three more samples take the window past the 200 entries between the
-    // two requests of a key (LRU needs as many): the hit rate is flat (under
-    // 1 %) until then, and the climber keeps growing the window through it.
-    replay.hits((22_000..82_000).map(twice_then_never));
-    assert_eq!(replay.policy.window_max(), 240);
-    // From there on the cache hits every second request, as LRU does (less
-    // the few that come back just after their first request left the window
-    // in the sample that grew it past 200).
-    let later = replay.hits((82_000..102_000).map(twice_then_never));
-    assert!(later >= 9_990, "{later} hits in 20,000 requests");
-    let then = replay.hits((102_000..122_000).map(twice_then_never));
-    assert_eq!(then, 10_000);
+    let request = |i| twice_then_never(i, 100);
+    // Full after 2,000 requests; from there a window under 200 entries hits
+    // almost nothing.
+    replay.hits((0..2_000).map(request));
+    let early = replay.hits((2_000..12_000).map(request));
+    assert!(early < 10_000 / 100, "{early} hits in 10,000 requests");
+    assert!(replay.policy.window_max() < 200);
+    // Within 50,000 requests the climber has found a window past 200.
+    replay.hits((12_000..50_000).map(request));
+    assert!(replay.policy.window_max() >= 200);
+    // From there on the cache hits every second request, as LRU does.
+    let later = replay.hits((50_000..70_000).map(request));
+    assert_eq!(later, 10_000);
 }
 
 #[test]
-fn a_large_cache_moves_its_window_every_100_000_requests() {
-    // 20,000 entries: the sketch's sample, 10 × capacity, is 200,000
-    // requests; the climber's is capped at 100,000.
+fn a_large_cache_judges_on_a_share_of_its_keys_and_adapts_too() {
+    // 20,000 entries: the replicas follow 1,024 entries' worth of the keys
+    // (5 %). LRU needs 2,000 entries here; the window starts at 200.
     let mut replay = Replay::new(20_000);
-    replay.hits(0..19_999);
-    assert_eq!(replay.policy.window_max(), 200);
-    // Requests of new keys, all misses; the sample starts with the one that
-    // fills the cache, the 20,000th.
-    replay.hits(19_999..119_998);
-    assert_eq!(replay.policy.window_max(), 200);
-    replay.request(119_998);
-    assert_eq!(replay.policy.window_max(), 200 + 1_250);
+    let request = |i| twice_then_never(i, 1_000);
+    replay.hits((0..40_000).map(request));
+    let early = replay.hits((40_000..140_000).map(request));
+    assert!(early < 100_000 / 100, "{early} hits in 100,000 requests");
+    // Within 1,000,000 requests (50 times the capacity) every second request hits.
+    replay.hits((140_000..1_000_000).map(request));
+    let later = replay.hits((1_000_000..1_100_000).map(request));
+    assert_eq!(later, 50_000);
+}
+
+#[test]
+fn a_weighed_cache_samples_by_its_entry_count_once_full() {
+    // Weight 100 each, 1,000,000 in all: 10,000 entries when full.
+    let mut policy = Policy::new(1_000_000, 0, 0, 0);
+    let mut out = Vec::new();
+    // Made as if every entry weighed 1: a share of 1,024 in 1,000,000.
+    assert_eq!(policy.climber.sample(), (4_398_046, 1_024));
+    for key in 0..10_000 {
+        let e = Arc::new(Entry {
+            weight: 100,
+            ..Arc::into_inner(entry(&mut policy, key)).unwrap()
+        });
+        policy.add(e);
+        policy.evict(&mut out);
+    }
+    assert!(out.is_empty());
+    // Full: 1,024 entries of 10,000, and the replicas' capacity in weight to match.
+    assert_eq!(policy.climber.sample(), (439_804_651, 102_400));
 }
 
 #[test]
@@ -223,7 +234,7 @@ fn an_update_that_makes_a_protected_entry_heavier_keeps_the_protected_share() {
     for key in 0..79 {
         policy.record_read(slots[key as usize], key_tag(key));
     }
-    assert_eq!((policy.protected_weight, policy.protected_max), (79, 79));
+    assert_eq!(policy.segments.protected_weight_and_max(), (79, 79));
     let heavier = Arc::new(Entry {
         weight: 10,
         slot: slots[5],
@@ -231,6 +242,6 @@ fn an_update_that_makes_a_protected_entry_heavier_keeps_the_protected_share() {
     });
     policy.update(heavier);
     // 88 would be protected; the oldest protected keys go back to probation.
-    assert_eq!(policy.protected_weight, 79);
-    assert_eq!(policy.meta[slots[0] as usize].region, Region::Probation);
+    assert_eq!(policy.segments.protected_weight_and_max().0, 79);
+    assert!(policy.segments.in_probation(slots[0]));
 }
