@@ -21,7 +21,11 @@
 //! most [`LRU_MARGIN`] points below LRU (both the reference's and the
 //! measured one). The run fails (exit code 1) and prints the rows that miss.
 //! `--palisade-only` replays palisade alone, for tuning: the bar then uses
-//! the reference columns only.
+//! the reference columns only. palisade's keys are hashed with a fixed seed
+//! (`CacheBuilder::hash_seed`, [`DEFAULT_SEED`] unless `--seed=N`), so a run
+//! gives the same palisade column every time; its rows on small caches move
+//! by up to a couple of points from one seed to another, which is why the
+//! docs quote several seeds.
 //!
 //! The traces are read from `../../shared/traces` relative to this crate's
 //! manifest (that is `shared/traces` beside the workspace), or from the folder
@@ -271,9 +275,13 @@ fn replay(trace: &[u64], mut get_or_insert: impl FnMut(u64) -> bool) -> f64 {
     100.0 * hits as f64 / trace.len().max(1) as f64
 }
 
+/// palisade's hash seed (`--seed=N`), so that a run is the same every time.
+static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
 fn palisade_replay(trace: &[u64], capacity: u64) -> Outcome {
     let cache = palisade_cache::Cache::<u64, u64>::builder()
         .max_capacity(capacity)
+        .hash_seed(*SEED.get_or_init(|| DEFAULT_SEED))
         .build()
         .expect("valid palisade cache configuration");
     let hit_ratio = replay(trace, |key| {
@@ -457,7 +465,12 @@ struct Args {
     check: bool,
     /// `--palisade-only`: replay palisade alone.
     palisade_only: bool,
+    /// `--seed=N`: palisade's hash seed ([`DEFAULT_SEED`] if not given).
+    seed: Option<u64>,
 }
+
+/// palisade's hash seed unless `--seed=N` says otherwise.
+const DEFAULT_SEED: u64 = 1;
 
 impl Args {
     /// Reads the process's arguments. Other flags are ignored: `cargo bench`
@@ -469,6 +482,12 @@ impl Args {
                 args.check = true;
             } else if arg == "--palisade-only" {
                 args.palisade_only = true;
+            } else if let Some(seed) = arg.strip_prefix("--seed=") {
+                let Ok(seed) = seed.parse() else {
+                    eprintln!("--seed=N wants an unsigned integer, got {seed:?}");
+                    std::process::exit(2);
+                };
+                args.seed = Some(seed);
             } else if !arg.starts_with("--") {
                 args.filters.push(arg);
             }
@@ -625,6 +644,8 @@ fn check_failures(rows: &[Row], subjects: &[Subject], measured: &Measured) -> Ve
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    SEED.set(args.seed.unwrap_or(DEFAULT_SEED))
+        .expect("the seed is set once, before any replay");
     let rows: Vec<Row> = ROWS.into_iter().filter(|r| args.selects(r)).collect();
     if rows.is_empty() {
         eprintln!("no row matches {:?}", args.filters);
@@ -652,9 +673,11 @@ fn main() -> ExitCode {
          {ZIPF_REQUESTS} requests, StdRng seed {ZIPF_SEED}.\n\
          Bar: at most {BEST_MARGIN} point below the best of {} (shared/traces/README.md, \
          libCacheSim) and of the caches measured here, at most {LRU_MARGIN} point below LRU.\n\
-         Window: palisade's window at the end, in % of the capacity.\n",
+         Window: palisade's window at the end, in % of the capacity. \
+         palisade's hash seed: {}.\n",
         dir.display(),
         BAR_POLICIES.map(|i| POLICIES[i]).join(", "),
+        SEED.get().copied().unwrap_or(DEFAULT_SEED),
     );
     println!("{}", table(&rows, subjects, &measured));
     eprintln!(

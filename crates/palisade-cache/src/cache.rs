@@ -217,6 +217,7 @@ where
                 time_to_live: Some(ttl),
                 clock: Arc::clone(&b.clock),
                 shards: b.shards,
+                hash_seed: b.hash_seed,
                 ..CacheBuilder::default()
             };
             Box::new(Cache::from_builder(negative))
@@ -239,7 +240,7 @@ where
             )));
         }
         let inner = Arc::new(Inner {
-            store: Store::new(shards),
+            store: Store::new(shards, b.hash_seed),
             maintenance: Mutex::new(Maintenance {
                 policy: Policy::new(max, tti, keep_stale, now),
                 removed: Vec::new(),

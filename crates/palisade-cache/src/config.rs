@@ -35,6 +35,7 @@ pub struct CacheBuilder<K, V> {
     pub(crate) soft_timeout: Option<Duration>,
     pub(crate) hard_timeout: Option<Duration>,
     pub(crate) shards: Option<usize>,
+    pub(crate) hash_seed: Option<u64>,
     pub(crate) clock: SharedClock,
     pub(crate) listeners: Listeners<Event>,
     #[cfg(feature = "tokio")]
@@ -61,6 +62,7 @@ impl<K, V> Default for CacheBuilder<K, V> {
             soft_timeout: None,
             hard_timeout: None,
             shards: None,
+            hash_seed: None,
             clock: SystemClock::shared(),
             listeners: Listeners::new(),
             #[cfg(feature = "tokio")]
@@ -161,6 +163,19 @@ where
     #[must_use]
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = Some(shards);
+        self
+    }
+
+    /// Seeds the hash of keys, so that caches built with the same seed hash
+    /// every key alike and, given the same requests on one thread, make the
+    /// same decisions: for reproducible benchmarks and tests. Default: a
+    /// seed drawn per process (hashbrown's foldhash), so hit ratios move a
+    /// little between runs where the frequency sketch's collisions matter.
+    /// A seed that others know lets them choose keys that collide in the map
+    /// and the sketch: leave it unset for keys that come from outside.
+    #[must_use]
+    pub fn hash_seed(mut self, seed: u64) -> Self {
+        self.hash_seed = Some(seed);
         self
     }
 

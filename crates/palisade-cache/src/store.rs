@@ -6,7 +6,9 @@ use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use foldhash::SharedSeed;
+use foldhash::fast::SeedableRandomState;
+use hashbrown::HashTable;
 use palisade_core::CachePadded;
 use parking_lot::RwLock;
 
@@ -21,18 +23,23 @@ type Shared<K, V> = Arc<Entry<K, V>>;
 pub(crate) struct Store<K, V> {
     shards: Box<[Shard<K, V>]>,
     mask: usize,
-    hasher: DefaultHashBuilder,
+    /// foldhash, as hashbrown's default: seeded per process, or by the caller.
+    hasher: SeedableRandomState,
 }
 
 impl<K: Hash + Eq, V> Store<K, V> {
-    pub(crate) fn new(shards: usize) -> Self {
+    /// `shards` shards (rounded up to a power of two); keys hashed with
+    /// `seed` if given, else with a seed drawn per process.
+    pub(crate) fn new(shards: usize, seed: Option<u64>) -> Self {
         let shards = shards.next_power_of_two();
         Self {
             shards: (0..shards)
                 .map(|_| CachePadded(RwLock::new(HashTable::new())))
                 .collect(),
             mask: shards - 1,
-            hasher: DefaultHashBuilder::default(),
+            hasher: seed.map_or_else(SeedableRandomState::random, |seed| {
+                SeedableRandomState::with_seed(seed, SharedSeed::global_fixed())
+            }),
         }
     }
 

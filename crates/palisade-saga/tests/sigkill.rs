@@ -54,7 +54,10 @@ fn apply(dir: &Path, ctx: &StepContext) -> std::io::Result<()> {
             .create(true)
             .append(true)
             .open(&path)?;
-        writeln!(f, "{}", ctx.key())?;
+        // One write of the whole line: `writeln!` writes the key and the
+        // newline in two calls, and a kill between them left a torn line
+        // that the next process's key was appended to.
+        f.write_all(format!("{}\n", ctx.key()).as_bytes())?;
         f.sync_data()?;
     }
     Ok(())

@@ -16,8 +16,9 @@
 //! A period ends when one replica leads by far (five standard deviations of
 //! a fair coin's) or the requests that differ reach [`DECIDING`], and then
 //! whichever leads wins; or, as a tie, when the replicas have agreed on
-//! nearly every request, or the period reaches its longest with neither
-//! clearly ahead. The step doubles while
+//! nearly every request. A period that reaches its longest (32 replica
+//! capacities) is won by whichever leads, unless they differed on under
+//! 1/64 of its requests: then it is a tie too. The step doubles while
 //! the moves keep their direction (up to a quarter of the capacity), so a
 //! window far from its best is reached in a few moves, and halves when they
 //! turn (down to 1/64), so it settles. A period that ends with the two
@@ -105,8 +106,8 @@ impl Climber {
         };
         let step = (max / FIRST_STEP).max(1);
         let mut climber = Self {
-            smaller: Shadow::new(shadow_max, 0),
-            larger: Shadow::new(shadow_max, 0),
+            smaller: Shadow::new(shadow_max, 0, SHADOW_ENTRIES.min(len)),
+            larger: Shadow::new(shadow_max, 0, SHADOW_ENTRIES.min(len)),
             threshold,
             shadow_max,
             max,
@@ -139,7 +140,9 @@ impl Climber {
     /// the cache's window is `window`; returns how much the window should
     /// grow (negative: shrink), in units of weight, or 0.
     pub(crate) fn record(&mut self, hash: u64, weight: u64, window: u64) -> i64 {
-        let weight = self.scale(weight).max(1);
+        // A replica follows a share of the keys, each at its own weight,
+        // in a share of the capacity: the weight is not scaled.
+        let weight = weight.max(1);
         let smaller = self.smaller.request(hash, weight);
         let larger = self.larger.request(hash, weight);
         if !self.warm {
@@ -221,7 +224,7 @@ impl Climber {
             .climb(larger as i64 - self.larger.window_max() as i64);
     }
 
-    /// A weight of the cache's in the replicas' units.
+    /// A window of the cache's in the replicas' units of capacity.
     fn scale(&self, weight: u64) -> u64 {
         if self.shadow_max == self.max {
             weight
@@ -301,5 +304,42 @@ mod tests {
         // where it stays.
         assert_eq!(moves, [-31, -62, -124, -183]);
         assert_eq!(window, 0);
+    }
+
+    /// `count` distinct sampled keys of this weight, recorded as a cache whose window is `window`.
+    fn feed_distinct(climber: &mut Climber, count: usize, weight: u64, window: u64) {
+        let mut fed = 0;
+        let mut key = 0u64;
+        while fed < count {
+            let hash = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            key += 1;
+            if climber.samples(hash) {
+                climber.record(hash, weight, window);
+                fed += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn a_weighed_caches_replicas_hold_a_share_of_its_entries_at_their_weight() {
+        // 10,000 entries of weight 100: the replicas follow 10.24 % of the
+        // keys and 102,400 units of weight, 1,024 entries of weight 100.
+        let mut climber = Climber::new(1_000_000, 10_000, 10_000);
+        assert_eq!(climber.sample(), (439_804_651, 102_400));
+        // Twice as many distinct sampled keys as that fill both replicas
+        // (scaled to the replicas' share, each would weigh 10, and 2,048 of
+        // them 20,480 of 102,400: a replica ten times too large for its keys).
+        feed_distinct(&mut climber, 2_048, 100, 10_000);
+        assert!(climber.smaller.is_full() && climber.larger.is_full());
+    }
+
+    #[test]
+    fn replicas_warm_up_when_the_weights_do_not_divide_their_capacity() {
+        // Weight 1,000, entries of 3: 333 of them, replicated whole. After
+        // an eviction a replica weighs at most 999, never its maximum; it
+        // is full all the same.
+        let mut climber = Climber::new(1_000, 333, 10);
+        feed_distinct(&mut climber, 10_000, 3, 10);
+        assert!(climber.warm, "the replicas never counted as full");
     }
 }

@@ -94,6 +94,26 @@ impl Segments {
         self.meta[idx as usize].hash
     }
 
+    /// Makes room for `entries` entries up front: their slots, and a sketch
+    /// of twice as many counters' words (what [`add`](Self::add) would grow
+    /// it to, starting its counts over, at the first entry past its size).
+    pub(crate) fn make_room(&mut self, entries: u64) {
+        let slots = entries as usize + 1;
+        self.meta.reserve_exact(slots);
+        self.links.reserve_exact(slots);
+        self.sketch.grow_for(entries.saturating_mul(2));
+    }
+
+    /// Heap bytes of the sketch, and of the slots' metadata and links.
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> (usize, usize) {
+        (
+            self.sketch.capacity() as usize * 8,
+            self.meta.capacity() * std::mem::size_of::<Meta>()
+                + self.links.capacity() * std::mem::size_of::<Links>(),
+        )
+    }
+
     /// The protected segment's weight and its share.
     #[cfg(test)]
     pub(crate) fn protected_weight_and_max(&self) -> (u64, u64) {

@@ -116,14 +116,21 @@ struct Replay {
     policy: Policy<u64, ()>,
     slots: std::collections::HashMap<u64, u32>,
     removed: Vec<Removed<u64, ()>>,
+    /// The weight of every entry (1: a cache bounded by its entry count).
+    weight: u32,
 }
 
 impl Replay {
     fn new(capacity: u64) -> Self {
+        Self::weighed(capacity, 1)
+    }
+
+    fn weighed(capacity: u64, weight: u32) -> Self {
         Self {
             policy: Policy::new(capacity, 0, 0, 0),
             slots: std::collections::HashMap::new(),
             removed: Vec::new(),
+            weight,
         }
     }
 
@@ -133,7 +140,10 @@ impl Replay {
             self.policy.record_read(slot, key_tag(key));
             return true;
         }
-        let e = entry(&mut self.policy, key);
+        let e = Arc::new(Entry {
+            weight: self.weight,
+            ..Arc::into_inner(entry(&mut self.policy, key)).unwrap()
+        });
         self.slots.insert(key, e.slot);
         self.policy.add(e);
         self.policy.evict(&mut self.removed);
@@ -244,4 +254,22 @@ fn an_update_that_makes_a_protected_entry_heavier_keeps_the_protected_share() {
     // 88 would be protected; the oldest protected keys go back to probation.
     assert_eq!(policy.segments.protected_weight_and_max().0, 79);
     assert!(policy.segments.in_probation(slots[0]));
+}
+
+#[test]
+fn a_weighed_recency_heavy_workload_grows_the_window_when_weights_do_not_divide_the_capacity() {
+    // The recency test's workload on 1,000 entries of weight 3 in a
+    // capacity of 3,001 (not 3,000): replicated whole; a replica's weight
+    // after an eviction is at most 3,000, never its maximum, and it must
+    // count as full all the same, or the window stays at 1 % for good.
+    let mut replay = Replay::weighed(3_001, 3);
+    let request = |i| twice_then_never(i, 100);
+    replay.hits((0..50_000).map(request));
+    assert!(
+        replay.policy.window_max() >= 600,
+        "window {} after 50,000 requests",
+        replay.policy.window_max()
+    );
+    let later = replay.hits((50_000..70_000).map(request));
+    assert_eq!(later, 10_000);
 }
