@@ -225,11 +225,11 @@ impl Climber {
     }
 
     /// A window of the cache's in the replicas' units of capacity.
-    fn scale(&self, weight: u64) -> u64 {
+    fn scale(&self, window: u64) -> u64 {
         if self.shadow_max == self.max {
-            weight
+            window
         } else {
-            (u128::from(weight) * u128::from(self.shadow_max) / u128::from(self.max)) as u64
+            (u128::from(window) * u128::from(self.shadow_max) / u128::from(self.max)) as u64
         }
     }
 }
@@ -238,17 +238,18 @@ impl Climber {
 mod tests {
     use super::*;
 
-    /// Feeds `keys` to the climber as a cache with window `window` would; the moves it asked for.
+    /// Feeds the sampled ones of `keys`, each weighing `weight`, to the
+    /// climber as a cache with window `window` would; the moves it asked for.
     fn replay(
         climber: &mut Climber,
         window: &mut u64,
+        weight: u64,
         keys: impl IntoIterator<Item = u64>,
     ) -> Vec<i64> {
         let mut moves = Vec::new();
-        for key in keys {
-            let hash = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for hash in keys.into_iter().map(super::super::test_hash) {
             if climber.samples(hash) {
-                let amount = climber.record(hash, 1, *window);
+                let amount = climber.record(hash, weight, *window);
                 if amount != 0 {
                     *window = (*window as i64 + amount) as u64;
                     moves.push(amount);
@@ -256,6 +257,14 @@ mod tests {
             }
         }
         moves
+    }
+
+    /// The first `count` keys from 0 up that `climber` samples.
+    fn sampled_keys(climber: &Climber, count: usize) -> Vec<u64> {
+        (0..)
+            .filter(|&key| climber.samples(super::super::test_hash(key)))
+            .take(count)
+            .collect()
     }
 
     #[test]
@@ -280,7 +289,7 @@ mod tests {
         // largest, a quarter of the capacity) and moves nothing.
         let mut climber = Climber::new(1_000, 1_000, 10);
         let mut window = 10;
-        let moves = replay(&mut climber, &mut window, 0..9_000);
+        let moves = replay(&mut climber, &mut window, 1, 0..9_000);
         assert!(moves.is_empty(), "{moves:?}");
         assert_eq!(window, 10);
         assert_eq!(climber.step, 250);
@@ -297,27 +306,13 @@ mod tests {
         let mut climber = Climber::new(1_000, 1_000, 10);
         let mut window = 400;
         climber.place_replicas(window);
-        let moves = replay(&mut climber, &mut window, (0..60_000).map(|i| i % 1_500));
+        let moves = replay(&mut climber, &mut window, 1, (0..60_000).map(|i| i % 1_500));
         // The first clear result turns round (the step halves to 31), each
         // next one in the same direction doubles it (62, 124, then 248,
         // which the window's 183 left cut short) until the window reaches 0,
         // where it stays.
         assert_eq!(moves, [-31, -62, -124, -183]);
         assert_eq!(window, 0);
-    }
-
-    /// `count` distinct sampled keys of this weight, recorded as a cache whose window is `window`.
-    fn feed_distinct(climber: &mut Climber, count: usize, weight: u64, window: u64) {
-        let mut fed = 0;
-        let mut key = 0u64;
-        while fed < count {
-            let hash = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            key += 1;
-            if climber.samples(hash) {
-                climber.record(hash, weight, window);
-                fed += 1;
-            }
-        }
     }
 
     #[test]
@@ -329,7 +324,8 @@ mod tests {
         // Twice as many distinct sampled keys as that fill both replicas
         // (scaled to the replicas' share, each would weigh 10, and 2,048 of
         // them 20,480 of 102,400: a replica ten times too large for its keys).
-        feed_distinct(&mut climber, 2_048, 100, 10_000);
+        let keys = sampled_keys(&climber, 2_048);
+        replay(&mut climber, &mut 10_000, 100, keys);
         assert!(climber.smaller.is_full() && climber.larger.is_full());
     }
 
@@ -339,7 +335,8 @@ mod tests {
         // an eviction a replica weighs at most 999, never its maximum; it
         // is full all the same.
         let mut climber = Climber::new(1_000, 333, 10);
-        feed_distinct(&mut climber, 10_000, 3, 10);
+        let keys = sampled_keys(&climber, 10_000);
+        replay(&mut climber, &mut 10, 3, keys);
         assert!(climber.warm, "the replicas never counted as full");
     }
 }

@@ -46,7 +46,7 @@ pub(crate) struct Policy<K, V> {
     entries: Vec<Option<Arc<Entry<K, V>>>>,
     timer_links: Vec<Links>,
     filed: Vec<Filed>,
-    climber: Box<Climber>,
+    climber: Climber,
     /// Whether the weight has reached the maximum once (see [`Self::observe`]).
     filled: bool,
     evicted: Vec<u32>,
@@ -60,14 +60,15 @@ pub(crate) struct Policy<K, V> {
 
 impl<K, V> Policy<K, V> {
     pub(crate) fn new(max: u64, tti: u64, keep_stale: u64, now: u64) -> Self {
+        let window = max / 100;
         Self {
-            segments: Segments::new(max, max / 100),
+            segments: Segments::new(max, window),
             entries: Vec::new(),
             timer_links: Vec::new(),
             filed: Vec::new(),
             // Sized as if every entry weighed 1; `observe` corrects that
             // once the cache is full.
-            climber: Box::new(Climber::new(max, max, max / 100)),
+            climber: Climber::new(max, max, window),
             filled: false,
             evicted: Vec::new(),
             wheel: TimerWheel::new(now),
@@ -163,12 +164,9 @@ impl<K, V> Policy<K, V> {
     }
 
     fn climb(&mut self, hash: u64, idx: u32) {
-        let weight = self.entries[idx as usize]
-            .as_ref()
-            .map_or(1, |entry| u64::from(entry.weight));
-        let amount = self
-            .climber
-            .record(hash, weight, self.segments.window_max());
+        let amount =
+            self.climber
+                .record(hash, self.segments.weight(idx), self.segments.window_max());
         if amount != 0 {
             self.segments.climb(amount);
         }
@@ -185,16 +183,16 @@ impl<K, V> Policy<K, V> {
         }
         self.filled = true;
         if segments.len() != segments.weighted_size() {
-            *self.climber = Climber::new(segments.max(), segments.len(), segments.window_max());
+            self.climber = Climber::new(segments.max(), segments.len(), segments.window_max());
         }
     }
 
     /// Evicts until the weight is within the maximum (see [`Segments::evict`]).
     pub(crate) fn evict(&mut self, out: &mut Vec<Removed<K, V>>) {
         self.segments.evict(&mut self.evicted);
-        for idx in self.evicted.drain(..) {
-            self.wheel
-                .unschedule(&mut self.timer_links, idx, self.filed[idx as usize].take());
+        let mut evicted = std::mem::take(&mut self.evicted);
+        for idx in evicted.drain(..) {
+            self.unfile(idx);
             if let Some(entry) = self.entries[idx as usize].take() {
                 out.push(Removed {
                     entry,
@@ -202,6 +200,7 @@ impl<K, V> Policy<K, V> {
                 });
             }
         }
+        self.evicted = evicted;
     }
 
     /// Takes slot `idx` out of the timer wheel.
@@ -253,6 +252,13 @@ impl<K, V> Policy<K, V> {
     pub(crate) fn entries(&self) -> impl Iterator<Item = &Arc<Entry<K, V>>> {
         self.entries.iter().flatten()
     }
+}
+
+/// A well-mixed hash of a test's key (a Fibonacci multiplication), as the
+/// cache's hasher would give.
+#[cfg(test)]
+fn test_hash(key: u64) -> u64 {
+    key.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 #[cfg(test)]

@@ -89,6 +89,11 @@ impl Segments {
         self.window_max
     }
 
+    /// The weight of the entry in slot `idx`.
+    pub(crate) fn weight(&self, idx: u32) -> u64 {
+        self.meta[idx as usize].weight
+    }
+
     /// The hash of the entry in slot `idx`, or of the last one it held.
     pub(crate) fn hash(&self, idx: u32) -> u64 {
         self.meta[idx as usize].hash

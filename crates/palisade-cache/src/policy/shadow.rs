@@ -123,7 +123,7 @@ mod tests {
         let mut shadow = Shadow::new(1_024, 0, 1_024);
         let before = (shadow.segments.heap_bytes(), shadow.slots.capacity());
         for key in 0..5_000u64 {
-            shadow.request(key.wrapping_mul(0x9E37_79B9_7F4A_7C15), 1);
+            shadow.request(super::super::test_hash(key), 1);
         }
         assert_eq!(shadow.segments.len(), 1_024);
         assert_eq!(

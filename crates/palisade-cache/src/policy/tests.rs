@@ -4,13 +4,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use super::*;
 
 fn entry(policy: &mut Policy<u64, ()>, key: u64) -> Arc<Entry<u64, ()>> {
+    weighing(policy, key, 1)
+}
+
+/// An entry of `key` that weighs `weight`, in a slot reserved for it.
+fn weighing(policy: &mut Policy<u64, ()>, key: u64, weight: u32) -> Arc<Entry<u64, ()>> {
     let slot = policy.reserve();
     Arc::new(Entry {
         key,
         value: (),
-        hash: key.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        hash: test_hash(key),
         slot,
-        weight: 1,
+        weight,
         written_at: 0,
         expires_at: NEVER,
         accessed_at: AtomicU64::new(0),
@@ -51,7 +56,7 @@ fn a_popular_main_entry_is_kept_over_a_one_hit_candidate() {
 }
 
 fn key_tag(key: u64) -> u32 {
-    key.wrapping_mul(0x9E37_79B9_7F4A_7C15) as u32
+    test_hash(key) as u32
 }
 
 #[test]
@@ -140,10 +145,7 @@ impl Replay {
             self.policy.record_read(slot, key_tag(key));
             return true;
         }
-        let e = Arc::new(Entry {
-            weight: self.weight,
-            ..Arc::into_inner(entry(&mut self.policy, key)).unwrap()
-        });
+        let e = weighing(&mut self.policy, key, self.weight);
         self.slots.insert(key, e.slot);
         self.policy.add(e);
         self.policy.evict(&mut self.removed);
@@ -217,10 +219,7 @@ fn a_weighed_cache_samples_by_its_entry_count_once_full() {
     // Made as if every entry weighed 1: a share of 1,024 in 1,000,000.
     assert_eq!(policy.climber.sample(), (4_398_046, 1_024));
     for key in 0..10_000 {
-        let e = Arc::new(Entry {
-            weight: 100,
-            ..Arc::into_inner(entry(&mut policy, key)).unwrap()
-        });
+        let e = weighing(&mut policy, key, 100);
         policy.add(e);
         policy.evict(&mut out);
     }
@@ -248,7 +247,7 @@ fn an_update_that_makes_a_protected_entry_heavier_keeps_the_protected_share() {
     let heavier = Arc::new(Entry {
         weight: 10,
         slot: slots[5],
-        ..Arc::into_inner(entry(&mut policy, 5)).unwrap()
+        ..Arc::into_inner(weighing(&mut policy, 5, 1)).unwrap()
     });
     policy.update(heavier);
     // 88 would be protected; the oldest protected keys go back to probation.
