@@ -50,9 +50,11 @@ impl StatsCounter {
         &self.stripes[thread_hint() & self.mask]
     }
 
-    /// A hit that could not be left in the read buffer (full, and the
-    /// maintenance lock busy). Every other hit is counted as the buffer is
-    /// drained, so the read path needs no counter of its own.
+    /// A hit not left in the read buffer: on an entry the policy recorded
+    /// recently (see `Policy::recent_after`), or with the buffer full and
+    /// the maintenance lock busy. Every other hit is counted as the buffer
+    /// is drained.
+    #[inline]
     pub(crate) fn unbuffered_hit(&self) {
         self.cells().hits.fetch_add(1, Ordering::Relaxed);
     }

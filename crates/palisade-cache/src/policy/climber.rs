@@ -130,6 +130,11 @@ impl Climber {
         (self.threshold, self.shadow_max)
     }
 
+    /// Requests of a key whose hash's high half is below this feed the replicas.
+    pub(crate) fn sampled_below(&self) -> u64 {
+        self.threshold
+    }
+
     /// Whether requests of the key with this hash feed the replicas.
     #[inline]
     pub(crate) fn samples(&self, hash: u64) -> bool {

@@ -23,6 +23,7 @@ mod sketch;
 mod wheel;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::entry::{Entry, NEVER};
 use crate::event::RemovalCause;
@@ -49,6 +50,8 @@ pub(crate) struct Policy<K, V> {
     climber: Climber,
     /// Whether the weight has reached the maximum once (see [`Self::observe`]).
     filled: bool,
+    /// Marks given so far (see [`Self::stamp`]): the clock of [`Entry::recorded`].
+    marks: u64,
     evicted: Vec<u32>,
     wheel: TimerWheel,
     /// Time to idle, ns (0: none).
@@ -70,6 +73,7 @@ impl<K, V> Policy<K, V> {
             // once the cache is full.
             climber: Climber::new(max, max, window),
             filled: false,
+            marks: 0,
             evicted: Vec::new(),
             wheel: TimerWheel::new(now),
             tti,
@@ -129,6 +133,7 @@ impl<K, V> Policy<K, V> {
             return None;
         }
         let old = self.entries[idx as usize].replace(entry);
+        self.stamp(idx);
         self.unfile(idx);
         self.file(idx, deadline);
         old
@@ -147,8 +152,48 @@ impl<K, V> Policy<K, V> {
     /// A slot reused by another key since the read is recognised and skipped.
     pub(crate) fn record_read(&mut self, idx: u32, tag: u32) {
         if let Some(hash) = self.segments.record_read(idx, tag) {
+            self.stamp(idx);
             self.observe(hash, idx);
         }
+    }
+
+    /// Gives the entry in slot `idx`, just moved to the back of its
+    /// segment, the next mark if that segment is the protected one: every
+    /// move to the protected segment's back takes a mark of its own.
+    fn stamp(&mut self, idx: u32) {
+        if self.segments.is_protected(idx)
+            && let Some(entry) = &self.entries[idx as usize]
+        {
+            self.marks += 1;
+            entry.recorded.store(self.marks, Ordering::Relaxed);
+        }
+    }
+
+    /// A read of an entry whose [`Entry::recorded`] is above this may skip
+    /// the read buffer: the entry is in the protected segment, where
+    /// recording the read would move it back among the entries most
+    /// recently moved there and count a key the sketch already counts.
+    ///
+    /// The marks above this are those of the protected segment's entries:
+    /// it is the last mark less the segment's length, every move to the
+    /// segment's back takes a new mark, and an entry leaves the segment
+    /// only from its front (the oldest mark first), demoted or evicted, or
+    /// by its removal; so the `len` highest marks were given to its last
+    /// `len` entries, which are all still in it. An entry demoted to
+    /// probation, whose next hit must promote it, is never skipped.
+    ///
+    /// A read of a key the climber samples ([`Self::sampled_below`]) is
+    /// always recorded, so that the climber's replicas see every request of
+    /// their share, as they would without this shortcut.
+    pub(crate) fn recent_after(&self) -> u64 {
+        self.marks
+            .saturating_sub(u64::from(self.segments.protected_len()))
+    }
+
+    /// Reads of keys whose hash's high half is below this are always
+    /// recorded: they feed the climber's replicas.
+    pub(crate) fn sampled_below(&self) -> u64 {
+        self.climber.sampled_below()
     }
 
     /// Shows a request (a hit, or the insert of a miss) to the climber if

@@ -89,6 +89,16 @@ impl Segments {
         self.window_max
     }
 
+    /// Whether slot `idx` holds an entry of the protected segment.
+    pub(crate) fn is_protected(&self, idx: u32) -> bool {
+        self.meta[idx as usize].region == Region::Protected
+    }
+
+    /// The number of entries in the protected segment.
+    pub(crate) fn protected_len(&self) -> u32 {
+        self.protected.len()
+    }
+
     /// The weight of the entry in slot `idx`.
     pub(crate) fn weight(&self, idx: u32) -> u64 {
         self.meta[idx as usize].weight

@@ -63,25 +63,40 @@ impl FrequencySketch {
         self.sample_size
     }
 
-    /// The word and the bit shift of the key's `i`-th counter: counter `i`
-    /// is in word `2i` or `2i + 1` of the key's block, at a nibble chosen by
-    /// 4 more bits of a second hash.
+    /// The key's block (its first word) and the hash that picks its four
+    /// counters: counter `i` is in word `2i` or `2i + 1` of the block (bit
+    /// `8i` of the hash), at the nibble bits `8i + 1 ..= 8i + 4` choose.
     #[inline]
-    fn slot(&self, hash: u64, i: usize) -> (usize, u32) {
+    fn locate(&self, hash: u64) -> (usize, u64) {
         let block_hash = (hash ^ (hash >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let block = ((block_hash >> 24) as usize) & self.mask;
         let counter_hash = (block_hash ^ (block_hash >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        (block, counter_hash)
+    }
+
+    /// The word within the block and the bit shift of counter `i`.
+    #[inline]
+    fn counter(counter_hash: u64, i: usize) -> (usize, u32) {
         let h = counter_hash >> (i * 8);
-        let word = block + (h & 1) as usize + (i << 1);
-        (word, (((h >> 1) & 15) as u32) * 4)
+        ((h & 1) as usize + (i << 1), (((h >> 1) & 15) as u32) * 4)
+    }
+
+    /// The key's block of eight words; the mask keeps it inside the table.
+    #[inline]
+    fn block(table: &[u64], block: usize) -> &[u64; 8] {
+        table[block..block + 8]
+            .try_into()
+            .expect("the mask keeps a block inside the table")
     }
 
     /// The estimated recent frequency of the key, 0 to 15.
     pub(crate) fn frequency(&self, hash: u64) -> u8 {
+        let (block, counter_hash) = self.locate(hash);
+        let words = Self::block(&self.table, block);
         (0..4)
             .map(|i| {
-                let (word, shift) = self.slot(hash, i);
-                ((self.table[word] >> shift) & 0xF) as u8
+                let (word, shift) = Self::counter(counter_hash, i);
+                ((words[word] >> shift) & 0xF) as u8
             })
             .min()
             .unwrap_or(0)
@@ -90,11 +105,15 @@ impl FrequencySketch {
     /// Counts one more sighting of the key.
     #[inline]
     pub(crate) fn increment(&mut self, hash: u64) {
+        let (block, counter_hash) = self.locate(hash);
+        let words: &mut [u64; 8] = (&mut self.table[block..block + 8])
+            .try_into()
+            .expect("the mask keeps a block inside the table");
         let mut added = false;
         for i in 0..4 {
-            let (word, shift) = self.slot(hash, i);
-            if (self.table[word] >> shift) & 0xF < 15 {
-                self.table[word] += 1 << shift;
+            let (word, shift) = Self::counter(counter_hash, i);
+            if (words[word] >> shift) & 0xF < 15 {
+                words[word] += 1 << shift;
                 added = true;
             }
         }

@@ -20,6 +20,7 @@ fn weighing(policy: &mut Policy<u64, ()>, key: u64, weight: u32) -> Arc<Entry<u6
         expires_at: NEVER,
         accessed_at: AtomicU64::new(0),
         refreshing: AtomicBool::new(false),
+        recorded: AtomicU64::new(0),
     })
 }
 
@@ -96,6 +97,7 @@ fn expired_entries_come_out_of_the_wheel_with_their_cause() {
             expires_at: ttl_ms * 1_000_000,
             accessed_at: AtomicU64::new(0),
             refreshing: AtomicBool::new(false),
+            recorded: AtomicU64::new(0),
         }));
     }
     let ms = 1_000_000;
@@ -271,4 +273,137 @@ fn a_weighed_recency_heavy_workload_grows_the_window_when_weights_do_not_divide_
     );
     let later = replay.hits((50_000..70_000).map(request));
     assert_eq!(later, 10_000);
+}
+
+/// Whether a reader would leave this hit out of the read buffer, as
+/// `Cache::get_hashed` decides with what the last maintenance published.
+fn skipped(policy: &Policy<u64, ()>, slot: u32) -> bool {
+    let entry = policy.entries[slot as usize].as_ref().unwrap();
+    (entry.hash >> 32) >= policy.sampled_below()
+        && entry.recorded.load(Ordering::Relaxed) > policy.recent_after()
+}
+
+#[test]
+fn only_entries_of_the_protected_segment_are_ever_marked_recent() {
+    // Hot and cold keys, updates, removals and forced climbs of the window
+    // (up to nearly all of the capacity and back), with readers skipping
+    // what the policy says they may: after every step, an entry a reader
+    // would skip is in the protected segment, so no hit that would promote
+    // an entry out of probation, or reorder the window, is ever left out.
+    let capacity = 2_000;
+    let mut policy: Policy<u64, ()> = Policy::new(capacity, 0, 0, 0);
+    let mut slots = std::collections::HashMap::new();
+    let mut removed = Vec::new();
+    let mut rng = fastrand::Rng::with_seed(7);
+    let (mut skips, mut recorded) = (0u64, 0u64);
+    for step in 0..60_000u32 {
+        let key = if rng.bool() {
+            rng.u64(..50)
+        } else {
+            rng.u64(..20_000)
+        };
+        match rng.u8(..100) {
+            0 => {
+                if let Some(slot) = slots.remove(&key) {
+                    policy.remove(slot);
+                }
+            }
+            2..=4 => {
+                if let Some(&slot) = slots.get(&key) {
+                    let e = Arc::new(Entry {
+                        key,
+                        value: (),
+                        hash: test_hash(key),
+                        slot,
+                        weight: 1,
+                        written_at: 0,
+                        expires_at: NEVER,
+                        accessed_at: AtomicU64::new(0),
+                        refreshing: AtomicBool::new(false),
+                        recorded: AtomicU64::new(0),
+                    });
+                    policy.update(e);
+                }
+            }
+            _ => {
+                if let Some(&slot) = slots.get(&key) {
+                    if skipped(&policy, slot) {
+                        skips += 1;
+                    } else {
+                        recorded += 1;
+                        policy.record_read(slot, key_tag(key));
+                    }
+                } else {
+                    let e = entry(&mut policy, key);
+                    slots.insert(key, e.slot);
+                    policy.add(e);
+                    policy.evict(&mut removed);
+                    for r in removed.drain(..) {
+                        slots.remove(&r.entry.key);
+                    }
+                }
+            }
+        }
+        if step % 7_919 == 0 {
+            // Most of the capacity to the window, or back.
+            policy
+                .segments
+                .climb(if step % 2 == 0 { 1_900 } else { -1_900 });
+        }
+        if step % 89 == 0 {
+            for &slot in slots.values() {
+                if skipped(&policy, slot) {
+                    assert!(policy.segments.is_protected(slot), "step {step}");
+                }
+            }
+        }
+    }
+    // The shortcut is taken, and not for every hit.
+    assert!(
+        skips > 2_000 && recorded > 2_000,
+        "{skips} skipped, {recorded} recorded"
+    );
+}
+
+#[test]
+fn a_read_of_a_protected_entry_is_skipped_until_it_is_demoted() {
+    let capacity = 2_000;
+    let mut replay = Replay::new(capacity);
+    // Fill the cache, then read every key once: the 1,980 keys in
+    // probation are promoted in turn (the protected segment keeping the
+    // newest 1,584 of them), the 20 in the window stay there.
+    for key in 0..capacity {
+        replay.request(key);
+    }
+    for key in 0..capacity {
+        replay.request(key);
+    }
+    let policy = &replay.policy;
+    assert_eq!(policy.segments.protected_len(), 1_584);
+    assert_eq!(policy.marks, 1_980);
+    let mark = |key: u64| {
+        let slot = replay.slots[&key];
+        policy.entries[slot as usize]
+            .as_ref()
+            .unwrap()
+            .recorded
+            .load(Ordering::Relaxed)
+    };
+    // Key k's promotion was the (k + 1)-th move to the protected segment.
+    assert_eq!(mark(1_979), 1_980);
+    assert_eq!(mark(396), 397, "the oldest protected entry");
+    assert_eq!(mark(395), 396);
+    assert!(policy.segments.in_probation(replay.slots[&395]), "demoted");
+    assert_eq!(mark(1_999), 0, "a window entry is never marked");
+    // 1,980 marks less the 1,584 entries the segment holds: keys 396 to
+    // 1,979, the segment's entries, are marked recent; key 395 is not.
+    assert_eq!(policy.recent_after(), 396);
+    // Of those, the keys the climber samples are still recorded, the others skipped.
+    let sampled = |key: u64| (test_hash(key) >> 32) < policy.sampled_below();
+    let skips: Vec<u64> = (0..capacity)
+        .filter(|key| skipped(policy, replay.slots[key]))
+        .collect();
+    let expected: Vec<u64> = (396..1_980).filter(|&key| !sampled(key)).collect();
+    assert_eq!(skips, expected);
+    assert!(expected.len() > 500 && expected.len() < 1_564 - 500);
 }
