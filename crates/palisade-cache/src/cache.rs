@@ -106,6 +106,11 @@ impl<K, V> Inner<K, V> {
     }
 }
 
+/// A hit that skips the read buffer runs the maintenance (if its lock is
+/// free) once in this many such hits on its stripe of the counters, as a
+/// buffered hit does when its ring fills.
+const SKIPS_PER_MAINTENANCE: u64 = 64;
+
 /// What a reader needs to know to skip the read buffer, published by every
 /// maintenance (see [`Policy::recent_after`]).
 struct Recency {
@@ -345,13 +350,22 @@ where
                     && inner.refresh_after != 0
                     && now.saturating_sub(e.written_at) >= inner.refresh_after
                     && e.start_refresh();
-                let recent = e.recorded.load(Ordering::Relaxed) > recent_after;
+                let recent = e.mark.load(Ordering::Relaxed) > recent_after;
                 Some((e.value.clone(), e.slot, refresh, recent))
             })
             .flatten();
         if let Some((value, slot, refresh, recent)) = found {
             if recent {
-                inner.stats.unbuffered_hit();
+                // No note, so the buffer never fills: run the maintenance
+                // now and then all the same, or a cache whose reads all
+                // skip would never reclaim expired entries nor report.
+                if inner
+                    .stats
+                    .unbuffered_hit()
+                    .is_multiple_of(SKIPS_PER_MAINTENANCE)
+                {
+                    self.try_maintain();
+                }
             } else {
                 self.record_read(slot, hash as u32);
             }
@@ -388,12 +402,7 @@ where
         let inner = &*self.inner;
         match inner.reads.push(slot, tag) {
             Push::Done => {}
-            Push::Drain => {
-                if let Some(mut m) = inner.maintenance.try_lock() {
-                    self.maintain(&mut m);
-                    self.finish(m);
-                }
-            }
+            Push::Drain => self.try_maintain(),
             Push::Full => {
                 if let Some(mut m) = inner.maintenance.try_lock() {
                     self.maintain(&mut m);
@@ -405,6 +414,14 @@ where
                     inner.stats.unbuffered_hit();
                 }
             }
+        }
+    }
+
+    /// Runs the maintenance if its lock is free.
+    fn try_maintain(&self) {
+        if let Some(mut m) = self.inner.maintenance.try_lock() {
+            self.maintain(&mut m);
+            self.finish(m);
         }
     }
 
@@ -460,7 +477,7 @@ where
             expires_at: now.saturating_add(inner.ttl),
             accessed_at: AtomicU64::new(now),
             refreshing: AtomicBool::new(false),
-            recorded: AtomicU64::new(0),
+            mark: AtomicU64::new(0),
         });
         let mut m = self.lock_maintenance();
         if loaded_by.is_some_and(|leader| leader.flight().is_superseded()) {
@@ -643,14 +660,18 @@ where
         for removed in &m.removed {
             inner.stats.removal(removed.cause);
         }
-        inner
-            .recency
-            .after
-            .store(m.policy.recent_after(), Ordering::Relaxed);
-        inner
-            .recency
-            .sampled_below
-            .store(m.policy.sampled_below(), Ordering::Relaxed);
+        // Stored only when changed: every reader loads this line.
+        let recency = &inner.recency;
+        let after = m.policy.recent_after();
+        if recency.after.load(Ordering::Relaxed) != after {
+            recency.after.store(after, Ordering::Relaxed);
+        }
+        let sampled_below = m.policy.sampled_below();
+        if recency.sampled_below.load(Ordering::Relaxed) != sampled_below {
+            recency
+                .sampled_below
+                .store(sampled_below, Ordering::Relaxed);
+        }
         let (entries, weighted_size) = (m.policy.len(), m.policy.weighted_size());
         inner.entries.store(entries, Ordering::Relaxed);
         inner.weighted_size.store(weighted_size, Ordering::Relaxed);
@@ -968,6 +989,53 @@ mod recency_tests {
             buffered <= hits * 3 / 4,
             "{buffered} of {hits} hits buffered"
         );
+    }
+
+    /// Keys of `HOT` and up live a second; the hot ones forever.
+    struct ColdKeysExpire;
+
+    impl Expiry<u64, u64> for ColdKeysExpire {
+        fn expire_after_create(&self, key: &u64, _: &u64) -> Option<Duration> {
+            (*key >= HOT).then_some(Duration::from_secs(1))
+        }
+    }
+
+    #[test]
+    fn reads_that_skip_the_read_buffer_still_reclaim_expired_entries() {
+        // Only hits on the hot keys, which all skip the buffer once their
+        // entries are protected: maintenance must still run, or the cold
+        // keys' expired entries are never reclaimed.
+        let clock = palisade_core::ManualClock::new();
+        let cache: Cache<u64, u64> = Cache::builder()
+            .max_capacity(CAPACITY)
+            .hash_seed(3)
+            .clock(clock.shared())
+            .expiry(ColdKeysExpire)
+            .build()
+            .unwrap();
+        for key in 0..CAPACITY {
+            cache.insert(key, key);
+        }
+        let sampled_below = cache.inner.recency.sampled_below.load(Ordering::Relaxed);
+        let unsampled: Vec<u64> = (0..HOT)
+            .filter(|&key| (cache.hash_key(&key) >> 32) >= sampled_below)
+            .collect();
+        for &key in &unsampled {
+            assert_eq!(cache.get(&key), Some(key));
+        }
+        cache.run_pending_tasks();
+        clock.advance(Duration::from_secs(2));
+        for _ in 0..100 {
+            for &key in &unsampled {
+                assert_eq!(cache.get(&key), Some(key));
+            }
+        }
+        assert_eq!(
+            cache.entry_count(),
+            HOT,
+            "the expired entries are reclaimed"
+        );
+        assert_eq!(cache.stats().expired, CAPACITY - HOT);
     }
 
     #[test]

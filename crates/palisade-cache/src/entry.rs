@@ -27,10 +27,10 @@ pub(crate) struct Entry<K, V> {
     pub(crate) accessed_at: AtomicU64,
     /// Set while a refresh of this value is under way.
     pub(crate) refreshing: AtomicBool,
-    /// The policy's read count when it last moved this entry to the back of
-    /// its protected segment (0: never); a read may skip the read buffer
-    /// while this is recent (see [`Policy::recent_after`](crate::policy::Policy::recent_after)).
-    pub(crate) recorded: AtomicU64,
+    /// The policy's mark of this entry's last move to the back of the
+    /// protected segment (0: never); a hit may skip the read buffer while
+    /// it is recent (see [`Policy::recent_after`](crate::policy::Policy::recent_after)).
+    pub(crate) mark: AtomicU64,
 }
 
 impl<K, V> Entry<K, V> {

@@ -50,13 +50,14 @@ impl StatsCounter {
         &self.stripes[thread_hint() & self.mask]
     }
 
-    /// A hit not left in the read buffer: on an entry the policy recorded
-    /// recently (see `Policy::recent_after`), or with the buffer full and
-    /// the maintenance lock busy. Every other hit is counted as the buffer
-    /// is drained.
+    /// A hit not left in the read buffer: on an entry the policy moved to
+    /// the protected segment recently (see `Policy::recent_after`), or with
+    /// the buffer full and the maintenance lock busy. Every other hit is
+    /// counted as the buffer is drained. Returns how many such hits this
+    /// stripe had counted before.
     #[inline]
-    pub(crate) fn unbuffered_hit(&self) {
-        self.cells().hits.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn unbuffered_hit(&self) -> u64 {
+        self.cells().hits.fetch_add(1, Ordering::Relaxed)
     }
 
     #[inline]

@@ -50,7 +50,7 @@ pub(crate) struct Policy<K, V> {
     climber: Climber,
     /// Whether the weight has reached the maximum once (see [`Self::observe`]).
     filled: bool,
-    /// Marks given so far (see [`Self::stamp`]): the clock of [`Entry::recorded`].
+    /// Marks given so far (see [`Self::stamp`]): the clock of [`Entry::mark`].
     marks: u64,
     evicted: Vec<u32>,
     wheel: TimerWheel,
@@ -165,22 +165,23 @@ impl<K, V> Policy<K, V> {
             && let Some(entry) = &self.entries[idx as usize]
         {
             self.marks += 1;
-            entry.recorded.store(self.marks, Ordering::Relaxed);
+            entry.mark.store(self.marks, Ordering::Relaxed);
         }
     }
 
-    /// A read of an entry whose [`Entry::recorded`] is above this may skip
-    /// the read buffer: the entry is in the protected segment, where
-    /// recording the read would move it back among the entries most
-    /// recently moved there and count a key the sketch already counts.
+    /// A read of an entry whose [`Entry::mark`] is above this may skip the
+    /// read buffer: the entry is in the protected segment, among the entries
+    /// most recently moved to its back, where recording the read would move
+    /// it back a little further and count it once more in the sketch.
     ///
-    /// The marks above this are those of the protected segment's entries:
-    /// it is the last mark less the segment's length, every move to the
-    /// segment's back takes a new mark, and an entry leaves the segment
-    /// only from its front (the oldest mark first), demoted or evicted, or
-    /// by its removal; so the `len` highest marks were given to its last
-    /// `len` entries, which are all still in it. An entry demoted to
-    /// probation, whose next hit must promote it, is never skipped.
+    /// Every entry outside the segment has a mark at most this, the last
+    /// mark less the segment's length, since every step keeps it so: a new
+    /// entry (and a replaced value's) starts at 0; a promotion gives a new
+    /// mark and lengthens the segment by one; a move to the back gives a
+    /// new mark; an entry that leaves the segment leaves from its front,
+    /// with the lowest of the segment's distinct marks, which is at most
+    /// the new threshold, and a removal only raises it. So an entry demoted
+    /// to probation, whose next hit must promote it, is never skipped.
     ///
     /// A read of a key the climber samples ([`Self::sampled_below`]) is
     /// always recorded, so that the climber's replicas see every request of

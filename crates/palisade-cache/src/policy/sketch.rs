@@ -4,7 +4,7 @@
 //! Sixteen counters share one `u64`; a key's four counters lie in four
 //! different words of one 64-byte block, so counting a key costs one cache
 //! miss rather than four (Caffeine's layout). Its estimate is the smallest
-//! of the four. After `10 × capacity` increments every counter is halved, so
+//! of the four. After `5 × capacity` increments every counter is halved, so
 //! the estimate follows recent popularity rather than all-time counts.
 
 /// The first table: 8 KiB.
@@ -36,7 +36,7 @@ impl FrequencySketch {
             // Blocks of 8 words: the mask picks a block's first word.
             mask: (words / 8 - 1) << 3,
             additions: 0,
-            sample_size: capacity.clamp(16, MAX_WORDS).saturating_mul(10),
+            sample_size: capacity.clamp(16, MAX_WORDS).saturating_mul(5),
         }
     }
 
@@ -81,18 +81,12 @@ impl FrequencySketch {
         ((h & 1) as usize + (i << 1), (((h >> 1) & 15) as u32) * 4)
     }
 
-    /// The key's block of eight words; the mask keeps it inside the table.
-    #[inline]
-    fn block(table: &[u64], block: usize) -> &[u64; 8] {
-        table[block..block + 8]
-            .try_into()
-            .expect("the mask keeps a block inside the table")
-    }
-
     /// The estimated recent frequency of the key, 0 to 15.
     pub(crate) fn frequency(&self, hash: u64) -> u8 {
         let (block, counter_hash) = self.locate(hash);
-        let words = Self::block(&self.table, block);
+        let words: &[u64; 8] = self.table[block..block + 8]
+            .try_into()
+            .expect("the mask keeps a block inside the table");
         (0..4)
             .map(|i| {
                 let (word, shift) = Self::counter(counter_hash, i);
@@ -170,12 +164,12 @@ mod tests {
     #[test]
     fn halves_every_counter_after_the_sample_size() {
         let mut sketch = FrequencySketch::new(16);
-        assert_eq!(sketch.sample_size(), 160);
+        assert_eq!(sketch.sample_size(), 80);
         for _ in 0..8 {
             sketch.increment(1);
         }
-        // 152 more increments of other keys reach the sample size of 160.
-        for key in 0..152u64 {
+        // 72 more increments of other keys reach the sample size of 80.
+        for key in 0..72u64 {
             sketch.increment(1_000 + key * 7919);
         }
         assert_eq!(sketch.frequency(1), 4);
