@@ -4,8 +4,13 @@
 //! Sixteen counters share one `u64`; a key's four counters lie in four
 //! different words of one 64-byte block, so counting a key costs one cache
 //! miss rather than four (Caffeine's layout). Its estimate is the smallest
-//! of the four. After `5 × capacity` increments every counter is halved, so
-//! the estimate follows recent popularity rather than all-time counts.
+//! of the four, and a sighting adds one only to the counters at that
+//! smallest value (the *conservative update* of Estan and Varghese): a
+//! counter a key shares with a more popular one is already above the key's
+//! estimate, and counting it up too would only inflate the estimates of the
+//! other keys that share it. After `5 × capacity` increments every counter
+//! is halved, so the estimate follows recent popularity rather than
+//! all-time counts.
 
 /// The first table: 8 KiB.
 const INITIAL_WORDS: u64 = 1 << 10;
@@ -96,19 +101,27 @@ impl FrequencySketch {
             .unwrap_or(0)
     }
 
-    /// Counts one more sighting of the key.
+    /// Counts one more sighting of the key: adds one to those of its
+    /// counters at its estimate (the smallest), unless that is 15 already.
     #[inline]
     pub(crate) fn increment(&mut self, hash: u64) {
         let (block, counter_hash) = self.locate(hash);
         let words: &mut [u64; 8] = (&mut self.table[block..block + 8])
             .try_into()
             .expect("the mask keeps a block inside the table");
+        let counters = [0, 1, 2, 3].map(|i| Self::counter(counter_hash, i));
+        let min = counters
+            .iter()
+            .map(|&(word, shift)| (words[word] >> shift) & 0xF)
+            .min()
+            .unwrap_or(15);
         let mut added = false;
-        for i in 0..4 {
-            let (word, shift) = Self::counter(counter_hash, i);
-            if (words[word] >> shift) & 0xF < 15 {
-                words[word] += 1 << shift;
-                added = true;
+        if min < 15 {
+            for (word, shift) in counters {
+                if (words[word] >> shift) & 0xF == min {
+                    words[word] += 1 << shift;
+                    added = true;
+                }
             }
         }
         if added {
@@ -159,6 +172,40 @@ mod tests {
         assert_eq!(sketch.frequency(5), 0, "counts start over");
         sketch.grow_for(100);
         assert_eq!(sketch.capacity(), 1 << 13, "never shrinks");
+    }
+
+    #[test]
+    fn a_sighting_counts_up_only_the_counters_at_the_estimate() {
+        let mut sketch = FrequencySketch::new(1024);
+        let counters = |sketch: &FrequencySketch, key: u64| {
+            let (block, counter_hash) = sketch.locate(key);
+            [0, 1, 2, 3].map(|i| {
+                let (word, shift) = FrequencySketch::counter(counter_hash, i);
+                (block + word, shift)
+            })
+        };
+        // Two keys that share exactly one counter.
+        let popular = 1;
+        let shared = |key: u64| {
+            let theirs = counters(&sketch, popular);
+            counters(&sketch, key)
+                .iter()
+                .filter(|c| theirs.contains(c))
+                .count()
+        };
+        let rare = (2..100_000).find(|&key| shared(key) == 1).unwrap();
+        let (word, shift) = *counters(&sketch, rare)
+            .iter()
+            .find(|c| counters(&sketch, popular).contains(c))
+            .unwrap();
+        for _ in 0..5 {
+            sketch.increment(popular);
+        }
+        sketch.increment(rare);
+        sketch.increment(rare);
+        assert_eq!(sketch.frequency(rare), 2);
+        assert_eq!(sketch.frequency(popular), 5);
+        assert_eq!((sketch.table[word] >> shift) & 0xF, 5, "left alone");
     }
 
     #[test]
