@@ -111,7 +111,7 @@ impl Segments {
 
     /// Makes room for `entries` entries up front: their slots, and a sketch
     /// of twice as many counters' words (what [`add`](Self::add) would grow
-    /// it to, starting its counts over, at the first entry past its size).
+    /// it to, starting its counts over, as the entries come).
     pub(crate) fn make_room(&mut self, entries: u64) {
         let slots = entries as usize + 1;
         self.meta.reserve_exact(slots);
@@ -177,8 +177,13 @@ impl Segments {
         self.window.push_back(&mut self.links, idx);
         self.window_weight += weight;
         self.total_weight += weight;
-        if self.len() > self.sketch.capacity() {
-            self.sketch.grow_for(self.len() * 2);
+        // Two words (32 counters) per entry held: fewer collide, and the
+        // sketch also remembers keys no longer held. Counted up to the
+        // maximum, so the one entry over it before an eviction does not
+        // grow the table (and start its counts over) as the cache fills.
+        let entries = self.len().min(self.max);
+        if entries * 2 > self.sketch.capacity() {
+            self.sketch.grow_for(entries * 2);
         }
     }
 

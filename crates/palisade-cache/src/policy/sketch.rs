@@ -29,13 +29,16 @@ pub(crate) struct FrequencySketch {
 }
 
 impl FrequencySketch {
-    /// A sketch sized for about `capacity` distinct entries.
     /// A sketch for about `capacity` distinct entries; its table starts at
-    /// no more than [`INITIAL_WORDS`] and grows with [`grow_for`](Self::grow_for),
-    /// so a cache that never fills (or is bounded by weight, in bytes say)
-    /// does not pay for a table it does not use.
+    /// two words per entry (a power of two, as [`grow_for`](Self::grow_for)
+    /// sizes it for a full cache), but no more than [`INITIAL_WORDS`], and
+    /// grows with `grow_for`, so a cache that never fills (or is bounded by
+    /// weight, in bytes say) does not pay for a table it does not use.
     pub(crate) fn new(capacity: u64) -> Self {
-        let words = capacity.clamp(16, INITIAL_WORDS).next_power_of_two() as usize;
+        let words = capacity
+            .saturating_mul(2)
+            .clamp(16, INITIAL_WORDS)
+            .next_power_of_two() as usize;
         Self {
             table: vec![0; words].into_boxed_slice(),
             // Blocks of 8 words: the mask picks a block's first word.
@@ -160,6 +163,13 @@ mod tests {
         assert_eq!(sketch.frequency(42), 15);
         assert_eq!(sketch.frequency(7), 3);
         assert_eq!(sketch.frequency(99), 0);
+    }
+
+    #[test]
+    fn a_small_cache_starts_with_two_words_per_entry() {
+        assert_eq!(FrequencySketch::new(100).capacity(), 256);
+        assert_eq!(FrequencySketch::new(512).capacity(), 1 << 10);
+        assert_eq!(FrequencySketch::new(4).capacity(), 16);
     }
 
     #[test]

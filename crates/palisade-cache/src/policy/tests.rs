@@ -443,3 +443,21 @@ fn a_value_replaced_in_probation_is_promoted_with_a_mark_and_demotes_the_oldest_
     assert_eq!(mark_of(&replay, 396), 397);
     assert_eq!(replay.policy.recent_after(), 397);
 }
+
+#[test]
+fn the_sketch_keeps_at_least_two_words_per_entry_and_does_not_grow_past_the_maximum() {
+    // 3,000 entries: 8,192 words (the power of two at or above 6,000),
+    // not 4,096, which would be one word and a third per entry.
+    let mut replay = Replay::new(3_000);
+    for key in 0..3_000 {
+        replay.request(key);
+        let (sketch_bytes, _) = replay.policy.segments.heap_bytes();
+        assert!(sketch_bytes / 8 >= 2 * replay.policy.len() as usize);
+    }
+    assert_eq!(replay.policy.segments.heap_bytes().0, 8_192 * 8);
+    // Full: newcomers (each one over the maximum until evicted) leave it.
+    for key in 3_000..10_000 {
+        replay.request(key);
+    }
+    assert_eq!(replay.policy.segments.heap_bytes().0, 8_192 * 8);
+}
