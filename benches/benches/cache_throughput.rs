@@ -154,10 +154,11 @@ trait BenchCache: Sync + Sized {
 /// per process moved the instructions per request by up to 20 % between runs
 /// (and `benches/callgrind.sh`, which subtracts two runs, by more).
 fn palisade_hash_seed() -> u64 {
-    std::env::var("PALISADE_HASH_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or(1)
+    std::env::var("PALISADE_HASH_SEED").map_or(1, |seed| {
+        seed.parse().unwrap_or_else(|_| {
+            panic!("PALISADE_HASH_SEED wants an unsigned integer, got {seed:?}")
+        })
+    })
 }
 
 impl BenchCache for palisade_cache::Cache<u64, u64> {

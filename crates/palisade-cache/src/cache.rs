@@ -402,27 +402,25 @@ where
         let inner = &*self.inner;
         match inner.reads.push(slot, tag) {
             Push::Done => {}
-            Push::Drain => self.try_maintain(),
+            Push::Drain => {
+                self.try_maintain();
+            }
             Push::Full => {
-                if let Some(mut m) = inner.maintenance.try_lock() {
-                    self.maintain(&mut m);
-                    self.finish(m);
-                    if inner.reads.push(slot, tag) == Push::Full {
-                        inner.stats.unbuffered_hit();
-                    }
-                } else {
+                if !self.try_maintain() || inner.reads.push(slot, tag) == Push::Full {
                     inner.stats.unbuffered_hit();
                 }
             }
         }
     }
 
-    /// Runs the maintenance if its lock is free.
-    fn try_maintain(&self) {
-        if let Some(mut m) = self.inner.maintenance.try_lock() {
-            self.maintain(&mut m);
-            self.finish(m);
-        }
+    /// Runs the maintenance if its lock is free; whether it ran.
+    fn try_maintain(&self) -> bool {
+        let Some(mut m) = self.inner.maintenance.try_lock() else {
+            return false;
+        };
+        self.maintain(&mut m);
+        self.finish(m);
+        true
     }
 
     /// Stores `value` for `key`, replacing any value it had. A load of the

@@ -82,56 +82,53 @@ impl FrequencySketch {
         (block, counter_hash)
     }
 
-    /// The word within the block and the bit shift of counter `i`.
+    /// The key's block (its first word), and the word within the block and
+    /// the bit shift of each of its four counters.
     #[inline]
-    fn counter(counter_hash: u64, i: usize) -> (usize, u32) {
-        let h = counter_hash >> (i * 8);
-        ((h & 1) as usize + (i << 1), (((h >> 1) & 15) as u32) * 4)
+    fn counters(&self, hash: u64) -> (usize, [(usize, u32); 4]) {
+        let (block, counter_hash) = self.locate(hash);
+        let counters = [0, 1, 2, 3].map(|i| {
+            let h = counter_hash >> (i * 8);
+            ((h & 1) as usize + (i << 1), (((h >> 1) & 15) as u32) * 4)
+        });
+        (block, counters)
     }
 
     /// The estimated recent frequency of the key, 0 to 15.
     pub(crate) fn frequency(&self, hash: u64) -> u8 {
-        let (block, counter_hash) = self.locate(hash);
+        let (block, counters) = self.counters(hash);
         let words: &[u64; 8] = self.table[block..block + 8]
             .try_into()
             .expect("the mask keeps a block inside the table");
-        (0..4)
-            .map(|i| {
-                let (word, shift) = Self::counter(counter_hash, i);
-                ((words[word] >> shift) & 0xF) as u8
-            })
-            .min()
-            .unwrap_or(0)
+        counters
+            .iter()
+            .map(|&(word, shift)| (words[word] >> shift) & 0xF)
+            .fold(15, u64::min) as u8
     }
 
     /// Counts one more sighting of the key: adds one to those of its
     /// counters at its estimate (the smallest), unless that is 15 already.
     #[inline]
     pub(crate) fn increment(&mut self, hash: u64) {
-        let (block, counter_hash) = self.locate(hash);
+        let (block, counters) = self.counters(hash);
         let words: &mut [u64; 8] = (&mut self.table[block..block + 8])
             .try_into()
             .expect("the mask keeps a block inside the table");
-        let counters = [0, 1, 2, 3].map(|i| Self::counter(counter_hash, i));
-        let min = counters
+        let estimate = counters
             .iter()
             .map(|&(word, shift)| (words[word] >> shift) & 0xF)
-            .min()
-            .unwrap_or(15);
-        let mut added = false;
-        if min < 15 {
-            for (word, shift) in counters {
-                if (words[word] >> shift) & 0xF == min {
-                    words[word] += 1 << shift;
-                    added = true;
-                }
+            .fold(15, u64::min);
+        if estimate == 15 {
+            return;
+        }
+        for (word, shift) in counters {
+            if (words[word] >> shift) & 0xF == estimate {
+                words[word] += 1 << shift;
             }
         }
-        if added {
-            self.additions += 1;
-            if self.additions >= self.sample_size {
-                self.halve();
-            }
+        self.additions += 1;
+        if self.additions >= self.sample_size {
+            self.halve();
         }
     }
 
@@ -188,11 +185,8 @@ mod tests {
     fn a_sighting_counts_up_only_the_counters_at_the_estimate() {
         let mut sketch = FrequencySketch::new(1024);
         let counters = |sketch: &FrequencySketch, key: u64| {
-            let (block, counter_hash) = sketch.locate(key);
-            [0, 1, 2, 3].map(|i| {
-                let (word, shift) = FrequencySketch::counter(counter_hash, i);
-                (block + word, shift)
-            })
+            let (block, counters) = sketch.counters(key);
+            counters.map(|(word, shift)| (block + word, shift))
         };
         // Two keys that share exactly one counter.
         let popular = 1;
